@@ -1,0 +1,245 @@
+"""Question / reference / answer records: loading, saving, the policy prompt, hard-problem mining.
+
+ExpRL (PAPER.md, "The idea" and "Data") trains on hard question/reference pairs. Each record carries three texts:
+
+    question   what the policy sees (and nothing else, PAPER.md "Policy prompt"),
+    reference  a worked solution that only the judge sees,
+    answer     the gold final answer, used by the sparse reward of Stage II and by evaluation.
+
+Records come from a JSONL file (one JSON object per line) or from a Hugging Face dataset, with the column names mapped
+by keyword arguments. Bad input stops with one `DataError` that names the file, the line (or row) and the field.
+"""
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."  # PAPER.md "Policy prompt"
+
+
+class DataError(ValueError):
+    """Bad problem data: the message names the file (or dataset), the line (or row) and the field."""
+
+
+@dataclass
+class Problem:
+    """One training or evaluation problem.
+
+    Example:
+        >>> Problem(id="p0", question="What is 2+3?", reference="2+3 = 5.", answer="5").answer
+        '5'
+    """
+
+    id: str
+    question: str
+    reference: str
+    answer: str
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_problems(
+    source: str,
+    split: str = "train",
+    question_key: str = "question",
+    reference_key: str = "reference",
+    answer_key: str = "answer",
+    id_key: str = "id",
+    limit: int | None = None,
+) -> list[Problem]:
+    """Load problems from a .jsonl file or a Hugging Face dataset (PAPER.md "Data").
+
+    `source` is one of:
+      - a path ending in ".jsonl": one JSON object per line, blank lines skipped;
+      - a local directory: a dataset written by `datasets.Dataset.save_to_disk` (or any folder `load_dataset` reads);
+      - anything else: a dataset name for `datasets.load_dataset` (needs the hub cache or network).
+    The *_key arguments name the columns. A record without an id gets f"{basename}-{index}" (index counts records
+    from 0). `limit` keeps the first `limit` problems.
+
+    Example: toy.jsonl holds the one line {"problem": "1+1?", "solution": "1+1=2", "final": "2"}; then
+        load_problems("toy.jsonl", question_key="problem", reference_key="solution", answer_key="final")
+        == [Problem(id="toy-0", question="1+1?", reference="1+1=2", answer="2")]
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    keys = {"question": question_key, "reference": reference_key, "answer": answer_key, "id": id_key}
+    stem = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    if source.endswith(".jsonl"):
+        records = _jsonl_records(source)
+    elif os.path.isdir(source):
+        records = _hf_records(source, split, keys, local=True)
+    elif os.path.isfile(source):
+        raise DataError(f"{source}: unsupported file type; expected a .jsonl file or a dataset directory")
+    else:
+        records = _hf_records(source, split, keys, local=False)
+
+    problems: list[Problem] = []
+    first_seen: dict[str, str] = {}  # id -> where it was first seen, to name both places of a duplicate
+    for index, (where, row) in enumerate(records):
+        if limit is not None and len(problems) >= limit:
+            break
+        problem = _problem_from_row(row, where, keys, default_id=f"{stem}-{index}")
+        if problem.id in first_seen:
+            raise DataError(f"{where}: duplicate id {problem.id!r} (first seen at {first_seen[problem.id]})")
+        first_seen[problem.id] = where
+        problems.append(problem)
+    return problems
+
+
+def _jsonl_records(path: str):
+    """Yield (where, row) for each non-blank line of a JSONL file; where = "<path> line <n>" (1-based)."""
+    try:
+        with open(path, "rb") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        raise DataError(f"cannot read problems file {path}: {e.strerror or e}") from None
+    for number, raw in enumerate(lines, start=1):
+        where = f"{path} line {number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"{where}: not valid UTF-8 text") from None
+        if not line.strip():
+            continue  # blank lines (often a trailing newline) are allowed
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        yield where, row
+
+
+def _hf_records(source: str, split: str, keys: dict[str, str], local: bool):
+    """Yield (where, row) for each row of a Hugging Face dataset; where = "dataset <source> split <s> row <i>"."""
+    import datasets  # lazy: importing datasets costs seconds and JSONL users never need it
+
+    try:
+        if local and _is_saved_dataset(source):
+            dataset = datasets.load_from_disk(source)
+            if isinstance(dataset, datasets.DatasetDict):
+                if split not in dataset:
+                    raise DataError(f"dataset {source}: no split {split!r} (splits: {', '.join(dataset)})")
+                dataset = dataset[split]
+        else:
+            dataset = datasets.load_dataset(source, split=split)
+    except DataError:
+        raise
+    except Exception as e:  # a missing name, no network, a corrupt folder: one message naming the source
+        raise DataError(f"cannot load dataset {source} (split {split!r}): {type(e).__name__}: {e}") from None
+
+    columns = dataset.column_names
+    for field in ("question", "reference", "answer"):  # a wrong mapping fails once, not on every row
+        if keys[field] not in columns:
+            raise DataError(
+                f"dataset {source} split {split!r}: no column {keys[field]!r} for field '{field}' "
+                f"(columns: {', '.join(columns)}); pass {field}_key=... to map it"
+            )
+    for index, row in enumerate(dataset):
+        yield f"dataset {source} split {split!r} row {index}", row
+
+
+def _is_saved_dataset(path: str) -> bool:
+    """True for a folder written by save_to_disk (Dataset or DatasetDict); other folders go to load_dataset."""
+    return any(os.path.exists(os.path.join(path, name)) for name in ("state.json", "dataset_dict.json"))
+
+
+def _problem_from_row(row: Mapping, where: str, keys: dict[str, str], default_id: str) -> Problem:
+    """Build a Problem from one record, or raise DataError naming `where` and the bad field."""
+    texts = {field: _text_field(row, keys[field], field, where) for field in ("question", "reference", "answer")}
+    raw_id = row.get(keys["id"])
+    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+        problem_id = default_id
+    elif isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool):
+        problem_id = str(raw_id).strip()
+    else:
+        raise DataError(f"{where}: field {keys['id']!r} (id) must be a string or integer, got {type(raw_id).__name__}")
+    return Problem(id=problem_id, **texts)
+
+
+def _text_field(row: Mapping, key: str, field: str, where: str) -> str:
+    """The non-empty text in row[key]; numbers become text (JSON answers are often bare integers like 42)."""
+    value = row.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        label = f"'{key}'" if key == field else f"'{key}' ({field})"
+        raise DataError(f"{where}: field {label} is missing or empty")
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_problems(problems: Sequence[Problem], path: str) -> None:
+    """Write problems as JSONL, atomically: an interrupted write leaves the old file (or none), never half of one.
+
+    Example: save_problems([Problem("p0", "1+1?", "1+1=2", "2")], "hard.jsonl") writes the line
+        {"id": "p0", "question": "1+1?", "reference": "1+1=2", "answer": "2"}, which load_problems reads back.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # The temp file lives in the same directory so os.replace is a rename on one filesystem (atomic on POSIX).
+    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".jsonl", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for problem in problems:
+                f.write(json.dumps(asdict(problem), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them visible
+        os.replace(tmp_path, path)
+    except BaseException:  # includes KeyboardInterrupt: remove the partial temp file, keep the old target
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The policy prompt and hard-problem mining
+
+
+def policy_messages(problem_or_question: Problem | str) -> list[dict[str, str]]:
+    """Chat messages the policy samples from: the system prompt and the question ONLY (PAPER.md "Policy prompt").
+
+    The reference is the judge's hidden information; it must never enter the policy context, so this function takes
+    the question out of a Problem and drops everything else.
+
+    Example:
+        >>> policy_messages("What is 2+3?")[1]
+        {'role': 'user', 'content': 'What is 2+3?'}
+    """
+    if isinstance(problem_or_question, Problem):
+        question = problem_or_question.question
+    else:
+        question = problem_or_question
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+
+
+def mine_hard(problems: Sequence[Problem], correct_counts: Sequence[int] | Mapping[str, int]) -> list[Problem]:
+    """Keep the problems the base model never solved: 0 correct out of k samples (PAPER.md "Data": k = 64).
+
+    `correct_counts` is either aligned with `problems` or a mapping id -> count. The sampling that produces the counts
+    lives with the sampler; this filter is pure.
+
+    Example:
+        >>> easy, hard = Problem("a", "q", "r", "1"), Problem("b", "q", "r", "2")
+        >>> [p.id for p in mine_hard([easy, hard], [3, 0])]
+        ['b']
+    """
+    if isinstance(correct_counts, Mapping):
+        missing = [p.id for p in problems if p.id not in correct_counts]
+        if missing:
+            raise ValueError(f"mine_hard: no correct count for {len(missing)} problem(s), e.g. {missing[0]!r}")
+        counts = [correct_counts[p.id] for p in problems]
+    else:
+        counts = list(correct_counts)
+        if len(counts) != len(problems):
+            raise ValueError(f"mine_hard: {len(problems)} problems but {len(counts)} correct counts")
+    return [problem for problem, count in zip(problems, counts) if count == 0]

@@ -1,0 +1,290 @@
+"""GRPO update for ExpRL: response log-probs, the clipped policy loss, k3 KL to the frozen base, one optimiser step.
+
+Batch layout used across the project (B rows, L = P + R columns):
+
+    input_ids       [B, L]  prompt LEFT-padded to length P, then the response RIGHT-padded to length R
+    attention_mask  [B, L]  1 on real tokens (prompt and response), 0 on padding
+    response_mask   [B, L]  1 on real response tokens (columns >= P that are not padding), 0 elsewhere
+    advantages      [B, L]  A for the token input_ids[b, t]; 0 off the response
+
+Per-token tensors (log-probs, advantages, entropies) are aligned with input_ids: the value at column t is about the
+token input_ids[b, t], predicted from columns < t. Everything is zero where response_mask is 0.
+
+The loss follows PAPER.md ("Optimiser"): PPO clip with decoupled bounds (0.2 / 0.28), dual clip c = 3 for negative
+advantages, k3 ("low_var_kl") KL to the frozen base in the loss, token-mean over all tokens of the mini-batch.
+"""
+
+import math
+
+import torch
+
+AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Log-probs of the sampled response tokens
+# ----------------------------------------------------------------------------------------------------------------------
+
+def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature):
+    """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None)."""
+    b, L = input_ids.shape
+    logprobs = torch.zeros(b, L, dtype=torch.float32, device=input_ids.device)  # [b, L]
+    entropy = torch.zeros_like(logprobs) if with_entropy else None  # [b, L]
+    in_response = response_mask.bool().any(dim=0)  # [L]
+    if not in_response.any():
+        return logprobs, entropy
+    p0 = int(in_response.nonzero()[0])  # first response column of this micro-batch
+    if p0 == 0:
+        raise ValueError("token_logprobs: a response token at column 0 has no prompt to be predicted from")
+    # Positions as generate() assigns them under left padding: the first real token is position 0.
+    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [b, L]
+    # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
+    # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                logits_to_keep=L - p0 + 1, use_cache=False)
+    logits = out.logits[:, :-1, :].float()  # [b, L - p0, V], float32 even for a bf16 model
+    if temperature != 1.0:
+        logits = logits / temperature  # the distribution the sampler drew from
+    targets = input_ids[:, p0:]  # [b, L - p0]
+    log_z = torch.logsumexp(logits, dim=-1)  # [b, L - p0]
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, L - p0]
+    keep = response_mask[:, p0:].bool()  # [b, L - p0]
+    # torch.where (not multiplication) so that anything odd at padded columns cannot leak as NaN.
+    lp = torch.where(keep, picked - log_z, torch.zeros_like(log_z))  # [b, L - p0]
+    logprobs = torch.cat([logprobs[:, :p0], lp], dim=1)  # [b, L]
+    if with_entropy:
+        # H = -sum_v p_v log p_v = log Z - sum_v p_v z_v
+        h = log_z - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)  # [b, L - p0]
+        h = torch.where(keep, h, torch.zeros_like(h))
+        entropy = torch.cat([entropy[:, :p0], h], dim=1)  # [b, L]
+    return logprobs, entropy
+
+
+def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_size: int,
+                   with_entropy: bool = False, temperature: float = 1.0):
+    """log pi(y_t | x, y_<t) of each realised response token, [B, L], zero off the response.
+
+    Only response logits are computed: the model is called with `logits_to_keep` covering the columns from the first
+    response column of the micro-batch on, so no [B, L, V] tensor over the prompt is ever built. log p = gathered
+    logit - logsumexp(logits), in float32. Rows are processed `micro_batch_size` at a time; the autograd graph is kept
+    when grad is enabled. `temperature` divides the logits, so log-probs are those of the distribution the sampler
+    drew from (1.0 = the raw model).
+
+    With with_entropy=True also returns the per-token entropy H_t = -sum_v pi(v | .) log pi(v | .), [B, L].
+
+    Example: a 1-token response whose token has probability 0.25 under the model gives logprobs[0, P] = log 0.25.
+    """
+    lps, ents = [], []
+    for start in range(0, input_ids.shape[0], micro_batch_size):
+        rows = slice(start, start + micro_batch_size)
+        lp, ent = _logprobs_one_micro_batch(model, input_ids[rows], attention_mask[rows], response_mask[rows],
+                                            with_entropy, temperature)
+        lps.append(lp)
+        ents.append(ent)
+    logprobs = torch.cat(lps, dim=0)  # [B, L]
+    if with_entropy:
+        return logprobs, torch.cat(ents, dim=0)  # [B, L], [B, L]
+    return logprobs
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Loss
+# ----------------------------------------------------------------------------------------------------------------------
+
+def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimate of KL(pi || pi_ref) from tokens sampled from pi ("low_var_kl" in PAPER.md).
+
+    k3 = exp(ref - lp) - (ref - lp) - 1 >= 0 (Schulman, "Approximating KL divergence"); unbiased, low variance.
+    The log-ratio is clamped to [-20, 20] so one extreme token cannot overflow exp().
+
+    Example: lp = 0, ref = log 0.5 -> 0.5 - log 0.5 - 1 = log 2 - 0.5 ~= 0.1931.
+    """
+    log_ratio = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, x, torch.zeros_like(x)).sum()
+
+
+def aggregation_denominator(mask: torch.Tensor, agg: str) -> int:
+    """What an aggregation divides by: masked tokens ("token-mean") or rows with >= 1 masked token (seq-mean-*).
+
+    grpo_step scales each micro-batch's loss by (its denominator / the batch's), so gradients add up exactly.
+    Example: mask [[1, 1, 0], [1, 0, 0]] -> token-mean 3, seq-mean-* 2.
+    """
+    if agg not in AGGREGATIONS:
+        raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGGREGATIONS)}")
+    mask = mask.bool()
+    if agg == "token-mean":
+        return int(mask.sum())
+    return int(mask.any(dim=-1).sum())
+
+
+def aggregate(loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean",
+              norm_length: int | None = None) -> torch.Tensor:
+    """Reduce a [B, L] per-token loss over the masked tokens to a scalar.
+
+    "token-mean"               sum over all masked tokens / their number (PAPER.md default; long responses weigh more)
+    "seq-mean-token-mean"      mean over each row's tokens, then mean over rows (GRPO paper; each response weighs 1)
+    "seq-mean-token-sum-norm"  each row's token sum / norm_length (a constant; default L), then mean over rows
+                               (Dr. GRPO: no length bias)
+    Rows with no masked token (dropped trajectories) are not counted in the seq-mean variants.
+
+    Example, loss [[1, 2, 9], [4, 9, 9]], mask [[1, 1, 0], [1, 0, 0]]:
+        token-mean (1 + 2 + 4) / 3 = 7/3;  seq-mean-token-mean ((1 + 2)/2 + 4/1) / 2 = 2.75;
+        seq-mean-token-sum-norm ((1 + 2)/3 + 4/3) / 2 = 7/6
+    """
+    denom = max(aggregation_denominator(mask, agg), 1)
+    mask = mask.bool()
+    masked = torch.where(mask, loss_per_token, torch.zeros_like(loss_per_token))  # [B, L]
+    if agg == "token-mean":
+        return masked.sum() / denom
+    row_sums = masked.sum(dim=-1)  # [B]
+    if agg == "seq-mean-token-mean":
+        row_values = row_sums / mask.sum(dim=-1).clamp(min=1)  # [B]; empty rows give 0
+    else:
+        row_values = row_sums / (norm_length if norm_length is not None else mask.shape[-1])  # [B]
+    return row_values.sum() / denom
+
+
+def policy_loss(logprobs, old_logprobs, advantages, mask, clip_low: float = 0.2, clip_high: float = 0.28,
+                dual_clip: float | None = 3.0, ref_logprobs=None, kl_coef: float = 0.0, agg: str = "token-mean",
+                entropy=None, entropy_coef: float = 0.0, norm_length: int | None = None):
+    """Clipped GRPO/PPO loss with decoupled clip bounds, dual clip, k3 KL penalty and entropy bonus; all [B, L] inputs.
+
+    Per token (PAPER.md "Optimiser"; DAPO's decoupled clip; dual clip from Ye et al. 2020):
+        ratio = exp(lp - lp_old)
+        pg    = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))
+        pg    = min(pg, -A * dual_clip)                        for A < 0 (caps the loss when ratio >> 1)
+        loss  = pg + kl_coef * k3(lp, lp_ref) - entropy_coef * H
+    then aggregated over masked tokens (see `aggregate`). Clipped tokens get zero gradient.
+
+    Returns (loss, metrics). Metrics are python floats over the masked tokens:
+        clipfrac_low   A < 0 and ratio < 1 - clip_low   (clipped from below)
+        clipfrac_high  A > 0 and ratio > 1 + clip_high  (clipped from above)
+        dual_clip_frac A < 0 and the dual clip is active
+        approx_kl      mean k3 estimate of KL(pi_old || pi) = exp(lp - lp_old) - (lp - lp_old) - 1 (tokens come from
+                       pi_old, so this is the unbiased direction); 0 when fully on-policy
+        kl_ref         mean k3(lp, lp_ref) (when ref_logprobs given)
+        entropy        mean H (when entropy given)
+        pg_loss        the pg term aggregated like the loss
+
+    Example: A = 1, lp_old = 0, lp = log 1.5 -> ratio 1.5 > 1.28 -> pg = -1.28, no gradient.
+    """
+    mask = mask.bool()
+    zero = torch.zeros_like(logprobs)
+    # Replace everything off the mask by 0 before any arithmetic: inf/NaN there must not reach loss or gradients.
+    lp = torch.where(mask, logprobs, zero)  # [B, L]
+    old = torch.where(mask, old_logprobs.to(lp.dtype), zero)  # [B, L]
+    adv = torch.where(mask, advantages.to(lp.dtype), zero)  # [B, L]
+
+    log_ratio = (lp - old).clamp(-20.0, 20.0)  # [B, L]
+    ratio = torch.exp(log_ratio)  # [B, L]
+    pg_unclipped = -adv * ratio
+    pg_clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    pg = torch.maximum(pg_unclipped, pg_clipped)  # [B, L]
+    dual_active = torch.zeros_like(mask)
+    if dual_clip is not None:
+        cap = -adv * dual_clip  # [B, L]
+        dual_active = (adv < 0) & (pg > cap)
+        pg = torch.where(adv < 0, torch.minimum(pg, cap), pg)
+    loss_per_token = pg
+
+    kl_ref = None
+    if ref_logprobs is not None:
+        ref = torch.where(mask, ref_logprobs.to(lp.dtype), zero)
+        kl_ref = kl_k3(lp, ref)  # [B, L]
+        if kl_coef != 0.0:
+            loss_per_token = loss_per_token + kl_coef * kl_ref
+    ent = None
+    if entropy is not None:
+        ent = torch.where(mask, entropy, zero)  # [B, L]
+        if entropy_coef != 0.0:
+            loss_per_token = loss_per_token - entropy_coef * ent
+
+    loss = aggregate(loss_per_token, mask, agg, norm_length)
+
+    with torch.no_grad():
+        n = max(int(mask.sum()), 1)
+
+        def frac(flag):
+            return float((flag & mask).sum()) / n
+
+        metrics = {
+            "clipfrac_low": frac((adv < 0) & (ratio < 1.0 - clip_low)),
+            "clipfrac_high": frac((adv > 0) & (ratio > 1.0 + clip_high)),
+            "dual_clip_frac": frac(dual_active),
+            "approx_kl": float(_masked_sum(kl_k3(old, lp), mask)) / n,
+            "pg_loss": float(aggregate(pg, mask, agg, norm_length)),
+        }
+        if kl_ref is not None:
+            metrics["kl_ref"] = float(_masked_sum(kl_ref, mask)) / n
+        if ent is not None:
+            metrics["entropy"] = float(_masked_sum(ent, mask)) / n
+    return loss, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One optimiser step
+# ----------------------------------------------------------------------------------------------------------------------
+
+def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: float = 0.2, clip_high: float = 0.28,
+              dual_clip: float | None = 3.0, kl_coef: float = 0.0, agg: str = "token-mean",
+              max_grad_norm: float | None = 1.0, entropy_coef: float = 0.0, norm_length: int | None = None,
+              log_entropy: bool = False, temperature: float = 1.0) -> dict:
+    """One optimiser step of the GRPO loss over a whole mini-batch, with gradient accumulation over micro-batches.
+
+    batch: input_ids, attention_mask, response_mask, advantages ([B, L] each, layout in the module docstring);
+    optional old_logprobs (absent or None = fully on-policy: the current log-probs, detached, are the old ones, so
+    ratio = 1 and no second forward pass is needed) and ref_logprobs (required when kl_coef > 0).
+
+    Each micro-batch runs forward + policy_loss + backward on its own (only one micro-batch's activations live at a
+    time). Its loss is scaled by its share of the batch's aggregation denominator (tokens for token-mean, non-empty rows
+    for the seq-mean variants), so the accumulated gradient EQUALS the gradient of the unsplit batch's loss:
+        batch loss = sum_tokens l / N = sum_micro (n_micro / N) * (sum_micro_tokens l / n_micro).
+    Then: clip the gradient norm to max_grad_norm (None: no clipping), optimizer.step(), optimizer.zero_grad().
+
+    Returns metrics averaged over micro-batches weighted by their token counts, plus "loss" (the batch loss) and
+    "grad_norm" (before clipping).
+    """
+    input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+    response_mask, advantages = batch["response_mask"], batch["advantages"]
+    old_logprobs, ref_logprobs = batch.get("old_logprobs"), batch.get("ref_logprobs")
+    if kl_coef != 0.0 and ref_logprobs is None:
+        raise ValueError("grpo_step: kl_coef > 0 needs batch['ref_logprobs'] (log-probs of the frozen base)")
+    want_entropy = entropy_coef != 0.0 or log_entropy
+    total_denom = aggregation_denominator(response_mask, agg)
+    total_tokens = max(int(response_mask.bool().sum()), 1)
+
+    loss_sum, sums = 0.0, {}
+    for start in range(0, input_ids.shape[0], micro_batch_size):
+        rows = slice(start, start + micro_batch_size)
+        mask = response_mask[rows]
+        denom = aggregation_denominator(mask, agg)
+        if denom == 0:
+            continue  # nothing to learn from (e.g. every trajectory dropped); contributes no gradient
+        out = token_logprobs(model, input_ids[rows], attention_mask[rows], mask, micro_batch_size,
+                             with_entropy=want_entropy, temperature=temperature)
+        lp, ent = out if want_entropy else (out, None)  # [b, L] each
+        old = lp.detach() if old_logprobs is None else old_logprobs[rows]
+        ref = None if ref_logprobs is None else ref_logprobs[rows]
+        loss, metrics = policy_loss(lp, old, advantages[rows], mask, clip_low, clip_high, dual_clip, ref, kl_coef,
+                                    agg, ent, entropy_coef, norm_length)
+        share = denom / total_denom
+        (loss * share).backward()
+        loss_sum += loss.item() * share
+        n_tokens = int(mask.bool().sum())
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + value * n_tokens
+
+    params = [p for p in model.parameters() if p.grad is not None]
+    max_norm = math.inf if max_grad_norm is None else max_grad_norm
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+    optimizer.step()
+    optimizer.zero_grad()
+
+    result = {key: value / total_tokens for key, value in sums.items()}
+    result["loss"] = loss_sum
+    result["grad_norm"] = grad_norm
+    return result
