@@ -5,6 +5,9 @@ k = 2^1..2^7. It does not name its estimator; we use the unbiased one of Chen et
 Language Models Trained on Code", Eq. 1.
 """
 
+import argparse
+import os
+import time
 from collections.abc import Sequence
 
 
@@ -47,3 +50,67 @@ def pass_at_k_curve(correct_counts: Sequence[int], n: int, ks: Sequence[int]) ->
     if len(correct_counts) == 0:
         raise ValueError("pass_at_k_curve: no problems (correct_counts is empty)")
     return {k: sum(pass_at_k(n, c, k) for c in correct_counts) / len(correct_counts) for k in ks}
+
+
+def powers_of_two(n: int) -> list[int]:
+    """k = 1, 2, 4, ... up to n (the paper's pass@k curve grid), plus n itself."""
+    ks = [2**i for i in range(n.bit_length()) if 2**i <= n]
+    return ks if ks[-1] == n else ks + [n]
+
+
+def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temperature: float = 1.0,
+             max_new_tokens: int = 160, tokenizer=None, output_dir: str | None = None, step: int = 0,
+             batch_size: int = 256) -> dict:
+    """Sample n responses per problem (question-only prompt), grade them with answer_reward, return pass@k.
+
+    `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
+    writes output_dir/pass_at_k.json = {"step", "n", "num_problems", "pass@k": {"1": ..., "2": ...},
+    "correct_counts", "seconds"}.
+    """
+    from common import load_model, write_json  # imported here: pass_at_k above needs no torch
+    from data import policy_messages
+    from judge import answer_reward
+    from rollout import HFSampler, encode_prompts
+
+    if isinstance(model, str):
+        model, tokenizer = load_model(model)
+    ks = list(ks) if ks is not None else powers_of_two(n)
+    start = time.time()
+    sampler = HFSampler(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
+                        batch_size=batch_size)
+    rollouts = sampler.sample(encode_prompts(tokenizer, [policy_messages(p) for p in problems]), n=n)
+    correct = [answer_reward(r.text, problems[i // n].answer) for i, r in enumerate(rollouts)]
+    counts = [int(sum(correct[i * n : (i + 1) * n])) for i in range(len(problems))]
+    result = {"step": step, "n": n, "num_problems": len(problems),
+              "pass@k": {str(k): v for k, v in pass_at_k_curve(counts, n, ks).items()},
+              "correct_counts": counts, "seconds": round(time.time() - start, 1)}
+    if output_dir is not None:
+        write_json(os.path.join(output_dir, "pass_at_k.json"), result)
+    return result
+
+
+def format_pass_at_k(result: dict) -> str:
+    """One line: 'pass@1 0.055  pass@2 0.090 ...'."""
+    return "  ".join(f"pass@{k} {v:.3f}" for k, v in result["pass@k"].items())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="pass@k of a checkpoint on a problem set")
+    parser.add_argument("--model", default="toy", help="'toy' or a save_pretrained directory")
+    parser.add_argument("--data", default="toy:heldout", help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset")
+    parser.add_argument("--n", type=int, default=64, help="samples per problem (paper: 128)")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 0.8)")
+    parser.add_argument("--max_new_tokens", type=int, default=160, help="response length limit")
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
+    parser.add_argument("--output_dir", default=None, help="where pass_at_k.json is written")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    args = parser.parse_args()
+    from common import load_problem_set, seed_everything
+    seed_everything(args.seed)
+    result = evaluate(args.model, load_problem_set(args.data, limit=args.limit), n=args.n,
+                      temperature=args.temperature, max_new_tokens=args.max_new_tokens, output_dir=args.output_dir)
+    print(f"{result['num_problems']} problems, n={result['n']}, {result['seconds']}s:  {format_pass_at_k(result)}")
+
+
+if __name__ == "__main__":
+    main()

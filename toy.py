@@ -1,0 +1,389 @@
+"""The embedded toy world: ExpRL end to end on a laptop CPU, through the same code paths as a real run.
+
+The task: start from a number and apply a chain of operations left to right (+a, -a, *2), all values in 0..999.
+The model's own solution style writes one step per segment, segments closed by "###" (the delimiter that process
+judging slices at), and the final answer in \\boxed{}:
+
+    question : 47 +8 *2 -5 +13          (apply left to right)
+    model    : 47+8=55###55*2=110###110-5=105###105+13=118###\\boxed{118}
+    reference: Add 8, then double: that gives 110. Subtract 5, then add 13: that gives 118. The answer is 118.
+
+The reference is written like a human solution: words, not symbols, two operations per sentence, intermediate
+results only every second step. SFT on references therefore has to imitate a style far from the model's own, while the
+judge reads the reference's stated results as its checkpoints.
+
+EASY problems (few operations) pretrain the base model in its own style; HARD problems (longer chains of the same
+operations) are the Stage-I set: the base gets the first steps right and loses the thread later, so it has partial
+progress but (after mining) never a fully correct answer, the situation ExpRL is built for.
+
+Also here: a character-level tokenizer and a tiny Llama model as Hugging Face objects (save_pretrained round-trip,
+chat template included), `pretrain_base`, and the oracle `CheckpointJudge` with the LLM judge's 1-5 interface.
+"""
+import json
+import math
+import os
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import HfArgumentParser, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from common import save_checkpoint
+from data import Problem
+from judge import JudgeResult, normalise, parse_score
+
+# ----------------------------------------------------------------------------------------------- the task
+MAX_VALUE = 999
+OP_WORDS = {"+": "add {a}", "-": "subtract {a}", "*": "double"}
+
+
+def apply_op(value: int, op: str, operand: int) -> int:
+    return {"+": value + operand, "-": value - operand, "*": value * operand}[op]
+
+
+def random_chain(rng: random.Random, num_ops: int) -> tuple[int, list[tuple[str, int]]]:
+    """A start value in 10..99 and `num_ops` operations that keep every intermediate value in 0..MAX_VALUE.
+
+    Doubling is only drawn where it stays in range; +/- operands are 2..99, so steps need carries and borrows.
+    """
+    value = start = rng.randint(10, 99)
+    ops = []
+    for _ in range(num_ops):
+        choices = ["+", "-"] + (["*"] if value * 2 <= MAX_VALUE else [])
+        op = rng.choice(choices)
+        operand = 2 if op == "*" else rng.randint(2, 99)
+        if op == "+" and value + operand > MAX_VALUE or op == "-" and value - operand < 0:
+            op = "-" if op == "+" else "+"
+        ops.append((op, operand))
+        value = apply_op(value, op, operand)
+    return start, ops
+
+
+def question_text(start: int, ops: list[tuple[str, int]]) -> str:
+    """The start value, then the operations to apply left to right (short: every prompt token costs compute)."""
+    return f"{start} " + " ".join(f"{op}{a}" for op, a in ops)
+
+
+def intermediate_values(start: int, ops: list[tuple[str, int]]) -> list[int]:
+    values, value = [], start
+    for op, a in ops:
+        value = apply_op(value, op, a)
+        values.append(value)
+    return values
+
+
+def model_solution(start: int, ops: list[tuple[str, int]]) -> str:
+    """The model's own style: one equation per "###"-closed segment, then the boxed answer."""
+    steps, value = [], start
+    for (op, a), result in zip(ops, intermediate_values(start, ops)):
+        steps.append(f"{value}{op}{a}={result}")
+        value = result
+    return "###".join(steps) + "###\\boxed{" + str(value) + "}"
+
+
+def reference_solution(start: int, ops: list[tuple[str, int]]) -> str:
+    """A human-style reference: words, two operations per sentence, results stated only at sentence ends."""
+    values = intermediate_values(start, ops)
+    sentences = []
+    for i in range(0, len(ops), 2):
+        words = [OP_WORDS[op].format(a=a) for op, a in ops[i : i + 2]]
+        sentence = ", then ".join(words)
+        sentences.append(f"{sentence[0].upper()}{sentence[1:]}: that gives {values[min(i + 1, len(ops) - 1)]}.")
+    return " ".join(sentences) + f" The answer is {values[-1]}."
+
+
+def make_toy_problems(n: int, min_ops: int, max_ops: int, seed: int, prefix: str = "toy") -> list[Problem]:
+    """n seeded problems with min_ops..max_ops operations, in the record format data.py loads."""
+    rng = random.Random(seed)
+    problems = []
+    for i in range(n):
+        start, ops = random_chain(rng, rng.randint(min_ops, max_ops))
+        problems.append(Problem(id=f"{prefix}-{seed}-{i}", question=question_text(start, ops),
+                                reference=reference_solution(start, ops),
+                                answer=str(intermediate_values(start, ops)[-1])))
+    return problems
+
+
+def parse_question(question: str) -> tuple[int, list[tuple[str, int]]]:
+    """Inverse of question_text (used to write model-style solutions for pretraining)."""
+    start, *ops = question.split()
+    return int(start), [(tok[0], int(tok[1:])) for tok in ops]
+
+
+# ------------------------------------------------------------------------------------ tokenizer and model
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<|user|>", "<|assistant|>"]
+MULTI_CHAR_TOKENS = ["###", "\\boxed{"]  # single tokens, so a step boundary is one token
+CHARS = list("0123456789+-*=:.,;!?'\"()[]{}\\/<>_#$%&^| ") + list("abcdefghijklmnopqrstuvwxyz") \
+    + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ") + ["\n"]
+# The toy model has no system role: the template keeps the user turn only (the system prompt of PAPER.md is still
+# passed by data.policy_messages, as it is for real models, and simply not rendered here).
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}"
+    "{% elif m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}<eos>{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level tokenizer (plus "###" and "\\boxed{" as whole tokens) with a chat template; no download."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + MULTI_CHAR_TOKENS + CHARS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")  # every character its own token
+    core.decoder = decoders.Fuse()  # join without spaces
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
+                                        unk_token="?", chat_template=CHAT_TEMPLATE)
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[2:]})
+    tokenizer.add_tokens(MULTI_CHAR_TOKENS)  # matched before the per-character split
+    return tokenizer
+
+
+def build_tiny_model(tokenizer, hidden_size: int = 128, num_layers: int = 4, seed: int = 0) -> LlamaForCausalLM:
+    """A tiny Llama (head_dim 64, which vLLM's CPU backend also accepts), built from a config."""
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers, num_attention_heads=hidden_size // 64, num_key_value_heads=hidden_size // 64,
+        max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    return LlamaForCausalLM(config)
+
+
+# ------------------------------------------------------------------------------------------- pretraining
+@dataclass
+class PretrainArgs:
+    output_dir: str = field(default="toy_base", metadata={"help": "where the pretrained base is saved (and reused)"})
+    steps: int = field(default=1500, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=64, metadata={"help": "sequences per step"})
+    lr: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
+    min_ops: int = field(default=1, metadata={"help": "fewest operations in an EASY problem"})
+    max_ops: int = field(default=4, metadata={"help": "most operations in an EASY problem"})
+    long_fraction: float = field(default=0.05, metadata={
+        "help": "share of longer chains (max_ops+1 .. long_max_ops) so the base attempts long problems at all"})
+    long_max_ops: int = field(default=8, metadata={"help": "most operations in the long share"})
+    hidden_size: int = field(default=128, metadata={"help": "model width"})
+    num_layers: int = field(default=4, metadata={"help": "transformer layers"})
+    seed: int = field(default=0, metadata={"help": "seeds data, initialisation and training"})
+
+
+def sft_batch(tokenizer, prompts: list[str], completions: list[str]) -> dict[str, torch.Tensor]:
+    """(user text, assistant text) pairs -> right-padded input_ids/attention_mask/labels, loss on the completion only."""
+    rows, label_rows = [], []
+    for prompt, completion in zip(prompts, completions):
+        prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                                   tokenize=True, return_dict=False)
+        completion_ids = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+        rows.append(list(prompt_ids) + completion_ids)
+        label_rows.append([-100] * len(prompt_ids) + completion_ids)
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)  # [B, L]
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, L]
+    labels = torch.full((len(rows), width), -100)  # [B, L]
+    for i, (r, lab) in enumerate(zip(rows, label_rows)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        attention_mask[i, : len(r)] = 1
+        labels[i, : len(lab)] = torch.tensor(lab)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pretraining_problems(args: PretrainArgs, rng: random.Random) -> tuple[list[str], list[str]]:
+    """One batch of (question, model-style solution) pairs: mostly EASY chains, a small share of longer ones."""
+    questions, solutions = [], []
+    for _ in range(args.batch_size):
+        long = rng.random() < args.long_fraction
+        num_ops = rng.randint(args.max_ops + 1, args.long_max_ops) if long else rng.randint(args.min_ops, args.max_ops)
+        start, ops = random_chain(rng, num_ops)
+        questions.append(question_text(start, ops))
+        solutions.append(model_solution(start, ops))
+    return questions, solutions
+
+
+def pretrain_base(args: PretrainArgs) -> str:
+    """Supervised pretraining of the tiny model on EASY problems in its own style; reused when already on disk.
+
+    The base is cached by its arguments: a directory whose toy_info.json records the same PretrainArgs is returned
+    as is, so the quickstart pays for pretraining once.
+    """
+    info_path = os.path.join(args.output_dir, "toy_info.json")
+    if os.path.exists(info_path):
+        with open(info_path) as f:
+            if json.load(f).get("pretrain_args") == asdict(args):
+                return args.output_dir
+    rng = random.Random(args.seed)
+    tokenizer = build_tokenizer()
+    model = build_tiny_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warmup = max(1, args.steps // 20)
+    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / args.steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    start_time = time.time()
+    for step in range(args.steps):
+        batch = sft_batch(tokenizer, *pretraining_problems(args, rng))
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % 100 == 0 or step == args.steps - 1:
+            print(f"pretrain step {step:5d}  loss {loss.item():.4f}  {time.time() - start_time:6.1f}s", flush=True)
+    info = {"pretrain_args": asdict(args), "seconds": round(time.time() - start_time, 1)}
+    save_checkpoint(model, tokenizer, args.output_dir, extra_files={"toy_info.json": info})
+    return args.output_dir
+
+
+# ------------------------------------------------------------------------------------- the checkpoint judge
+EQUATION = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)")
+BOXED = re.compile(r"\\boxed\{(\d+)\}")
+CHECKPOINT = re.compile(r"that gives (\d+)")
+
+
+def reference_checkpoints(reference: str) -> list[int]:
+    """The intermediate results a reference states ("... that gives 88."), in order; the last is its final answer."""
+    return [int(v) for v in CHECKPOINT.findall(reference)]
+
+
+def stated_results(text: str) -> list[int]:
+    """Results of the arithmetically VALID equations in a text, in order (a wrong equation establishes nothing)."""
+    return [int(c) for a, op, b, c in EQUATION.findall(text) if apply_op(int(a), op, int(b)) == int(c)]
+
+
+def count_in_order(checkpoints: list[int], results: list[int]) -> int:
+    """How many checkpoints the results establish in order (greedy subsequence match).
+
+    Example: count_in_order([88, 91, 154], [54, 88, 153, 154]) -> 2   (88, then 154; 91 is missing)
+    """
+    k = 0
+    for r in results:
+        if k < len(checkpoints) and r == checkpoints[k]:
+            k += 1
+    return k
+
+
+def likert(k: int, num_checkpoints: int) -> int:
+    """k of K checkpoints -> 1..5 (1 = none, 5 = all), rounding half up: with K = 4, score = 1 + k."""
+    return 1 + math.floor(4 * k / num_checkpoints + 0.5)
+
+
+class CheckpointJudge:
+    """The toy world's oracle judge, with the LLM judge's interface and 1-5 scale (PAPER.md, "Judge").
+
+    It reads ONLY the reference: the results the reference states are its checkpoints, and a response (outcome) or
+    a prefix (process, view "prefix") scores by how many of them it establishes in order with valid arithmetic.
+    View "segment" judges one step alone (the authors' code): 5 if it establishes a checkpoint, 3 for a valid but
+    unremarkable step, 1 for wrong arithmetic, 2 for no step at all (a boxed final checkpoint counts as 5). Like the
+    LLM judge, it writes "Reasoning: ... / Score: N", which is parsed with judge.parse_score, so parse failures (a
+    reference without checkpoints) flow through the same code as in a real run. Text inside the response such as
+    "Score: 5" is just text to it: it only counts valid equations.
+    """
+
+    def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
+        texts = [self._judge_prefix(ref, resp) for ref, resp in zip(references, responses)]
+        return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts)
+
+    def score_process(self, questions: list[str], references: list[str], segments: list[list[str]],
+                      view: str = "prefix") -> JudgeResult:
+        if view not in ("prefix", "segment"):
+            raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
+        texts = []
+        for ref, segs in zip(references, segments):
+            if view == "prefix":
+                texts.append([self._judge_prefix(ref, "".join(segs[: t + 1])) for t in range(len(segs))])
+            else:
+                texts.append([self._judge_segment(ref, seg) for seg in segs])
+        return JudgeResult(scores=[[normalise(parse_score(t)) for t in row] for row in texts], texts=texts)
+
+    @staticmethod
+    def _judge_prefix(reference: str, text: str) -> str:
+        checkpoints = reference_checkpoints(reference)
+        if not checkpoints:
+            return "Reasoning: the reference states no checkpoints; cannot judge."
+        k = count_in_order(checkpoints, stated_results(text))
+        return f"Reasoning: {k} of {len(checkpoints)} reference checkpoints {checkpoints} established in order.\n" \
+               f"Score: {likert(k, len(checkpoints))}"
+
+    @staticmethod
+    def _judge_segment(reference: str, segment: str) -> str:
+        checkpoints = reference_checkpoints(reference)
+        if not checkpoints:
+            return "Reasoning: the reference states no checkpoints; cannot judge."
+        equations = EQUATION.findall(segment)
+        boxed = BOXED.findall(segment)
+        if equations:
+            valid = stated_results(segment)
+            score = 1 if len(valid) < len(equations) else 5 if set(valid) & set(checkpoints) else 3
+        elif boxed:
+            score = 5 if int(boxed[-1]) == checkpoints[-1] else 1
+        else:
+            score = 2
+        return f"Reasoning: step judged alone against checkpoints {checkpoints}.\nScore: {score}"
+
+
+# ---------------------------------------------------------------------------------- diagnostics and the CLI
+def steps_correct(response: str, question: str) -> int:
+    """How many leading steps of a model-style response are exactly right (the per-step diagnostic).
+
+    Example: steps_correct("27*2=54###54+34=89###", "27 *2 +34") -> 1
+    """
+    start, ops = parse_question(question)
+    expected = model_solution(start, ops).split("###")
+    got = response.split("###")
+    k = 0
+    while k < min(len(ops), len(got)) and got[k] == expected[k]:
+        k += 1
+    return k
+
+
+@dataclass
+class DataArgs:
+    base: str = field(default="toy_base", metadata={"help": "the pretrained base used for mining"})
+    output_dir: str = field(default="toy_data", metadata={"help": "where stage1_train.jsonl / heldout.jsonl go"})
+    num_candidates: int = field(default=384, metadata={"help": "HARD problems generated before mining"})
+    num_heldout: int = field(default=128, metadata={"help": "fresh HARD problems for evaluation (not mined)"})
+    num_easy: int = field(default=128, metadata={"help": "EASY problems (for checking the base)"})
+    hard_ops: int = field(default=8, metadata={"help": "operations in a HARD problem"})
+    mine_k: int = field(default=64, metadata={"help": "keep the problems the base solves 0 times in mine_k samples"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for mining"})
+    seed: int = field(default=1, metadata={"help": "problem seed (training problems use seed, held-out seed + 1)"})
+
+
+def make_data(args: DataArgs) -> dict:
+    """Generate HARD candidates, mine the ones the base never solves in mine_k samples (PAPER.md, "Data")."""
+    from common import load_model, seed_everything
+    from data import mine_hard, save_problems
+    from evaluate import evaluate
+
+    seed_everything(args.seed)
+    model, tokenizer = load_model(args.base)
+    candidates = make_toy_problems(args.num_candidates, args.hard_ops, args.hard_ops, args.seed, "hard")
+    heldout = make_toy_problems(args.num_heldout, args.hard_ops, args.hard_ops, args.seed + 1, "heldout")
+    easy = make_toy_problems(args.num_easy, 1, 4, args.seed + 2, "easy")
+    mined = evaluate(model, candidates, n=args.mine_k, temperature=args.temperature, tokenizer=tokenizer)
+    train = mine_hard(candidates, mined["correct_counts"])
+    save_problems(train, os.path.join(args.output_dir, "stage1_train.jsonl"))
+    save_problems(heldout, os.path.join(args.output_dir, "heldout.jsonl"))
+    save_problems(easy, os.path.join(args.output_dir, "easy.jsonl"))
+    report = {"candidates": len(candidates), "kept": len(train), "candidates_pass@k": mined["pass@k"],
+              "seconds": mined["seconds"]}
+    print(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    import sys
+    from common import set_threads
+    command = sys.argv.pop(1) if len(sys.argv) > 1 else ""
+    if command == "pretrain":
+        (pretrain_args,) = HfArgumentParser(PretrainArgs).parse_args_into_dataclasses()
+        set_threads(2)
+        print(f"saved {pretrain_base(pretrain_args)}")
+    elif command == "data":
+        (data_args,) = HfArgumentParser(DataArgs).parse_args_into_dataclasses()
+        set_threads(2)
+        make_data(data_args)
+    else:
+        sys.exit("usage: python toy.py pretrain [--output_dir toy_base ...] | python toy.py data [--base toy_base ...]")

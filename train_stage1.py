@@ -1,0 +1,266 @@
+"""ExpRL Stage I: RL mid-training on hard problems with dense, reference-conditioned judge rewards.
+
+One step (PAPER.md; DESIGN.md, "Data flow of one Stage-I step"):
+    sample G responses per prompt from the question alone -> judge each response (outcome) or each prefix (process)
+    against the hidden reference -> advantages (group-normalised, or Eq. 2 per segment) -> GRPO update(s) -> log.
+`--reward sparse` swaps the judge for the 0/1 final-answer reward: the sparse-GRPO baseline.
+
+Defaults run the embedded toy world on a CPU (python train_stage1.py); `--preset paper-4b` holds the paper's settings.
+"""
+import os
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from tqdm import tqdm
+from transformers import HfArgumentParser
+
+from advantages import delta_advantages, group_advantages, group_norm_advantages, segment_spans, token_advantages
+from common import (MetricsLog, load_model, load_problem_set, save_checkpoint, seed_everything, set_threads,
+                    write_json)
+from data import policy_messages
+from evaluate import evaluate, format_pass_at_k
+from grpo import grpo_step, token_logprobs
+from judge import answer_reward
+from rollout import HFSampler, encode_prompts, to_batch
+
+
+@dataclass
+class Args:
+    # --- what to train, on what
+    model: str = field(default="toy", metadata={"help": "policy: 'toy' (the committed toy base) or a save_pretrained directory"})
+    judge: str = field(default="toy", metadata={"help": "'toy' (checkpoint judge, toy world only) or a judge model directory"})
+    train_data: str = field(default="toy:train", metadata={"help": "'toy:train', a JSONL file or an HF dataset (question/reference/answer)"})
+    eval_data: str = field(default="toy:heldout", metadata={"help": "held-out problems for pass@k ('' to skip evaluation)"})
+    output_dir: str = field(default="runs/stage1", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
+    # --- the reward
+    reward: str = field(default="process", metadata={"help": "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer reward)"})
+    process_view: str = field(default="prefix", metadata={"help": "prefix (PAPER: judge y_<=t) | segment (CODE: judge segment t alone)"})
+    advantage: str = field(default="delta_from_zero", metadata={"help": "process advantages: delta (Eq. 2) | delta_code | delta_from_zero | end | group_norm (README: why the toy default differs from Eq. 2)"})
+    delimiter: str = field(default="###", metadata={"help": "segment delimiter for process judging"})
+    # --- sampling
+    group_size: int = field(default=8, metadata={"help": "rollouts per prompt, G (paper: 10 outcome, 16 process)"})
+    prompts_per_step: int = field(default=8, metadata={"help": "prompts per step (paper: 36)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature (paper: 0.8)"})
+    max_new_tokens: int = field(default=160, metadata={"help": "response length limit; over-length responses get reward/advantage 0 (paper: 16384)"})
+    # --- optimisation
+    steps: int = field(default=60, metadata={"help": "Stage-I steps (paper: 230)"})
+    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate, constant (paper: 1e-6 for Qwen3-4B)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    updates_per_step: int = field(default=1, metadata={"help": "mini-batches (optimiser steps) per step; 1 = fully on-policy (paper: 2 outcome, 1 process)"})
+    micro_batch_size: int = field(default=64, metadata={"help": "rows per forward/backward (memory only; the gradient is the same)"})
+    clip_low: float = field(default=0.2, metadata={"help": "PPO clip, lower bound (ratio >= 1 - clip_low)"})
+    clip_high: float = field(default=0.28, metadata={"help": "PPO clip, upper bound (paper: 0.28 outcome, 0.26 process)"})
+    dual_clip: float = field(default=3.0, metadata={"help": "dual-clip constant for negative advantages"})
+    kl_coef: float = field(default=0.001, metadata={"help": "k3 KL to the frozen base in the loss (0 = no reference model)"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip"})
+    loss_agg: str = field(default="token-mean", metadata={"help": "token-mean | seq-mean-token-mean | seq-mean-token-sum-norm"})
+    # --- bookkeeping
+    eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: only before and after training)"})
+    eval_n: int = field(default=64, metadata={"help": "samples per held-out problem for pass@k (paper: 128)"})
+    eval_limit: int = field(default=64, metadata={"help": "held-out problems evaluated (0 = all)"})
+    save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0: only at the end)"})
+    seed: int = field(default=0, metadata={"help": "seeds Python, NumPy, torch and sampling"})
+    threads: int = field(default=2, metadata={"help": "torch CPU threads (0 = torch default; use 1 on a busy machine)"})
+    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "cpu | cuda"})
+
+
+# ------------------------------------------------------------------------------------------- rewards -> advantages
+def outcome_advantages(scores: list, truncated: list[bool], group_size: int) -> tuple[list[float], list[bool]]:
+    """Per-rollout advantage from per-rollout rewards (PAPER.md, "Judge (outcome)").
+
+    Over-length responses get reward 0; an unparseable score (None) drops the rollout from the loss and from its
+    group's mean/std. Returns (advantages, keep) with one entry per rollout.
+    """
+    rewards = [0.0 if trunc else s for s, trunc in zip(scores, truncated)]
+    advantages, keep = [0.0] * len(rewards), [r is not None for r in rewards]
+    for g in range(0, len(rewards), group_size):
+        valid = [i for i in range(g, g + group_size) if keep[i]]
+        if valid:
+            for i, a in zip(valid, group_advantages([rewards[i] for i in valid], len(valid)).tolist()):
+                advantages[i] = a
+    return advantages, keep
+
+
+def process_advantages(scores: list[list], truncated: list[bool], group_size: int, mode: str):
+    """Per-segment advantages from per-segment scores (PAPER.md, "Judge (process)", Eq. 2 and ablations).
+
+    A rollout with any unparseable segment score is dropped; an over-length rollout keeps advantage 0.
+    Returns (advantages per rollout as lists over its segments, keep).
+    """
+    keep = [all(s is not None for s in row) for row in scores]
+    advantages = [[0.0] * len(row) for row in scores]
+    if mode == "group_norm":
+        for g in range(0, len(scores), group_size):
+            members = [i for i in range(g, g + group_size) if keep[i] and scores[i]]
+            for i, adv in zip(members, group_norm_advantages([scores[i] for i in members])):
+                advantages[i] = adv
+    else:
+        for i, row in enumerate(scores):
+            if keep[i]:
+                advantages[i] = delta_advantages(row, mode)
+    for i, trunc in enumerate(truncated):
+        if trunc:
+            advantages[i] = [0.0] * len(advantages[i])
+    return advantages, keep
+
+
+def make_judge(args: Args, device: str):
+    """'toy' -> the checkpoint judge; otherwise an LLM judge (judge.py) on the HF engine."""
+    if args.judge == "toy":
+        from toy import CheckpointJudge
+        return CheckpointJudge()
+    from judge import LLMJudge
+    judge_model, judge_tokenizer = load_model(args.judge, device=device)
+    return LLMJudge(HFSampler(judge_model, judge_tokenizer, max_new_tokens=2048, temperature=0.0), judge_tokenizer)
+
+
+def score_rollouts(args: Args, judge, problems, rollouts, tokenizer, answers_correct):
+    """Rewards for one step's rollouts -> (per-token advantages [B, R] as a list of tensors, keep, metrics).
+
+    The per-token tensors cover each response (length len(response_ids)).
+    """
+    G = args.group_size
+    group_problems = [problems[i // G] for i in range(len(rollouts))]
+    truncated = [r.truncated for r in rollouts]
+    metrics = {}
+    if args.reward in ("sparse", "outcome"):
+        if args.reward == "sparse":
+            scores = list(answers_correct)
+            result = None
+        else:
+            result = judge.score_outcome([p.question for p in group_problems], [p.reference for p in group_problems],
+                                         [r.text for r in rollouts])
+            scores = result.scores
+        adv, keep = outcome_advantages(scores, truncated, G)
+        per_token = [token_advantages([(0, len(r.response_ids))], [a], len(r.response_ids))
+                     for r, a in zip(rollouts, adv)]
+        valid = [s for s in scores if s is not None]
+        metrics["judge_score"] = sum(valid) / max(len(valid), 1)
+        rewards = [0.0 if t else s for s, t in zip(scores, truncated)]
+    else:
+        spans = [segment_spans(r.response_ids, tokenizer, args.delimiter) for r in rollouts]
+        segments = [[tokenizer.decode(r.response_ids[a:b], skip_special_tokens=True) for a, b in sp]
+                    for r, sp in zip(rollouts, spans)]
+        result = judge.score_process([p.question for p in group_problems], [p.reference for p in group_problems],
+                                     segments, view=args.process_view)
+        adv, keep = process_advantages(result.scores, truncated, G, args.advantage)
+        per_token = [token_advantages(sp, a, len(r.response_ids)) for r, sp, a in zip(rollouts, spans, adv)]
+        finals = [row[-1] for row, k in zip(result.scores, keep) if k and row]
+        metrics["judge_score"] = sum(finals) / max(len(finals), 1)  # score of the whole response, s_T
+        metrics["segments_per_response"] = sum(len(sp) for sp in spans) / len(spans)
+        rewards = [(row[-1] if k and row else None) for row, k in zip(result.scores, keep)]
+    groups = [rewards[g : g + G] for g in range(0, len(rewards), G)]
+    metrics["zero_std_groups"] = sum(len({r for r in grp if r is not None}) <= 1 for grp in groups) / len(groups)
+    metrics["judge_parse_failures"] = result.num_failures if result is not None else 0
+    metrics["dropped_rollouts"] = keep.count(False)
+    return per_token, keep, metrics, result
+
+
+def build_batch(rollouts, per_token_advantages, keep, pad_id: int) -> dict[str, torch.Tensor]:
+    """Rollouts + per-token advantages -> the [B, L] training batch; dropped rollouts get an all-zero response mask."""
+    batch = to_batch(rollouts, pad_id)
+    P = batch["input_ids"].shape[1] - max(1, max(len(r.response_ids) for r in rollouts))  # prompt width
+    advantages = torch.zeros(batch["input_ids"].shape, dtype=torch.float32)  # [B, L]
+    for i, values in enumerate(per_token_advantages):
+        advantages[i, P : P + len(values)] = values
+    batch["advantages"] = advantages
+    batch["response_mask"] = batch["response_mask"] * torch.tensor(keep, dtype=torch.long)[:, None]
+    return batch
+
+
+def update_policy(args: Args, policy, ref_model, optimizer, batch) -> dict:
+    """One Stage-I update: updates_per_step GRPO mini-batch steps over the step's batch (PAPER.md, "Optimiser")."""
+    if args.kl_coef > 0:
+        with torch.no_grad():
+            batch["ref_logprobs"] = token_logprobs(ref_model, batch["input_ids"], batch["attention_mask"],
+                                                   batch["response_mask"], args.micro_batch_size,
+                                                   temperature=args.temperature)
+    if args.updates_per_step > 1:  # off-policy after the first mini-batch: freeze the behaviour log-probs first
+        with torch.no_grad():
+            batch["old_logprobs"] = token_logprobs(policy, batch["input_ids"], batch["attention_mask"],
+                                                   batch["response_mask"], args.micro_batch_size,
+                                                   temperature=args.temperature)
+    order = torch.randperm(batch["input_ids"].shape[0])
+    metrics = {}
+    for chunk in order.chunk(args.updates_per_step):
+        mini = {k: v[chunk] for k, v in batch.items()}
+        step_metrics = grpo_step(policy, optimizer, mini, args.micro_batch_size, args.clip_low, args.clip_high,
+                                 args.dual_clip, args.kl_coef, args.loss_agg, args.max_grad_norm, log_entropy=True,
+                                 temperature=args.temperature)
+        for k, v in step_metrics.items():
+            metrics[k] = metrics.get(k, 0.0) + v / args.updates_per_step
+    return metrics
+
+
+def run_eval(args: Args, policy, tokenizer, problems, step: int, tag: str) -> dict | None:
+    if not problems:
+        return None
+    result = evaluate(policy, problems, n=args.eval_n, temperature=args.temperature,
+                      max_new_tokens=args.max_new_tokens, tokenizer=tokenizer,
+                      output_dir=os.path.join(args.output_dir, "eval", tag), step=step)
+    tqdm.write(f"[eval {tag}] {format_pass_at_k(result)}")
+    return result
+
+
+def main(args: Args) -> dict:
+    set_threads(args.threads)
+    seed_everything(args.seed)
+    os.makedirs(args.output_dir, exist_ok=True)
+    write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
+    policy, tokenizer = load_model(args.model, device=args.device)
+    ref_model = load_model(args.model, device=args.device)[0].eval().requires_grad_(False) if args.kl_coef > 0 else None
+    judge = make_judge(args, args.device) if args.reward != "sparse" else None
+    problems = load_problem_set(args.train_data)
+    eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data else []
+    sampler = HFSampler(policy, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl"))
+    prompt_ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])  # question only, never the reference
+
+    evals = {"before": run_eval(args, policy, tokenizer, eval_problems, 0, "step_0000")}
+    order = torch.randperm(len(problems)).tolist()
+    bar = tqdm(range(1, args.steps + 1), desc=f"stage1 {args.reward}", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.time()
+        # 1. sample: the step's prompts (cycling through a shuffled order), G rollouts each, group by group
+        idx = [order[((step - 1) * args.prompts_per_step + j) % len(order)] for j in range(args.prompts_per_step)]
+        step_problems = [problems[i] for i in idx]
+        rollouts = sampler.sample([prompt_ids[i] for i in idx], n=args.group_size)
+        t1 = time.time()
+        # 2. judge: dense scores (or the 0/1 answer reward for the sparse baseline) -> per-token advantages
+        correct = [answer_reward(r.text, step_problems[i // args.group_size].answer) for i, r in enumerate(rollouts)]
+        per_token, keep, metrics, _ = score_rollouts(args, judge, step_problems, rollouts, tokenizer, correct)
+        t2 = time.time()
+        # 3. update: GRPO on the step's batch
+        batch = build_batch(rollouts, per_token, keep, sampler.pad_id)
+        metrics.update(update_policy(args, policy, ref_model, optimizer, batch))
+        t3 = time.time()
+        # 4. log
+        groups = [correct[g : g + args.group_size] for g in range(0, len(correct), args.group_size)]
+        metrics.update({
+            "answer_accuracy": sum(correct) / len(correct),
+            "fully_unsolved": sum(max(g) == 0 for g in groups) / len(groups),
+            "response_length": sum(len(r.response_ids) for r in rollouts) / len(rollouts),
+            "truncated": sum(r.truncated for r in rollouts) / len(rollouts),
+            "time_sample": t1 - t0, "time_judge": t2 - t1, "time_update": t3 - t2, "time_step": t3 - t0,
+        })
+        log.log(step, metrics)
+        bar.set_postfix(score=f"{metrics['judge_score']:.3f}", acc=f"{metrics['answer_accuracy']:.3f}",
+                        unsolved=f"{metrics['fully_unsolved']:.2f}", len=f"{metrics['response_length']:.0f}")
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+            run_eval(args, policy, tokenizer, eval_problems, step, f"step_{step:04d}")
+        if args.save_every and step % args.save_every == 0 or step == args.steps:
+            save_checkpoint(policy, tokenizer, os.path.join(args.output_dir, "checkpoint"),
+                            extra_files={"trainer_state.pt": {"step": step, "optimizer": optimizer.state_dict(),
+                                                              "rng": torch.get_rng_state()}})
+    evals["after"] = run_eval(args, policy, tokenizer, eval_problems, args.steps, f"step_{args.steps:04d}")
+    if evals["before"] and evals["after"]:
+        for name in ("before", "after"):
+            print(f"held-out {name:6s}: pass@1 {evals[name]['pass@k']['1']:.3f}  "
+                  f"pass@16 {evals[name]['pass@k'].get('16', float('nan')):.3f}")
+    return evals
+
+
+if __name__ == "__main__":
+    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
