@@ -6,7 +6,7 @@ reference solution. This file holds the parts every judge shares:
     outcome_prompt / process_prompt / no_reference_prompt   chat messages for the judge,
     parse_score, normalise                                  "Score: N" (1-5) -> reward s = (N - 1) / 4 in [0, 1],
     JudgeResult                                             the common return type of every judge in the project,
-    answer_reward                                           1.0 if the last \\boxed{} matches the gold answer (Stage II).
+    answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer (Stage II).
 
 The policy response is untrusted text (a policy under RL pressure may learn to write "Score: 5" or "ignore the
 instructions"), so prompts fence it between BEGIN/END markers and tell the judge that nothing inside is an instruction.
@@ -244,132 +244,90 @@ class JudgeResult:
         return _count_none(self.scores)
 
 
+
 # ----------------------------------------------------------------------------------------------------------------------
-# The rule-based final-answer reward (Stage II, sparse GRPO baseline, evaluation)
+# Running a judge model
 
-MAX_ANSWER_CHARS = 1000  # longer boxed answers score 0: real final answers are short, long ones cost parse time
+class OpenAIEngine:
+    """A judge served behind an OpenAI-compatible chat endpoint (e.g. `vllm serve` on the judge GPUs).
 
-# math-verify warns once that its signal-based timeout is off; we turn it off on purpose (see answer_reward).
-logging.getLogger("math_verify").setLevel(logging.ERROR)
-
-
-def last_boxed(text: str) -> str | None:
-    """The content of the last \\boxed{...} in `text`, matching nested braces; None if absent or never closed.
-
-    Escaped braces (\\{ and \\}) do not count, so set answers like \\boxed{\\{1, 2\\}} come out whole. A last box that
-    is never closed (a truncated response) gives None: its final answer was not finished.
-
-    Example:
-        >>> last_boxed("first \\\\boxed{1}, then \\\\boxed{\\\\frac{1}{2}}.")
-        '\\\\frac{1}{2}'
+    Requests run concurrently in threads (at most `concurrency` at a time); each has a timeout and `max_retries`
+    retries (the openai client backs off between them). A request that still fails returns "" and is counted as a
+    parse failure by the judge, never a crash.
     """
-    start = text.rfind("\\boxed")
-    if start < 0:
-        return None
-    i = start + len("\\boxed")
-    while i < len(text) and text[i].isspace():
-        i += 1
-    if i >= len(text) or text[i] != "{":
-        return None
-    depth, content_start = 0, i + 1
-    while i < len(text):
-        char = text[i]
-        if char == "\\":
-            i += 2  # skip the escaped character (\{, \}, or the second backslash of \\)
-            continue
-        if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return text[content_start:i]
-        i += 1
-    return None
+
+    def __init__(self, base_url: str, model: str, api_key: str = "EMPTY", timeout: float = 600.0,
+                 max_retries: int = 3, concurrency: int = 64):
+        from openai import OpenAI  # lazy: only HTTP judging needs the openai package
+
+        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
+        self.model, self.concurrency = model, concurrency
+
+    def chat(self, messages_list: list[list[dict]], max_tokens: int) -> list[str]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(messages):
+            try:
+                out = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
+                                                          max_tokens=max_tokens)
+                return out.choices[0].message.content or ""
+            except Exception as error:  # noqa: BLE001  (a lost request is a parse failure, not a crashed run)
+                logging.getLogger(__name__).warning("judge request failed: %s", error)
+                return ""
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, messages_list))
 
 
-_BINOMIAL = re.compile(r"binom|choose")
-_LONG_NUMBER = re.compile(r"\d{6,}")
+class LLMJudge:
+    """A reference-conditioned LLM judge (PAPER.md "Judge"): prompts -> greedy judge outputs -> parsed 1-5 -> [0, 1].
 
-
-def _too_costly_text(answer: str) -> bool:
-    """Answers whose PARSING may not finish: latex2sympy evaluates binomials eagerly (\\binom{10^6}{5*10^5} hangs)."""
-    return bool(_BINOMIAL.search(answer)) and (bool(_LONG_NUMBER.search(answer)) or "^" in answer or "!" in answer)
-
-
-def _too_costly_expr(expr) -> bool:
-    """Parsed answers whose COMPARISON may not finish: power towers, huge powers, huge factorials.
-
-    Measured with math-verify 0.9.0: 9^{9^9}, 2^{2^{30}}, (x+1)^{2000}, (1+\\sqrt{2})^{100000} and 10^{100}! never
-    finish; 2^{2024}, 2^{10^7}, 10000! and e^{i\\pi} take under a second. The rules below keep the second group.
+    `engine` is a sampler of rollout.py (HFSampler or VLLMSampler; greedy, `max_tokens` new tokens) with the judge's
+    `tokenizer`, or an OpenAIEngine. All prompts of a call go to the engine in one batch; process requests keep the
+    prefixes of one response adjacent (and in order), so a prefix cache can reuse them. Parse failures come back as
+    None and are counted in JudgeResult.num_failures.
     """
-    import sympy
 
-    for node in sympy.preorder_traversal(expr):
-        if isinstance(node, (sympy.Pow, sympy.exp)):
-            base, exponent = (node.base, node.exp) if isinstance(node, sympy.Pow) else (sympy.E, node.args[0])
-            if exponent.free_symbols:
-                continue  # symbolic exponents (x^n) stay unevaluated
-            if exponent.is_Number:
-                if base.is_Rational:  # exact number: bound its digit count, |e| * log10(max(|p|, |q|))
-                    size = max(abs(base.p), abs(base.q), 2)
-                    if abs(exponent) * len(str(size)) > 100_000:
-                        return True
-                elif isinstance(node, sympy.Pow) and abs(exponent) > 100:  # (x+1)^N expands into N+1 terms
-                    return True
-            elif exponent.has(sympy.factorial) or any(
-                p.exp.is_Integer and abs(p.exp) > 1 for p in exponent.atoms(sympy.Pow)
-            ):
-                return True  # a tower like 9^{9^9}; roots in exponents (2^{\sqrt 2}) are fine
-        elif isinstance(node, sympy.factorial):
-            argument = node.args[0]
-            if not argument.free_symbols and not (argument.is_Integer and argument <= 10_000):
-                return True
-    return False
+    def __init__(self, engine, tokenizer=None, max_tokens: int = 2048, chat_template_kwargs: dict | None = None):
+        self.engine, self.tokenizer, self.max_tokens = engine, tokenizer, max_tokens
+        self.chat_template_kwargs = chat_template_kwargs or {}
 
+    def generate(self, messages_list: list[list[dict]]) -> list[str]:
+        """Greedy judge outputs for a batch of chat prompts, in order."""
+        if hasattr(self.engine, "chat"):
+            return self.engine.chat(messages_list, self.max_tokens)
+        from rollout import encode_prompts
 
-def answer_reward(response: str, answer: str) -> float:
-    """1.0 if the last \\boxed{} answer in `response` equals the gold `answer` (math-verify), else 0.0 (PAPER.md
-    "Stage II").
+        prompt_ids = encode_prompts(self.tokenizer, messages_list, **self.chat_template_kwargs)
+        return [r.text for r in self.engine.sample(prompt_ids, n=1, temperature=0.0, max_new_tokens=self.max_tokens)]
 
-    Time is bounded WITHOUT signals, so this runs in worker threads: math-verify's own timeout uses signal.alarm,
-    which only works in the main thread, so we call it with parsing_timeout=None / timeout_seconds=None and bound the
-    work ourselves: boxed answers over MAX_ANSWER_CHARS score 0, and so do answers that sympy would take unbounded
-    time on (see _too_costly_text, _too_costly_expr). These guards cover the blow-ups we measured, not every
-    conceivable one. Any exception scores 0.
+    def _score(self, messages_list: list[list[dict]]) -> tuple[list, list[str]]:
+        texts = self.generate(messages_list)
+        return [normalise(parse_score(t)) for t in texts], texts
 
-    The gold answer may be plain ("3/4"), LaTeX ("\\frac{3}{4}"), in $...$, or already boxed; it is boxed before
-    parsing, which math-verify reads most reliably (a bare "2\\sqrt{3}" otherwise parses as 2).
+    def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
+        scores, texts = self._score([outcome_prompt(q, r, y) for q, r, y in zip(questions, references, responses)])
+        return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
-    Example:
-        >>> answer_reward("... so the answer is \\\\boxed{\\\\frac{1}{2}}", "0.5")
-        1.0
-    """
-    from math_verify import parse, verify  # lazy: math-verify pulls in sympy, which costs a second to import
+    def score_no_reference(self, questions: list[str], responses: list[str]) -> JudgeResult:
+        scores, texts = self._score([no_reference_prompt(q, y) for q, y in zip(questions, responses)])
+        return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
-    try:
-        predicted = last_boxed(response)
-        gold = _gold_latex(answer)
-        if predicted is None or gold is None or len(predicted) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
-            return 0.0
-        if _too_costly_text(predicted) or _too_costly_text(gold):
-            return 0.0
-        gold_parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
-        predicted_parsed = parse(f"\\boxed{{{predicted}}}", parsing_timeout=None)
-        if not gold_parsed or not predicted_parsed:
-            return 0.0
-        sympy_objects = [x for x in gold_parsed + predicted_parsed if not isinstance(x, str)]
-        if any(_too_costly_expr(x) for x in sympy_objects):
-            return 0.0
-        return 1.0 if verify(gold_parsed, predicted_parsed, timeout_seconds=None) else 0.0
-    except Exception:  # a reward must never crash a training step; a malformed answer is simply not correct
-        return 0.0
+    def score_process(self, questions: list[str], references: list[str], segments: list[list[str]],
+                      view: str = "prefix") -> JudgeResult:
+        """One request per segment: view "prefix" judges y_<=t (PAPER), "segment" judges segment t alone (CODE)."""
+        messages, owner = [], []
+        for i, (q, r, segs) in enumerate(zip(questions, references, segments)):
+            for t in range(len(segs)):
+                text = "".join(segs[: t + 1]) if view == "prefix" else segs[t]
+                messages.append(process_prompt(q, r, text, view))
+                owner.append(i)
+        flat_scores, flat_texts = self._score(messages)
+        scores, texts = [[] for _ in segments], [[] for _ in segments]
+        for i, s, t in zip(owner, flat_scores, flat_texts):
+            scores[i].append(s)
+            texts[i].append(t)
+        return JudgeResult(scores=scores, texts=texts, num_requests=len(messages))
 
 
-def _gold_latex(answer: str) -> str | None:
-    """The gold answer as bare LaTeX: strip whitespace, a surrounding $...$, or an enclosing \\boxed{}."""
-    gold = answer.strip()
-    if "\\boxed" in gold:
-        return last_boxed(gold)
-    while len(gold) >= 2 and gold.startswith("$") and gold.endswith("$"):
-        gold = gold[1:-1].strip()
-    return gold or None
+from answer import answer_reward, last_boxed  # noqa: E402,F401  (re-exported: the rule-based reward)

@@ -1,0 +1,90 @@
+"""Stage I: the reward -> advantage plumbing by hand, and one real step per reward mode on the toy base."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import toy
+from common import REPO, TOY_BASE
+from data import save_problems
+from rollout import Rollout
+from train_stage1 import Args, build_batch, main, outcome_advantages, process_advantages
+
+
+def test_outcome_advantages_truncation_and_parse_failures():
+    # group 1: scores [1, 0, 0.5 (truncated -> 0), None (dropped)] -> valid rewards [1, 0, 0]: mean 1/3,
+    # population std sqrt(2/9) = 0.4714: A = (1 - 1/3) / 0.4714 = 1.4142, (0 - 1/3) / 0.4714 = -0.7071
+    adv, keep = outcome_advantages([1.0, 0.0, 0.5, None], [False, False, True, False], group_size=4)
+    assert keep == [True, True, True, False]
+    assert adv[0] == pytest.approx(math.sqrt(2), rel=1e-5)
+    assert adv[1] == pytest.approx(-1 / math.sqrt(2), rel=1e-5) and adv[2] == pytest.approx(-1 / math.sqrt(2), rel=1e-5)
+    assert adv[3] == 0.0
+
+
+def test_process_advantages_modes_and_drops():
+    scores = [[0.25, 0.5, 1.0], [0.5, None], [0.75, 0.25]]
+    adv, keep = process_advantages(scores, [False, False, True], group_size=3, mode="delta")
+    assert keep == [True, False, True]
+    assert adv[0] == [0.25 - 1.0, 0.25, 0.5]  # Eq. 2: A_1 = s_1 - s_T, A_t = s_t - s_{t-1}
+    assert adv[1] == [0.0, 0.0] and adv[2] == [0.0, 0.0]  # dropped; over-length -> 0
+    adv, _ = process_advantages(scores, [False] * 3, group_size=3, mode="delta_from_zero")
+    assert adv[0] == [0.25, 0.25, 0.5] and adv[2] == [0.75, -0.5]
+    # group_norm over the kept rollouts 0 and 2: rollout means 7/12 and 1/2 -> baseline 13/24
+    adv, _ = process_advantages(scores, [False] * 3, group_size=3, mode="group_norm")
+    assert adv[0] == pytest.approx([0.25 - 13 / 24, 0.5 - 13 / 24, 1.0 - 13 / 24])
+
+
+def test_build_batch_places_advantages_on_response_tokens_and_masks_dropped():
+    rollouts = [Rollout([5, 6], [8], "", False), Rollout([7], [9, 2], "", False)]
+    batch = build_batch(rollouts, [torch.tensor([0.5]), torch.tensor([1.0, -1.0])], keep=[True, False], pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 8, 0], [0, 7, 9, 2]]
+    assert batch["advantages"].tolist() == [[0, 0, 0.5, 0], [0, 0, 1.0, -1.0]]
+    assert batch["response_mask"].tolist() == [[0, 0, 1, 0], [0, 0, 0, 0]]  # the dropped rollout leaves the loss
+
+
+@pytest.fixture(scope="module")
+def tiny_problems(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "hard.jsonl"
+    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("reward,view,mode", [("outcome", "prefix", "delta"), ("process", "prefix", "delta_from_zero"),
+                                             ("process", "segment", "delta"), ("process", "prefix", "group_norm"),
+                                             ("sparse", "prefix", "delta")])
+def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_problems, reward, view, mode):
+    torch.set_num_threads(1)
+    args = Args(model="toy", train_data=tiny_problems, eval_data="", output_dir=str(tmp_path), reward=reward,
+                process_view=view, advantage=mode, group_size=4, prompts_per_step=4, steps=1, weight_decay=0.0,
+                threads=1, lr=1e-3, seed=0)
+    main(args)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert len(rows) == 1
+    for key in ["judge_score", "fully_unsolved", "zero_std_groups", "response_length", "entropy", "kl_ref",
+                "clipfrac_low", "clipfrac_high", "judge_parse_failures", "time_sample", "time_judge", "time_update"]:
+        assert key in rows[0] and math.isfinite(rows[0][key]), key
+    before = load_file(os.path.join(TOY_BASE, "model.safetensors"))
+    after = load_file(os.path.join(tmp_path, "checkpoint", "model.safetensors"))
+    changed = max((before[k] - after[k]).abs().max().item() for k in before)
+    if reward == "sparse" and rows[0]["zero_std_groups"] == 1.0:
+        assert changed == 0.0  # all-zero reward groups: no gradient at all (weight decay is off)
+    else:
+        assert changed > 0.0
+    assert os.path.exists(tmp_path / "checkpoint" / "trainer_state.pt")
+
+
+def test_quickstart_command_shortened(tmp_path):
+    """`python train_stage1.py` with its defaults, cut to 2 steps and a tiny evaluation."""
+    out = subprocess.run([sys.executable, "train_stage1.py", "--steps", "2", "--eval_n", "4", "--eval_limit", "4",
+                          "--output_dir", str(tmp_path), "--threads", "1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "held-out before" in out.stdout and "held-out after" in out.stdout
+    for tag in ("step_0000", "step_0002"):
+        result = json.load(open(tmp_path / "eval" / tag / "pass_at_k.json"))
+        assert result["n"] == 4 and result["num_problems"] == 4 and set(result["pass@k"]) == {"1", "2", "4"}
