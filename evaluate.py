@@ -60,12 +60,13 @@ def powers_of_two(n: int) -> list[int]:
 
 def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temperature: float = 1.0,
              max_new_tokens: int = 160, tokenizer=None, output_dir: str | None = None, step: int = 0,
-             batch_size: int = 256) -> dict:
+             batch_size: int = 256, sampler=None) -> dict:
     """Sample n responses per problem (question-only prompt), grade them with answer_reward, return pass@k.
 
     `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
     writes output_dir/pass_at_k.json = {"step", "n", "num_problems", "pass@k": {"1": ..., "2": ...},
-    "correct_counts", "seconds"}.
+    "correct_counts", "seconds"}. `sampler` (e.g. a VLLMSampler holding the same weights) replaces the default
+    HFSampler on `model`.
     """
     from common import load_model, write_json  # imported here: pass_at_k above needs no torch
     from data import policy_messages
@@ -76,9 +77,10 @@ def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temp
         model, tokenizer = load_model(model)
     ks = list(ks) if ks is not None else powers_of_two(n)
     start = time.time()
-    sampler = HFSampler(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
-                        batch_size=batch_size)
-    rollouts = sampler.sample(encode_prompts(tokenizer, [policy_messages(p) for p in problems]), n=n)
+    sampler = sampler or HFSampler(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
+                                   batch_size=batch_size)
+    rollouts = sampler.sample(encode_prompts(tokenizer, [policy_messages(p) for p in problems]), n=n,
+                              temperature=temperature, max_new_tokens=max_new_tokens)
     correct = [answer_reward(r.text, problems[i // n].answer) for i, r in enumerate(rollouts)]
     counts = [int(sum(correct[i * n : (i + 1) * n])) for i in range(len(problems))]
     result = {"step": step, "n": n, "num_problems": len(problems),

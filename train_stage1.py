@@ -7,6 +7,7 @@ One step (PAPER.md; DESIGN.md, "Data flow of one Stage-I step"):
 
 Defaults run the embedded toy world on a CPU (python train_stage1.py); `--preset paper-4b` holds the paper's settings.
 """
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,13 +17,13 @@ from tqdm import tqdm
 from transformers import HfArgumentParser
 
 from advantages import delta_advantages, group_advantages, group_norm_advantages, segment_spans, token_advantages
-from common import (MetricsLog, load_model, load_problem_set, save_checkpoint, seed_everything, set_threads,
-                    write_json)
+from common import (MetricsLog, load_model, load_problem_set, resolve_model_path, save_checkpoint, seed_everything,
+                    set_threads, write_json)
 from data import policy_messages
 from evaluate import evaluate, format_pass_at_k
 from grpo import grpo_step, token_logprobs
 from judge import answer_reward
-from rollout import HFSampler, encode_prompts, to_batch
+from rollout import HFSampler, encode_prompts, sync_weights, to_batch
 
 
 @dataclass
@@ -63,6 +64,10 @@ class Args:
     seed: int = field(default=0, metadata={"help": "seeds Python, NumPy, torch and sampling"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads (0 = torch default; use 1 on a busy machine)"})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "cpu | cuda"})
+    engine: str = field(default="hf", metadata={"help": "rollout engine: hf (generate; anywhere) | vllm (in-process vLLM, weights synced after every step)"})
+    vllm_memory: float = field(default=0.3, metadata={"help": "vLLM gpu_memory_utilization for the colocated policy engine"})
+    vllm_kwargs: str = field(default="{}", metadata={"help": "extra vllm.LLM arguments as JSON, e.g. '{\"enforce_eager\": true}'"})
+    benchmark: bool = field(default=False, metadata={"help": "time the steps only: no evaluation, no checkpoint; print median/min/max seconds per phase"})
 
 
 # ------------------------------------------------------------------------------------------- rewards -> advantages
@@ -193,14 +198,35 @@ def update_policy(args: Args, policy, ref_model, optimizer, batch) -> dict:
     return metrics
 
 
-def run_eval(args: Args, policy, tokenizer, problems, step: int, tag: str) -> dict | None:
+def make_sampler(args: Args, policy, tokenizer):
+    """The rollout engine: HF generate on the training model itself, or a vLLM engine fed by sync_weights."""
+    if args.engine == "hf":
+        return HFSampler(policy, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    if args.engine == "vllm":
+        from rollout import VLLMSampler
+        return VLLMSampler(resolve_model_path(args.model), max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, seed=args.seed, gpu_memory_utilization=args.vllm_memory,
+                           **json.loads(args.vllm_kwargs))
+    raise ValueError(f"--engine must be 'hf' or 'vllm', got {args.engine!r}")
+
+
+def run_eval(args: Args, policy, tokenizer, problems, step: int, tag: str, sampler=None) -> dict | None:
     if not problems:
         return None
     result = evaluate(policy, problems, n=args.eval_n, temperature=args.temperature,
                       max_new_tokens=args.max_new_tokens, tokenizer=tokenizer,
-                      output_dir=os.path.join(args.output_dir, "eval", tag), step=step)
+                      output_dir=os.path.join(args.output_dir, "eval", tag), step=step,
+                      sampler=None if args.engine == "hf" else sampler)
     tqdm.write(f"[eval {tag}] {format_pass_at_k(result)}")
     return result
+
+
+def print_timings(timings: list[dict]) -> None:
+    """Median / min / max seconds per phase over the benchmarked steps (the first step is a warm-up, excluded)."""
+    rows = timings[1:] or timings
+    for key in ("time_sample", "time_judge", "time_update", "time_step"):
+        values = sorted(r[key] for r in rows)
+        print(f"{key[5:]:>7s}: median {values[len(values) // 2]:.3f}s  min {values[0]:.3f}s  max {values[-1]:.3f}s")
 
 
 def main(args: Args) -> dict:
@@ -213,12 +239,15 @@ def main(args: Args) -> dict:
     judge = make_judge(args, args.device) if args.reward != "sparse" else None
     problems = load_problem_set(args.train_data)
     eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data else []
-    sampler = HFSampler(policy, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
+    sampler = make_sampler(args, policy, tokenizer)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl"))
     prompt_ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])  # question only, never the reference
 
-    evals = {"before": run_eval(args, policy, tokenizer, eval_problems, 0, "step_0000")}
+    if args.benchmark:
+        eval_problems = []
+    evals = {"before": run_eval(args, policy, tokenizer, eval_problems, 0, "step_0000", sampler)}
+    timings = []
     order = torch.randperm(len(problems)).tolist()
     bar = tqdm(range(1, args.steps + 1), desc=f"stage1 {args.reward}", dynamic_ncols=True)
     for step in bar:
@@ -233,8 +262,10 @@ def main(args: Args) -> dict:
         per_token, keep, metrics, _ = score_rollouts(args, judge, step_problems, rollouts, tokenizer, correct)
         t2 = time.time()
         # 3. update: GRPO on the step's batch
-        batch = build_batch(rollouts, per_token, keep, sampler.pad_id)
+        batch = build_batch(rollouts, per_token, keep, tokenizer.pad_token_id)
         metrics.update(update_policy(args, policy, ref_model, optimizer, batch))
+        if args.engine == "vllm":
+            sync_weights(policy, sampler)  # the engine must sample from the updated policy next step
         t3 = time.time()
         # 4. log
         groups = [correct[g : g + args.group_size] for g in range(0, len(correct), args.group_size)]
@@ -246,15 +277,18 @@ def main(args: Args) -> dict:
             "time_sample": t1 - t0, "time_judge": t2 - t1, "time_update": t3 - t2, "time_step": t3 - t0,
         })
         log.log(step, metrics)
+        timings.append({k: metrics[k] for k in ("time_sample", "time_judge", "time_update", "time_step")})
         bar.set_postfix(score=f"{metrics['judge_score']:.3f}", acc=f"{metrics['answer_accuracy']:.3f}",
                         unsolved=f"{metrics['fully_unsolved']:.2f}", len=f"{metrics['response_length']:.0f}")
         if args.eval_every and step % args.eval_every == 0 and step < args.steps:
-            run_eval(args, policy, tokenizer, eval_problems, step, f"step_{step:04d}")
-        if args.save_every and step % args.save_every == 0 or step == args.steps:
+            run_eval(args, policy, tokenizer, eval_problems, step, f"step_{step:04d}", sampler)
+        if not args.benchmark and (args.save_every and step % args.save_every == 0 or step == args.steps):
             save_checkpoint(policy, tokenizer, os.path.join(args.output_dir, "checkpoint"),
                             extra_files={"trainer_state.pt": {"step": step, "optimizer": optimizer.state_dict(),
                                                               "rng": torch.get_rng_state()}})
-    evals["after"] = run_eval(args, policy, tokenizer, eval_problems, args.steps, f"step_{args.steps:04d}")
+    if args.benchmark:
+        print_timings(timings)
+    evals["after"] = run_eval(args, policy, tokenizer, eval_problems, args.steps, f"step_{args.steps:04d}", sampler)
     if evals["before"] and evals["after"]:
         for name in ("before", "after"):
             print(f"held-out {name:6s}: pass@1 {evals[name]['pass@k']['1']:.3f}  "

@@ -180,3 +180,45 @@ def test_answer_reward_works_in_threads():
     with ThreadPoolExecutor(max_workers=4) as pool:
         rewards = list(pool.map(lambda case: answer_reward(case[0], case[1]), cases))
     assert rewards == [expected for _, _, expected in cases]
+
+
+# ---------------------------------------------------------------------------------------------- running a judge
+class RecordingEngine:
+    """An engine with the OpenAIEngine interface that answers from a script and records what it was asked."""
+
+    def __init__(self, answers):
+        self.answers, self.asked = list(answers), []
+
+    def chat(self, messages_list, max_tokens):
+        self.asked.extend(messages_list)
+        return [self.answers.pop(0) for _ in messages_list]
+
+
+def test_llm_judge_process_requests_are_adjacent_prefixes_and_nest_back():
+    from judge import LLMJudge
+
+    engine = RecordingEngine(["Score: 2", "Score: 5", "no score", "Score: 3"])
+    result = LLMJudge(engine).score_process(["q1", "q2"], ["r1", "r2"], [["a###", "b"], ["c###", "d"]])
+    # prefixes of response 1 first (a, then a+b), then response 2: a prefix cache can reuse each response's prompt
+    users = [m[-1]["content"] for m in engine.asked]
+    assert "a###" in users[0] and "a###b" in users[1] and "c###" in users[2] and "c###d" in users[3]
+    assert result.scores == [[0.25, 1.0], [None, 0.5]]  # (2-1)/4, (5-1)/4, unparseable, (3-1)/4
+    assert result.num_failures == 1 and result.num_requests == 4
+    seg = LLMJudge(RecordingEngine(["Score: 1"] * 2)).score_process(["q"], ["r"], [["a###", "b"]], view="segment")
+    assert seg.scores == [[0.0, 0.0]]
+
+
+def test_llm_judge_on_the_hf_engine_counts_parse_failures(tmp_path):
+    """A real (tiny, untrained) judge model on the HF engine: its outputs do not parse, and that is counted."""
+    import torch
+
+    import toy
+    from judge import LLMJudge
+    from rollout import HFSampler
+
+    torch.manual_seed(0)
+    tok = toy.build_tokenizer()
+    model = toy.build_tiny_model(tok, hidden_size=64, num_layers=1)
+    judge = LLMJudge(HFSampler(model, tok), tok, max_tokens=6)
+    result = judge.score_outcome(["1 +2"], ["Add 2: that gives 3."], ["1+2=3###\\boxed{3}"])
+    assert result.scores == [None] and result.num_failures == 1 and len(result.texts[0]) > 0

@@ -126,3 +126,19 @@ def test_sft_batch_masks_prompt_and_padding():
     assert labels[prompt_len : prompt_len + 6] == tok("1+2=3", add_special_tokens=False).input_ids + [tok.eos_token_id]
     assert batch["attention_mask"].sum(1).tolist() == [prompt_len + 6, len(tok.apply_chat_template(
         [{"role": "user", "content": "10 +20 +3"}], add_generation_prompt=True, tokenize=True, return_dict=False)) + 2]
+
+
+@pytest.mark.slow
+def test_pretraining_reproduces_the_committed_base(tmp_path):
+    """Rebuild toy_base/ from its recorded arguments; the easy-problem accuracy must match (slow: ~20 min here)."""
+    from common import TOY_BASE, load_model, seed_everything
+    from evaluate import evaluate
+
+    recorded = json.load(open(os.path.join(TOY_BASE, "toy_info.json")))["pretrain_args"]
+    rebuilt = toy.pretrain_base(toy.PretrainArgs(**{**recorded, "output_dir": str(tmp_path / "base")}))
+    easy = toy.make_toy_problems(64, 1, 4, seed=123, prefix="check")
+    accuracy = {}
+    for name, path in (("committed", TOY_BASE), ("rebuilt", rebuilt)):
+        seed_everything(0)
+        accuracy[name] = evaluate(path, easy, n=8, ks=[1])["pass@k"]["1"]
+    assert abs(accuracy["committed"] - accuracy["rebuilt"]) < 0.05, accuracy
