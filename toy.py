@@ -156,14 +156,14 @@ def build_tiny_model(tokenizer, hidden_size: int = 128, num_layers: int = 4, see
 @dataclass
 class PretrainArgs:
     output_dir: str = field(default="toy_base", metadata={"help": "where the pretrained base is saved (and reused)"})
-    steps: int = field(default=1500, metadata={"help": "optimiser steps"})
+    steps: int = field(default=1200, metadata={"help": "optimiser steps"})
     batch_size: int = field(default=64, metadata={"help": "sequences per step"})
     lr: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
     min_ops: int = field(default=1, metadata={"help": "fewest operations in an EASY problem"})
     max_ops: int = field(default=4, metadata={"help": "most operations in an EASY problem"})
     long_fraction: float = field(default=0.05, metadata={
         "help": "share of longer chains (max_ops+1 .. long_max_ops) so the base attempts long problems at all"})
-    long_max_ops: int = field(default=8, metadata={"help": "most operations in the long share"})
+    long_max_ops: int = field(default=7, metadata={"help": "most operations in the long share (HARD problems have more)"})
     hidden_size: int = field(default=128, metadata={"help": "model width"})
     num_layers: int = field(default=4, metadata={"help": "transformer layers"})
     seed: int = field(default=0, metadata={"help": "seeds data, initialisation and training"})
