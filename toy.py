@@ -1,12 +1,13 @@
 """The embedded toy world: ExpRL end to end on a laptop CPU, through the same code paths as a real run.
 
-The task: start from a number and apply a chain of operations left to right (+a, -a, *2), all values in 0..999.
+The task: start from a number (10..99) and apply a chain of operations left to right (+a and -a with a in 2..9, and
+*2), all values in 0..999.
 The model's own solution style writes one step per segment, segments closed by "###" (the delimiter that process
 judging slices at), and the final answer in \\boxed{}:
 
-    question : 47 +8 *2 -5 +13          (apply left to right)
-    model    : 47+8=55###55*2=110###110-5=105###105+13=118###\\boxed{118}
-    reference: Add 8, then double: that gives 110. Subtract 5, then add 13: that gives 118. The answer is 118.
+    question : 47 +8 *2 -5 +3           (apply left to right)
+    model    : 47+8=55###55*2=110###110-5=105###105+3=108###\\boxed{108}
+    reference: Add 8, then double: that gives 110. Subtract 5, then add 3: that gives 108. The answer is 108.
 
 The reference is written like a human solution: words, not symbols, two operations per sentence, intermediate
 results only every second step. SFT on references therefore has to imitate a style far from the model's own, while the
@@ -44,17 +45,17 @@ def apply_op(value: int, op: str, operand: int) -> int:
     return {"+": value + operand, "-": value - operand, "*": value * operand}[op]
 
 
-def random_chain(rng: random.Random, num_ops: int) -> tuple[int, list[tuple[str, int]]]:
+def random_chain(rng: random.Random, num_ops: int, max_operand: int = 9) -> tuple[int, list[tuple[str, int]]]:
     """A start value in 10..99 and `num_ops` operations that keep every intermediate value in 0..MAX_VALUE.
 
-    Doubling is only drawn where it stays in range; +/- operands are 2..99, so steps need carries and borrows.
+    Doubling is only drawn where it stays in range; +/- operands are 2..max_operand.
     """
     value = start = rng.randint(10, 99)
     ops = []
     for _ in range(num_ops):
         choices = ["+", "-"] + (["*"] if value * 2 <= MAX_VALUE else [])
         op = rng.choice(choices)
-        operand = 2 if op == "*" else rng.randint(2, 99)
+        operand = 2 if op == "*" else rng.randint(2, max_operand)
         if op == "+" and value + operand > MAX_VALUE or op == "-" and value - operand < 0:
             op = "-" if op == "+" else "+"
         ops.append((op, operand))
@@ -95,12 +96,13 @@ def reference_solution(start: int, ops: list[tuple[str, int]]) -> str:
     return " ".join(sentences) + f" The answer is {values[-1]}."
 
 
-def make_toy_problems(n: int, min_ops: int, max_ops: int, seed: int, prefix: str = "toy") -> list[Problem]:
+def make_toy_problems(n: int, min_ops: int, max_ops: int, seed: int, prefix: str = "toy",
+                      max_operand: int = 9) -> list[Problem]:
     """n seeded problems with min_ops..max_ops operations, in the record format data.py loads."""
     rng = random.Random(seed)
     problems = []
     for i in range(n):
-        start, ops = random_chain(rng, rng.randint(min_ops, max_ops))
+        start, ops = random_chain(rng, rng.randint(min_ops, max_ops), max_operand)
         problems.append(Problem(id=f"{prefix}-{seed}-{i}", question=question_text(start, ops),
                                 reference=reference_solution(start, ops),
                                 answer=str(intermediate_values(start, ops)[-1])))
@@ -164,6 +166,7 @@ class PretrainArgs:
     long_fraction: float = field(default=0.05, metadata={
         "help": "share of longer chains (max_ops+1 .. long_max_ops) so the base attempts long problems at all"})
     long_max_ops: int = field(default=7, metadata={"help": "most operations in the long share (HARD problems have more)"})
+    max_operand: int = field(default=9, metadata={"help": "largest +/- operand"})
     hidden_size: int = field(default=128, metadata={"help": "model width"})
     num_layers: int = field(default=4, metadata={"help": "transformer layers"})
     seed: int = field(default=0, metadata={"help": "seeds data, initialisation and training"})
@@ -195,7 +198,7 @@ def pretraining_problems(args: PretrainArgs, rng: random.Random) -> tuple[list[s
     for _ in range(args.batch_size):
         long = rng.random() < args.long_fraction
         num_ops = rng.randint(args.max_ops + 1, args.long_max_ops) if long else rng.randint(args.min_ops, args.max_ops)
-        start, ops = random_chain(rng, num_ops)
+        start, ops = random_chain(rng, num_ops, args.max_operand)
         questions.append(question_text(start, ops))
         solutions.append(model_solution(start, ops))
     return questions, solutions
@@ -346,6 +349,7 @@ class DataArgs:
     num_heldout: int = field(default=128, metadata={"help": "fresh HARD problems for evaluation (not mined)"})
     num_easy: int = field(default=128, metadata={"help": "EASY problems (for checking the base)"})
     hard_ops: int = field(default=8, metadata={"help": "operations in a HARD problem"})
+    max_operand: int = field(default=9, metadata={"help": "largest +/- operand (use the base's pretraining value)"})
     mine_k: int = field(default=64, metadata={"help": "keep the problems the base solves 0 times in mine_k samples"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for mining"})
     seed: int = field(default=1, metadata={"help": "problem seed (training problems use seed, held-out seed + 1)"})
@@ -359,9 +363,10 @@ def make_data(args: DataArgs) -> dict:
 
     seed_everything(args.seed)
     model, tokenizer = load_model(args.base)
-    candidates = make_toy_problems(args.num_candidates, args.hard_ops, args.hard_ops, args.seed, "hard")
-    heldout = make_toy_problems(args.num_heldout, args.hard_ops, args.hard_ops, args.seed + 1, "heldout")
-    easy = make_toy_problems(args.num_easy, 1, 4, args.seed + 2, "easy")
+    hard, m = args.hard_ops, args.max_operand
+    candidates = make_toy_problems(args.num_candidates, hard, hard, args.seed, "hard", max_operand=m)
+    heldout = make_toy_problems(args.num_heldout, hard, hard, args.seed + 1, "heldout", max_operand=m)
+    easy = make_toy_problems(args.num_easy, 1, 4, args.seed + 2, "easy", max_operand=m)
     mined = evaluate(model, candidates, n=args.mine_k, temperature=args.temperature, tokenizer=tokenizer)
     train = mine_hard(candidates, mined["correct_counts"])
     save_problems(train, os.path.join(args.output_dir, "stage1_train.jsonl"))
