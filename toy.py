@@ -345,7 +345,7 @@ def steps_correct(response: str, question: str) -> int:
 class DataArgs:
     base: str = field(default="toy_base", metadata={"help": "the pretrained base used for mining"})
     output_dir: str = field(default="toy_data", metadata={"help": "where stage1_train.jsonl / heldout.jsonl go"})
-    num_candidates: int = field(default=384, metadata={"help": "HARD problems generated before mining"})
+    num_candidates: int = field(default=320, metadata={"help": "HARD problems generated before mining"})
     num_heldout: int = field(default=128, metadata={"help": "fresh HARD problems for evaluation (not mined)"})
     num_easy: int = field(default=128, metadata={"help": "EASY problems (for checking the base)"})
     hard_ops: int = field(default=8, metadata={"help": "operations in a HARD problem"})

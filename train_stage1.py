@@ -35,7 +35,7 @@ class Args:
     eval_data: str = field(default="toy:heldout", metadata={"help": "held-out problems for pass@k ('' to skip evaluation)"})
     output_dir: str = field(default="runs/stage1", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
     # --- the reward
-    reward: str = field(default="process", metadata={"help": "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer reward)"})
+    reward: str = field(default="outcome", metadata={"help": "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer reward); the toy default is the one that measured best (README)"})
     process_view: str = field(default="prefix", metadata={"help": "prefix (PAPER: judge y_<=t) | segment (CODE: judge segment t alone)"})
     advantage: str = field(default="delta_from_zero", metadata={"help": "process advantages: delta (Eq. 2) | delta_code | delta_from_zero | end | group_norm (README: why the toy default differs from Eq. 2)"})
     delimiter: str = field(default="###", metadata={"help": "segment delimiter for process judging"})
