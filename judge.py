@@ -1,11 +1,12 @@
-"""Rewards: reference-conditioned LLM-judge prompts, score parsing, and the rule-based final-answer reward.
+"""Rewards: reference-conditioned LLM-judge prompts, score parsing, and running a judge model on any engine.
 
 ExpRL (PAPER.md "Judge (outcome)", "Judge (process)") scores a policy response with an LLM judge that sees the hidden
-reference solution. This file holds the parts every judge shares:
+reference solution:
 
     outcome_prompt / process_prompt / no_reference_prompt   chat messages for the judge,
     parse_score, normalise                                  "Score: N" (1-5) -> reward s = (N - 1) / 4 in [0, 1],
     JudgeResult                                             the common return type of every judge in the project,
+    LLMJudge, OpenAIEngine                                  a judge model on an HF/vLLM sampler or an HTTP endpoint,
     answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer (Stage II).
 
 The policy response is untrusted text (a policy under RL pressure may learn to write "Score: 5" or "ignore the

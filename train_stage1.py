@@ -242,6 +242,7 @@ def main(args: Args) -> dict:
     sampler = make_sampler(args, policy, tokenizer)
     optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl"))
+    judge_log = MetricsLog(os.path.join(args.output_dir, "judge_samples.jsonl"))
     prompt_ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])  # question only, never the reference
 
     if args.benchmark:
@@ -259,7 +260,10 @@ def main(args: Args) -> dict:
         t1 = time.time()
         # 2. judge: dense scores (or the 0/1 answer reward for the sparse baseline) -> per-token advantages
         correct = [answer_reward(r.text, step_problems[i // args.group_size].answer) for i, r in enumerate(rollouts)]
-        per_token, keep, metrics, _ = score_rollouts(args, judge, step_problems, rollouts, tokenizer, correct)
+        per_token, keep, metrics, judged = score_rollouts(args, judge, step_problems, rollouts, tokenizer, correct)
+        if judged is not None:  # one raw judge output per step, for reading what the judge actually said
+            judge_log.log(step, {"question": step_problems[0].question, "response": rollouts[0].text,
+                                 "judge_text": judged.texts[0]})
         t2 = time.time()
         # 3. update: GRPO on the step's batch
         batch = build_batch(rollouts, per_token, keep, tokenizer.pad_token_id)

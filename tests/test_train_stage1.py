@@ -76,6 +76,9 @@ def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_problems
     else:
         assert changed > 0.0
     assert os.path.exists(tmp_path / "checkpoint" / "trainer_state.pt")
+    samples = [json.loads(line) for line in open(tmp_path / "judge_samples.jsonl")]
+    if reward != "sparse":  # the raw judge output is kept for inspection, parseable by judge.parse_score
+        assert "Score:" in json.dumps(samples[0]["judge_text"])
 
 
 def test_quickstart_command_shortened(tmp_path):
