@@ -121,9 +121,10 @@ def make_judge(args: Args, device: str):
 
 
 def score_rollouts(args: Args, judge, problems, rollouts, tokenizer, answers_correct):
-    """Rewards for one step's rollouts -> (per-token advantages [B, R] as a list of tensors, keep, metrics).
+    """Rewards for one step's rollouts -> (per-token advantages, keep, metrics, judge result or None for sparse).
 
-    The per-token tensors cover each response (length len(response_ids)).
+    per-token advantages: one tensor per rollout, [len(response_ids)]; keep: False for rollouts dropped from the loss
+    (an unparseable judge score).
     """
     G = args.group_size
     group_problems = [problems[i // G] for i in range(len(rollouts))]
