@@ -67,7 +67,53 @@ class Args:
     engine: str = field(default="hf", metadata={"help": "rollout engine: hf (generate; anywhere) | vllm (in-process vLLM, weights synced after every step)"})
     vllm_memory: float = field(default=0.3, metadata={"help": "vLLM gpu_memory_utilization for the colocated policy engine"})
     vllm_kwargs: str = field(default="{}", metadata={"help": "extra vllm.LLM arguments as JSON, e.g. '{\"enforce_eager\": true}'"})
+    preset: str = field(default="", metadata={"help": "'paper-4b': the paper's Stage-I settings (PAPER.md) for Qwen3-4B-Instruct-2507 on a GPU node with vLLM; flags given explicitly still win"})
     benchmark: bool = field(default=False, metadata={"help": "time the steps only: no evaluation, no checkpoint; print median/min/max seconds per phase"})
+
+
+# PAPER.md, "Optimiser (Stage I)": shared settings, then the ones that differ between Outcome and Process.
+PRESETS = {
+    "paper-4b": {
+        "common": dict(prompts_per_step=36, lr=1e-6, weight_decay=0.01, clip_low=0.2, kl_coef=0.001, dual_clip=3.0,
+                       max_grad_norm=1.0, temperature=0.8, max_new_tokens=16384, steps=230, loss_agg="token-mean",
+                       engine="vllm", micro_batch_size=4, eval_n=128, eval_limit=0, advantage="delta", threads=0),
+        "outcome": dict(group_size=10, updates_per_step=2, clip_high=0.28),
+        "process": dict(group_size=16, updates_per_step=1, clip_high=0.26),
+        "sparse": dict(group_size=16, prompts_per_step=32, updates_per_step=2, clip_high=0.26),
+    },
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Command line -> Args; a --preset fills every field the command line does not set explicitly."""
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    (args,) = HfArgumentParser(Args).parse_args_into_dataclasses(argv)
+    if not args.preset:
+        return args
+    if args.preset not in PRESETS:
+        raise SystemExit(f"--preset {args.preset!r} is unknown; choose from {sorted(PRESETS)}")
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    values = {**PRESETS[args.preset]["common"], **PRESETS[args.preset][args.reward]}
+    for name, value in values.items():
+        if name not in given:
+            setattr(args, name, value)
+    if "model" not in given or ("judge" not in given and args.reward != "sparse") or "train_data" not in given:
+        raise SystemExit(f"--preset {args.preset} needs --model and --judge (local Qwen3-4B-Instruct-2507 directories; "
+                         "the paper's judge is a frozen copy of the base policy) and --train_data (your hard problems)")
+    return args
+
+
+def check_hardware(args: Args) -> None:
+    """Fail early, with the reason, when the chosen engine cannot run here."""
+    if args.engine == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            raise SystemExit("--engine vllm needs vLLM: `pip install vllm` on a GPU node (see README)") from None
+    if args.preset and not torch.cuda.is_available():
+        raise SystemExit(f"--preset {args.preset} is the paper's GPU setting (Qwen3-4B, 16k-token responses); no CUDA "
+                         "device is visible here. Run the toy world on a CPU instead: python train_stage1.py")
 
 
 # ------------------------------------------------------------------------------------------- rewards -> advantages
@@ -231,6 +277,7 @@ def print_timings(timings: list[dict]) -> None:
 
 
 def main(args: Args) -> dict:
+    check_hardware(args)
     set_threads(args.threads)
     seed_everything(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
@@ -302,4 +349,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(HfArgumentParser(Args).parse_args_into_dataclasses()[0])
+    main(parse_args())

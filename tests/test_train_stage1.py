@@ -91,3 +91,22 @@ def test_quickstart_command_shortened(tmp_path):
     for tag in ("step_0000", "step_0002"):
         result = json.load(open(tmp_path / "eval" / tag / "pass_at_k.json"))
         assert result["n"] == 4 and result["num_problems"] == 4 and set(result["pass@k"]) == {"1", "2", "4"}
+
+
+def test_paper_preset_fills_paper_numbers_keeps_explicit_flags_and_fails_clearly_without_gpu():
+    from train_stage1 import check_hardware, parse_args
+
+    args = parse_args(["--preset", "paper-4b", "--model", "/qwen", "--judge", "/qwen", "--train_data", "hard.jsonl",
+                       "--reward", "outcome", "--steps", "5"])
+    # PAPER.md, Stage I Outcome: 10 rollouts x 36 prompts, 2 updates, lr 1e-6, clip 0.2 / 0.28, KL 0.001, T 0.8
+    assert (args.group_size, args.prompts_per_step, args.updates_per_step) == (10, 36, 2)
+    assert (args.lr, args.clip_low, args.clip_high, args.kl_coef, args.temperature) == (1e-6, 0.2, 0.28, 0.001, 0.8)
+    assert args.max_new_tokens == 16384 and args.engine == "vllm" and args.advantage == "delta"
+    assert args.steps == 5  # an explicit flag wins over the preset
+    process = parse_args(["--preset", "paper-4b", "--model", "/q", "--judge", "/q", "--train_data", "h.jsonl",
+                          "--reward", "process"])
+    assert (process.group_size, process.updates_per_step, process.clip_high) == (16, 1, 0.26)
+    with pytest.raises(SystemExit, match="needs --model"):
+        parse_args(["--preset", "paper-4b"])
+    with pytest.raises(SystemExit, match="vLLM|CUDA"):  # this CPU machine has neither
+        check_hardware(args)
