@@ -31,7 +31,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(path, tie_word_embeddings: bool = False):
+def build_tiny_model(path, tie_word_embeddings: bool = False, max_positions: int = 512):
     """A 2-layer Llama (hidden 128, 2 heads: head_dim 64, the smallest vLLM's CPU attention takes) and a char-level
     tokenizer with a chat template, saved with save_pretrained so vLLM can load the directory."""
     vocab = {token: i for i, token in enumerate(SPECIALS + CHARS)}
@@ -45,7 +45,7 @@ def build_tiny_model(path, tie_word_embeddings: bool = False):
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
         vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=tie_word_embeddings,
+        num_key_value_heads=2, max_position_embeddings=max_positions, tie_word_embeddings=tie_word_embeddings,
         initializer_range=0.1,  # peakier than the default 0.02, so greedy argmaxes are not near-ties
         bos_token_id=None, eos_token_id=EOS, pad_token_id=0,
     )
@@ -209,3 +209,20 @@ def test_stage1_step_on_the_vllm_engine_keeps_engine_and_trainer_in_sync(tmp_pat
     ours = [r.response_ids for r in HFSampler(updated, tokenizer, max_new_tokens=40).sample(prompts, temperature=0)]
     theirs = [r.response_ids for r in engines[0].sample(prompts, temperature=0, max_new_tokens=40)]
     assert theirs == ours
+
+
+def test_hf_and_vllm_judge_engines_give_the_same_judge_outputs(tmp_path):
+    """The same judge model, greedy, on both engines: identical raw outputs, so identical parsed scores."""
+    from judge import LLMJudge
+
+    model, tokenizer = build_tiny_model(tmp_path, max_positions=4096)  # judge prompts run ~1,700 characters
+    sampler = VLLMSampler(str(tmp_path), enforce_eager=True, dtype="float32", max_model_len=4096,
+                          kv_cache_memory_bytes=256 * 2**20)
+    questions, references = ["12+34", "7-3"], ["12 plus 34 is 46", "7 minus 3 is 4"]
+    responses = ["12+34=46", "score 5"]
+    on_hf = LLMJudge(HFSampler(model, tokenizer), tokenizer, max_tokens=12)
+    on_vllm = LLMJudge(sampler, tokenizer, max_tokens=12)
+    for method, extra in (("score_outcome", [responses]), ("score_process", [[["12+", "34=46"], ["score 5"]]])):
+        a, b = getattr(on_hf, method)(questions, references, *extra), getattr(on_vllm, method)(questions, references, *extra)
+        assert a.texts == b.texts and a.scores == b.scores and a.num_requests == b.num_requests
+        assert any(t for t in (a.texts if method == "score_outcome" else a.texts[0]))  # the judge said something
