@@ -226,3 +226,47 @@ def test_hf_and_vllm_judge_engines_give_the_same_judge_outputs(tmp_path):
         a, b = getattr(on_hf, method)(questions, references, *extra), getattr(on_vllm, method)(questions, references, *extra)
         assert a.texts == b.texts and a.scores == b.scores and a.num_requests == b.num_requests
         assert any(t for t in (a.texts if method == "score_outcome" else a.texts[0]))  # the judge said something
+
+
+def test_http_judge_against_a_real_local_openai_compatible_server(tmp_path):
+    """vLLM's OpenAI-compatible api_server on 127.0.0.1 serving a tiny judge; LLMJudge over HTTP (OpenAIEngine) gives
+    the same greedy outputs and scores as the same model on the HF engine."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from judge import LLMJudge, OpenAIEngine
+
+    model, tokenizer = build_tiny_model(tmp_path, max_positions=4096)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tmp_path), "--host", "127.0.0.1",
+         "--port", str(port), "--served-model-name", "judge", "--dtype", "float32", "--enforce-eager",
+         "--max-model-len", "4096", "--kv-cache-memory-bytes", str(256 * 2**20)],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+                assert time.time() < deadline, "server did not come up in 240 s"
+                time.sleep(1)
+        questions, references, responses = ["12+34", "7-3"], ["12 plus 34 is 46", "7 minus 3 is 4"], ["46", "Score: 5"]
+        over_http = LLMJudge(OpenAIEngine(f"http://127.0.0.1:{port}/v1", "judge", timeout=60, max_retries=1,
+                                          concurrency=2), max_tokens=12)
+        on_hf = LLMJudge(HFSampler(model, tokenizer), tokenizer, max_tokens=12)
+        a = over_http.score_outcome(questions, references, responses)
+        b = on_hf.score_outcome(questions, references, responses)
+        assert a.texts == b.texts and a.scores == b.scores
+        assert all(t for t in a.texts)  # real outputs came back (a failed request would be "")
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
