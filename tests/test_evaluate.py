@@ -66,3 +66,19 @@ def test_curve_over_two_problems():
 def test_curve_rejects_empty_input():
     with pytest.raises(ValueError):
         pass_at_k_curve([], n=4, ks=[1])
+
+
+def test_evaluate_greedy_samples_agree_and_json_is_written(tmp_path):
+    """Greedy decoding makes the n samples of a problem identical, so each count is 0 or n and pass@k is flat in k."""
+    import json
+
+    import toy
+    from evaluate import evaluate
+
+    problems = toy.make_toy_problems(6, 1, 2, seed=5)  # EASY chains: the toy base solves most of them
+    result = evaluate("toy", problems, n=4, temperature=0.0, output_dir=str(tmp_path), step=7)
+    assert all(c in (0, 4) for c in result["correct_counts"])
+    solved = sum(c == 4 for c in result["correct_counts"]) / 6
+    assert result["pass@k"] == {"1": solved, "2": solved, "4": solved} and solved >= 0.5
+    saved = json.load(open(tmp_path / "pass_at_k.json"))
+    assert (saved["step"], saved["n"], saved["num_problems"]) == (7, 4, 6) and saved["pass@k"] == result["pass@k"]
