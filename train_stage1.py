@@ -7,6 +7,7 @@ One step (PAPER.md; DESIGN.md, "Data flow of one Stage-I step"):
 
 Defaults run the embedded toy world on a CPU (python train_stage1.py); `--preset paper-4b` holds the paper's settings.
 """
+import copy
 import json
 import os
 import time
@@ -283,7 +284,8 @@ def main(args: Args) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
     policy, tokenizer = load_model(args.model, device=args.device)
-    ref_model = load_model(args.model, device=args.device)[0].eval().requires_grad_(False) if args.kl_coef > 0 else None
+    # The frozen base for the KL term: a copy of the policy as loaded, not a second read from disk.
+    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
     judge = make_judge(args, args.device) if args.reward != "sparse" else None
     problems = load_problem_set(args.train_data)
     eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data else []
