@@ -57,7 +57,10 @@ class Args:
     kl_coef: float = field(default=0.001, metadata={"help": "k3 KL to the frozen base in the loss (0 = no reference model)"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip"})
     loss_agg: str = field(default="token-mean", metadata={"help": "token-mean | seq-mean-token-mean | seq-mean-token-sum-norm"})
+    scale_advantages: bool = field(default=True, metadata={"help": "outcome/sparse advantages divided by the group std (Stage I); False = r - group mean (Stage II)"})
+    entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus in the loss (paper: 0 in Stage I, 1e-4 in Stage II)"})
     # --- bookkeeping
+    eval_before: bool = field(default=True, metadata={"help": "evaluate before training too (off when the starting checkpoint was already evaluated)"})
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: only before and after training)"})
     eval_n: int = field(default=64, metadata={"help": "samples per held-out problem for pass@k (paper: 128)"})
     eval_limit: int = field(default=64, metadata={"help": "held-out problems evaluated (0 = all)"})
@@ -118,8 +121,9 @@ def check_hardware(args: Args) -> None:
 
 
 # ------------------------------------------------------------------------------------------- rewards -> advantages
-def outcome_advantages(scores: list, truncated: list[bool], group_size: int) -> tuple[list[float], list[bool]]:
-    """Per-rollout advantage from per-rollout rewards (PAPER.md, "Judge (outcome)").
+def outcome_advantages(scores: list, truncated: list[bool], group_size: int,
+                       scale: bool = True) -> tuple[list[float], list[bool]]:
+    """Per-rollout advantage from per-rollout rewards (PAPER.md, "Judge (outcome)"; scale=False: Stage II's r - mean).
 
     Over-length responses get reward 0; an unparseable score (None) drops the rollout from the loss and from its
     group's mean/std. Returns (advantages, keep) with one entry per rollout.
@@ -129,7 +133,7 @@ def outcome_advantages(scores: list, truncated: list[bool], group_size: int) -> 
     for g in range(0, len(rewards), group_size):
         valid = [i for i in range(g, g + group_size) if keep[i]]
         if valid:
-            for i, a in zip(valid, group_advantages([rewards[i] for i in valid], len(valid)).tolist()):
+            for i, a in zip(valid, group_advantages([rewards[i] for i in valid], len(valid), scale).tolist()):
                 advantages[i] = a
     return advantages, keep
 
@@ -185,7 +189,7 @@ def score_rollouts(args: Args, judge, problems, rollouts, tokenizer, answers_cor
             result = judge.score_outcome([p.question for p in group_problems], [p.reference for p in group_problems],
                                          [r.text for r in rollouts])
             scores = result.scores
-        adv, keep = outcome_advantages(scores, truncated, G)
+        adv, keep = outcome_advantages(scores, truncated, G, args.scale_advantages)
         per_token = [token_advantages([(0, len(r.response_ids))], [a], len(r.response_ids))
                      for r, a in zip(rollouts, adv)]
         valid = [s for s in scores if s is not None]
@@ -239,8 +243,8 @@ def update_policy(args: Args, policy, ref_model, optimizer, batch) -> dict:
     for chunk in order.chunk(args.updates_per_step):
         mini = {k: v[chunk] for k, v in batch.items()}
         step_metrics = grpo_step(policy, optimizer, mini, args.micro_batch_size, args.clip_low, args.clip_high,
-                                 args.dual_clip, args.kl_coef, args.loss_agg, args.max_grad_norm, log_entropy=True,
-                                 temperature=args.temperature)
+                                 args.dual_clip, args.kl_coef, args.loss_agg, args.max_grad_norm,
+                                 entropy_coef=args.entropy_coef, log_entropy=True, temperature=args.temperature)
         for k, v in step_metrics.items():
             metrics[k] = metrics.get(k, 0.0) + v / args.updates_per_step
     return metrics
@@ -297,10 +301,10 @@ def main(args: Args) -> dict:
 
     if args.benchmark:
         eval_problems = []
-    evals = {"before": run_eval(args, policy, tokenizer, eval_problems, 0, "step_0000", sampler)}
+    evals = {"before": run_eval(args, policy, tokenizer, eval_problems, 0, "step_0000", sampler) if args.eval_before else None}
     timings = []
     order = torch.randperm(len(problems)).tolist()
-    bar = tqdm(range(1, args.steps + 1), desc=f"stage1 {args.reward}", dynamic_ncols=True)
+    bar = tqdm(range(1, args.steps + 1), desc=f"{os.path.basename(os.path.normpath(args.output_dir))} {args.reward}", dynamic_ncols=True)
     for step in bar:
         t0 = time.time()
         # 1. sample: the step's prompts (cycling through a shuffled order), G rollouts each, group by group

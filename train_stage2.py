@@ -1,0 +1,70 @@
+"""ExpRL Stage II: ordinary sparse-reward GRPO, started from a Stage-I checkpoint (or any checkpoint).
+
+PAPER.md, "Stage II": the same prompts with the reference removed; reward 1 if the \\boxed{} answer is equivalent to
+the gold answer (math-verify), else 0; A = r - group mean (no std division); no KL; entropy bonus 1e-4; grad clip 0.3.
+The claim under test: Stage I raised coverage (pass@k), so Stage II now has correct samples to amplify.
+
+Stage II IS the Stage-I loop with the sparse reward: this file only changes the defaults (a subclass of Stage I's
+Args) and calls train_stage1.main, so the two stages can never drift apart.
+
+    python train_stage1.py                   # Stage I (ExpRL-Outcome on the toy world) -> runs/stage1/checkpoint
+    python train_stage2.py                   # Stage II from it -> runs/stage2
+    python train_stage2.py --model toy --output_dir runs/stage2_from_base   # the base-primed control
+"""
+import os
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser
+
+import train_stage1
+
+
+@dataclass
+class Args(train_stage1.Args):
+    model: str = field(default="runs/stage1/checkpoint", metadata={"help": "starting checkpoint: a Stage-I (or SFT, self-distillation) checkpoint directory, or 'toy' for the base"})
+    output_dir: str = field(default="runs/stage2", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
+    reward: str = field(default="sparse", metadata={"help": "Stage II is sparse by definition (0/1 final-answer reward)"})
+    judge: str = field(default="", metadata={"help": "unused in Stage II (no judge)"})
+    # PAPER.md Stage II, scaled to the toy world: 8 x 8 rollouts instead of 32 x 32, lr 1e-4 instead of 1e-6.
+    scale_advantages: bool = field(default=False, metadata={"help": "False: A = r - group mean (PAPER); True: divide by the group std too"})
+    kl_coef: float = field(default=0.0, metadata={"help": "no KL in Stage II (PAPER)"})
+    entropy_coef: float = field(default=1e-4, metadata={"help": "entropy bonus (PAPER: 1e-4)"})
+    max_grad_norm: float = field(default=0.3, metadata={"help": "gradient-norm clip (PAPER: 0.3)"})
+    clip_high: float = field(default=0.28, metadata={"help": "PPO clip, upper bound"})
+    steps: int = field(default=60, metadata={"help": "Stage-II steps (paper: 500)"})
+
+
+# PAPER.md, "Stage II", for Qwen3-4B on a GPU node; flags given explicitly still win.
+PRESETS = {"paper-4b": dict(group_size=32, prompts_per_step=32, steps=500, lr=1e-6, weight_decay=0.01, kl_coef=0.0,
+                            entropy_coef=1e-4, max_grad_norm=0.3, temperature=0.8, max_new_tokens=16384,
+                            updates_per_step=1, engine="vllm", micro_batch_size=4, eval_n=128, eval_limit=0, threads=0)}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    import sys
+    argv = sys.argv[1:] if argv is None else argv
+    (args,) = HfArgumentParser(Args).parse_args_into_dataclasses(argv)
+    if args.reward != "sparse":
+        raise SystemExit(f"train_stage2.py: --reward must be 'sparse' (Stage II is final-answer GRPO), got {args.reward!r}; "
+                         "for judge rewards use train_stage1.py")
+    if args.preset:
+        if args.preset not in PRESETS:
+            raise SystemExit(f"--preset {args.preset!r} is unknown; choose from {sorted(PRESETS)}")
+        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+        for name, value in PRESETS[args.preset].items():
+            if name not in given:
+                setattr(args, name, value)
+        if "model" not in given or "train_data" not in given:
+            raise SystemExit(f"--preset {args.preset} needs --model (the Stage-I checkpoint) and --train_data")
+    if args.model not in ("toy",) and not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise SystemExit(f"train_stage2.py: no checkpoint at --model {args.model!r} (config.json missing). Run Stage I "
+                         "first (python train_stage1.py writes runs/stage1/checkpoint) or pass --model toy for the base.")
+    return args
+
+
+def main(args: Args) -> dict:
+    return train_stage1.main(args)
+
+
+if __name__ == "__main__":
+    main(parse_args())
