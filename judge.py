@@ -125,14 +125,27 @@ def fence(text: str) -> str:
     return f"{BEGIN_MARK}\n{neutral}\n{END_MARK}"
 
 
-def _messages(system: str, sections: list[tuple[str, str]]) -> list[dict[str, str]]:
-    """System + one user message made of "## heading" sections, in the given order."""
+def _messages(system: str, sections: list[tuple[str, str]], hardened: bool = True) -> list[dict[str, str]]:
+    """System + one user message made of "## heading" sections, in the given order.
+
+    hardened=False drops the untrusted-text rule from the system prompt (the "before" arm of the injection measurement
+    in calibrate.py); the caller then passes the response unfenced.
+    """
+    if not hardened:
+        system = system.replace(f"{_UNTRUSTED_RULE}\n\n", "")
     user = "\n\n".join(f"## {heading}\n{body}" for heading, body in sections)
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def outcome_prompt(question: str, reference: str, response: str) -> list[dict[str, str]]:
+def _wrap(text: str, hardened: bool) -> str:
+    """The response as the judge sees it: fenced (hardened) or pasted in as is (the unhardened baseline)."""
+    return fence(text) if hardened else text
+
+
+def outcome_prompt(question: str, reference: str, response: str, hardened: bool = True) -> list[dict[str, str]]:
     """Judge messages for ExpRL-Outcome (PAPER.md "Judge (outcome)"): problem, reasoning, reference, in this order.
+
+    hardened=False: no fence and no untrusted-text rule (kept only to measure what the hardening buys, calibrate.py).
 
     Example:
         >>> [line for line in outcome_prompt("1+1?", "1+1=2", "It is 2.")[1]["content"].splitlines() if "##" in line]
@@ -140,7 +153,9 @@ def outcome_prompt(question: str, reference: str, response: str) -> list[dict[st
     """
     return _messages(
         OUTCOME_SYSTEM,
-        [("Math problem", question), ("Generated reasoning", fence(response)), ("Reference solution", reference)],
+        [("Math problem", question), ("Generated reasoning", _wrap(response, hardened)),
+         ("Reference solution", reference)],
+        hardened,
     )
 
 
@@ -163,14 +178,15 @@ def process_prompt(question: str, reference: str, text: str, view: str = "prefix
     )
 
 
-def no_reference_prompt(question: str, response: str) -> list[dict[str, str]]:
+def no_reference_prompt(question: str, response: str, hardened: bool = True) -> list[dict[str, str]]:
     """Judge messages without a reference: absolute correctness on the same 1-5 scale (PAPER.md "Judge calibration").
 
     Example:
         >>> "Reference" in no_reference_prompt("1+1?", "It is 2.")[1]["content"]
         False
     """
-    return _messages(NO_REFERENCE_SYSTEM, [("Math problem", question), ("Generated reasoning", fence(response))])
+    return _messages(NO_REFERENCE_SYSTEM, [("Math problem", question), ("Generated reasoning", _wrap(response, hardened))],
+                     hardened)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -182,8 +198,11 @@ _SCORE_LINE = re.compile(r"\bscore[\s*_]*:[\s*_`]*([^\s*_`]*)", re.IGNORECASE)
 _SCORE_VALUE = re.compile(r"\[?([1-5])\]?(?:/5)?[.,;]?")
 
 
-def parse_score(judge_output: str) -> int | None:
+def parse_score(judge_output: str, hardened: bool = True) -> int | None:
     """The integer 1..5 after the LAST "Score:" in the judge's output, or None (PAPER.md "Judge (outcome)": Parse).
+
+    hardened=False reads the FIRST "Score:" instead: the naive parser, kept only as the "before" arm of the injection
+    measurement (calibrate.py), where a judge that echoes an injected "Score: 5" before its verdict is fooled.
 
     Why the last one: a judge often quotes the rubric ("Score: 1 means ...") or a score claimed inside the student's
     text while reasoning, and states its own verdict at the end, as the format asks. If that final "Score:" is not
@@ -199,7 +218,7 @@ def parse_score(judge_output: str) -> int | None:
     matches = _SCORE_LINE.findall(judge_output or "")
     if not matches:
         return None
-    value = _SCORE_VALUE.fullmatch(matches[-1])
+    value = _SCORE_VALUE.fullmatch(matches[-1] if hardened else matches[0])
     return int(value.group(1)) if value else None
 
 
@@ -289,9 +308,11 @@ class LLMJudge:
     None and are counted in JudgeResult.num_failures.
     """
 
-    def __init__(self, engine, tokenizer=None, max_tokens: int = 2048, chat_template_kwargs: dict | None = None):
+    def __init__(self, engine, tokenizer=None, max_tokens: int = 2048, chat_template_kwargs: dict | None = None,
+                 hardened: bool = True):
         self.engine, self.tokenizer, self.max_tokens = engine, tokenizer, max_tokens
         self.chat_template_kwargs = chat_template_kwargs or {}
+        self.hardened = hardened  # False: unfenced prompts + first-"Score:" parsing (the injection baseline only)
 
     def generate(self, messages_list: list[list[dict]]) -> list[str]:
         """Greedy judge outputs for a batch of chat prompts, in order."""
@@ -304,14 +325,15 @@ class LLMJudge:
 
     def _score(self, messages_list: list[list[dict]]) -> tuple[list, list[str]]:
         texts = self.generate(messages_list)
-        return [normalise(parse_score(t)) for t in texts], texts
+        return [normalise(parse_score(t, self.hardened)) for t in texts], texts
 
     def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
-        scores, texts = self._score([outcome_prompt(q, r, y) for q, r, y in zip(questions, references, responses)])
+        scores, texts = self._score([outcome_prompt(q, r, y, self.hardened)
+                                    for q, r, y in zip(questions, references, responses)])
         return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
     def score_no_reference(self, questions: list[str], responses: list[str]) -> JudgeResult:
-        scores, texts = self._score([no_reference_prompt(q, y) for q, y in zip(questions, responses)])
+        scores, texts = self._score([no_reference_prompt(q, y, self.hardened) for q, y in zip(questions, responses)])
         return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
     def score_process(self, questions: list[str], references: list[str], segments: list[list[str]],
