@@ -45,6 +45,7 @@ class Args:
     prompts_per_step: int = field(default=8, metadata={"help": "prompts per step (paper: 36)"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature (paper: 0.8)"})
     max_new_tokens: int = field(default=160, metadata={"help": "response length limit; over-length responses get reward/advantage 0 (paper: 16384)"})
+    judge_max_tokens: int = field(default=2048, metadata={"help": "judge output length limit, greedy (paper: 2048); an output cut before its 'Score:' line is a parse failure"})
     # --- optimisation
     steps: int = field(default=60, metadata={"help": "Stage-I steps (paper: 230)"})
     lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate, constant (paper: 1e-6 for Qwen3-4B)"})
@@ -168,7 +169,8 @@ def make_judge(args: Args, device: str):
         return CheckpointJudge()
     from judge import LLMJudge
     judge_model, judge_tokenizer = load_model(args.judge, device=device)
-    return LLMJudge(HFSampler(judge_model, judge_tokenizer, max_new_tokens=2048, temperature=0.0), judge_tokenizer)
+    return LLMJudge(HFSampler(judge_model, judge_tokenizer, max_new_tokens=args.judge_max_tokens, temperature=0.0),
+                    judge_tokenizer, max_tokens=args.judge_max_tokens)
 
 
 def score_rollouts(args: Args, judge, problems, rollouts, tokenizer, answers_correct):
