@@ -36,7 +36,7 @@ class Args:
     eval_data: str = field(default="toy:heldout", metadata={"help": "held-out problems for pass@k ('' to skip evaluation)"})
     output_dir: str = field(default="runs/stage1", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
     # --- the reward
-    reward: str = field(default="outcome", metadata={"help": "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer reward); the toy default is the one that measured best (README)"})
+    reward: str = field(default="outcome", metadata={"help": "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer reward) | self_distill (baselines.py); the toy default is the one that measured best (README)"})
     process_view: str = field(default="prefix", metadata={"help": "prefix (PAPER: judge y_<=t) | segment (CODE: judge segment t alone)"})
     advantage: str = field(default="delta_from_zero", metadata={"help": "process advantages: delta (Eq. 2) | delta_code | delta_from_zero | end | group_norm (README: why the toy default differs from Eq. 2)"})
     delimiter: str = field(default="###", metadata={"help": "segment delimiter for process judging"})
@@ -162,8 +162,14 @@ def process_advantages(scores: list[list], truncated: list[bool], group_size: in
     return advantages, keep
 
 
-def make_judge(args: Args, device: str):
-    """'toy' -> the checkpoint judge; otherwise an LLM judge (judge.py) on the HF engine."""
+def make_judge(args: Args, device: str, policy=None, tokenizer=None):
+    """'toy' -> the checkpoint judge; otherwise an LLM judge (judge.py) on the HF engine.
+
+    --reward self_distill (baselines.py) -> the frozen starting policy with the reference in context (its teacher).
+    """
+    if args.reward == "self_distill":
+        from baselines import DistillTeacher
+        return DistillTeacher(policy, tokenizer, args.micro_batch_size, args.temperature)
     if args.judge == "toy":
         from toy import CheckpointJudge
         return CheckpointJudge()
@@ -183,6 +189,10 @@ def score_rollouts(args: Args, judge, problems, rollouts, tokenizer, answers_cor
     group_problems = [problems[i // G] for i in range(len(rollouts))]
     truncated = [r.truncated for r in rollouts]
     metrics = {}
+    if args.reward == "self_distill":  # per-token advantages from the teacher (baselines.py), no judge scores
+        per_token, metrics["judge_score"] = judge.token_advantages(group_problems, rollouts)
+        return per_token, [True] * len(rollouts), {**metrics, "zero_std_groups": 0.0, "judge_parse_failures": 0,
+                                                   "dropped_rollouts": 0}, None
     if args.reward in ("sparse", "outcome"):
         if args.reward == "sparse":
             scores = list(answers_correct)
@@ -292,7 +302,7 @@ def main(args: Args) -> dict:
     policy, tokenizer = load_model(args.model, device=args.device)
     # The frozen base for the KL term: a copy of the policy as loaded, not a second read from disk.
     ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
-    judge = make_judge(args, args.device) if args.reward != "sparse" else None
+    judge = make_judge(args, args.device, policy, tokenizer) if args.reward != "sparse" else None
     problems = load_problem_set(args.train_data)
     eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data else []
     sampler = make_sampler(args, policy, tokenizer)
