@@ -6,6 +6,7 @@ Language Models Trained on Code", Eq. 1.
 """
 
 import argparse
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -60,13 +61,14 @@ def powers_of_two(n: int) -> list[int]:
 
 def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temperature: float = 1.0,
              max_new_tokens: int = 160, tokenizer=None, output_dir: str | None = None, step: int = 0,
-             batch_size: int = 256, sampler=None) -> dict:
+             batch_size: int = 256, sampler=None, rollouts_path: str | None = None) -> dict:
     """Sample n responses per problem (question-only prompt), grade them with answer_reward, return pass@k.
 
     `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
     writes output_dir/pass_at_k.json = {"step", "n", "num_problems", "pass@k": {"1": ..., "2": ...},
     "correct_counts", "seconds"}. `sampler` (e.g. a VLLMSampler holding the same weights) replaces the default
-    HFSampler on `model`.
+    HFSampler on `model`. With rollouts_path, also writes every rollout as one JSONL line {"id", "question",
+    "reference", "answer", "response", "correct", "truncated"}: the fixed rollouts that calibrate.py and behaviour.py read.
     """
     from common import load_model, write_json  # imported here: pass_at_k above needs no torch
     from data import policy_messages
@@ -88,6 +90,13 @@ def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temp
               "correct_counts": counts, "seconds": round(time.time() - start, 1)}
     if output_dir is not None:
         write_json(os.path.join(output_dir, "pass_at_k.json"), result)
+    if rollouts_path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(rollouts_path)), exist_ok=True)
+        with open(rollouts_path, "w") as f:
+            for i, (r, ok) in enumerate(zip(rollouts, correct)):
+                p = problems[i // n]
+                f.write(json.dumps({"id": p.id, "question": p.question, "reference": p.reference, "answer": p.answer,
+                                    "response": r.text, "correct": bool(ok), "truncated": r.truncated}) + "\n")
     return result
 
 
@@ -96,8 +105,20 @@ def format_pass_at_k(result: dict) -> str:
     return "  ".join(f"pass@{k} {v:.3f}" for k, v in result["pass@k"].items())
 
 
+# The analyses of PAPER.md live in their own files; `python evaluate.py COMMAND ...` dispatches to them.
+COMMANDS = {"calibrate": "calibrate", "inject": "calibrate", "annotate": "behaviour", "compare": "behaviour",
+            "plot": "plots"}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="pass@k of a checkpoint on a problem set")
+    import sys
+    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
+        import importlib
+        command = sys.argv.pop(1)
+        return getattr(importlib.import_module(COMMANDS[command]), f"{command}_main")(sys.argv[1:])
+    parser = argparse.ArgumentParser(
+        description="pass@k of a checkpoint on a problem set; or `python evaluate.py calibrate|inject|annotate|compare|"
+                    "plot --help` for the judge and behaviour analyses")
     parser.add_argument("--model", default="toy", help="'toy' or a save_pretrained directory")
     parser.add_argument("--data", default="toy:heldout", help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset")
     parser.add_argument("--n", type=int, default=64, help="samples per problem (paper: 128)")
@@ -106,11 +127,15 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
     parser.add_argument("--output_dir", default=None, help="where pass_at_k.json is written")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--rollouts", default=None, help="also write every rollout to this JSONL (for calibrate/annotate)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args()
-    from common import load_problem_set, seed_everything
+    from common import load_problem_set, seed_everything, set_threads
+    set_threads(args.threads)
     seed_everything(args.seed)
     result = evaluate(args.model, load_problem_set(args.data, limit=args.limit), n=args.n,
-                      temperature=args.temperature, max_new_tokens=args.max_new_tokens, output_dir=args.output_dir)
+                      temperature=args.temperature, max_new_tokens=args.max_new_tokens, output_dir=args.output_dir,
+                      rollouts_path=args.rollouts)
     print(f"{result['num_problems']} problems, n={result['n']}, {result['seconds']}s:  {format_pass_at_k(result)}")
 
 
