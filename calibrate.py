@@ -72,14 +72,24 @@ def wrong_references(rows: list[dict], seed: int = 0) -> list[str]:
 def rates(scores: list, correct: list[bool], threshold: float = THRESHOLD) -> dict:
     """FPR, FNR, misplacement over parsed scores (None = parse failure, excluded and counted); None where undefined.
 
+    misplacement_failed_as_low counts a parse failure as "judged incorrect" instead (a judge that cannot give a
+    verdict does not call a rollout correct), so a judge that never parses still gets a number: 50%.
+
     Example (2 incorrect: 1.0 and 0.25; 2 correct: 0.75 and None):
         FPR = 1/2, FNR = 0/1, misplacement = 0.25, parse_failure = 1/4
+        failures as low: FPR = 1/2, FNR = 1/2, misplacement_failed_as_low = 0.5
     """
     wrong = [s >= threshold for s, c in zip(scores, correct) if s is not None and not c]  # judged correct, is wrong
     right = [s < threshold for s, c in zip(scores, correct) if s is not None and c]  # judged wrong, is correct
     fpr = sum(wrong) / len(wrong) if wrong else None
     fnr = sum(right) / len(right) if right else None
+    high = [s is not None and s >= threshold for s in scores]
+    num_correct = sum(map(bool, correct))
+    fpr_all = sum(h for h, c in zip(high, correct) if not c) / (len(correct) - num_correct) \
+        if num_correct < len(correct) else None
+    fnr_all = sum(not h for h, c in zip(high, correct) if c) / num_correct if num_correct else None
     return {"fpr": fpr, "fnr": fnr, "misplacement": None if fpr is None or fnr is None else (fpr + fnr) / 2,
+            "misplacement_failed_as_low": None if fpr_all is None or fnr_all is None else (fpr_all + fnr_all) / 2,
             "parse_failure": sum(s is None for s in scores) / len(scores) if scores else None,
             "num_correct": sum(map(bool, correct)), "num_incorrect": len(correct) - sum(map(bool, correct))}
 
@@ -91,7 +101,8 @@ def bootstrap_ci(scores: list, correct: list[bool], num_samples: int = 1000, see
     A resample where a rate is undefined (no parsed correct rollout, say) is skipped for that rate.
     """
     rng = random.Random(seed)
-    n, draws = len(scores), {"fpr": [], "fnr": [], "misplacement": [], "parse_failure": []}
+    n = len(scores)
+    draws = {"fpr": [], "fnr": [], "misplacement": [], "misplacement_failed_as_low": [], "parse_failure": []}
     for _ in range(num_samples):
         idx = [rng.randrange(n) for _ in range(n)]
         r = rates([scores[i] for i in idx], [correct[i] for i in idx], threshold)
@@ -243,12 +254,13 @@ def _pct_ci(value, ci) -> str:
 
 def calibration_table(results: dict, judge_name: str) -> str:
     """Markdown rows: judge | condition | FPR | FNR | misplacement (%, 95% CI) | parse failures | correct/incorrect."""
-    lines = ["| judge | condition | FPR % | FNR % | misplacement % | parse fail % | correct / incorrect |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| judge | condition | FPR % | FNR % | misplacement % | parse fail % | misplacement, failures as < 4 % "
+             "| correct / incorrect |", "|---|---|---|---|---|---|---|---|"]
     for condition, res in results.items():
         r, ci = res["rates"], res["ci"]
         lines.append(f"| {judge_name} | {condition} | {_pct_ci(r['fpr'], ci['fpr'])} | {_pct_ci(r['fnr'], ci['fnr'])} | "
                      f"{_pct_ci(r['misplacement'], ci['misplacement'])} | {_pct(r['parse_failure'])} | "
+                     f"{_pct_ci(r['misplacement_failed_as_low'], ci['misplacement_failed_as_low'])} | "
                      f"{r['num_correct']} / {r['num_incorrect']} |")
     return "\n".join(lines)
 
