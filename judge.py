@@ -218,7 +218,10 @@ def parse_score(judge_output: str, hardened: bool = True) -> int | None:
     matches = _SCORE_LINE.findall(judge_output or "")
     if not matches:
         return None
-    value = _SCORE_VALUE.fullmatch(matches[-1] if hardened else matches[0])
+    if not hardened:  # naive: the first "Score:" and whatever digit starts its value ("5'" or "5)" included)
+        value = _SCORE_VALUE.match(matches[0])
+        return int(value.group(1)) if value else None
+    value = _SCORE_VALUE.fullmatch(matches[-1])
     return int(value.group(1)) if value else None
 
 
