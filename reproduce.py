@@ -158,7 +158,7 @@ def results_markdown(args: Args, table: dict, seeds: list[int], minutes: float, 
     ks = [k for k in ("1", "16", str(n)) if k in next(iter(table["stage1"].values()))[0]["pass@k"]]
     ks = list(dict.fromkeys(ks))
     lines = [f"# Toy-world reproduction (seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds)", "",
-             f"Command: `python reproduce.py {' '.join(_cli_diff(args))}`".replace(" `", "`") + f" — {minutes:.1f} min "
+             f"Command: `{' '.join(['python reproduce.py'] + _cli_diff(args))}` — {minutes:.1f} min "
              f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}", "",
              f"Held-out: {table['stage1'][next(iter(table['stage1']))][0]['num_problems']} hard problems x {n} samples "
              f"(temperature 1.0). Stage I: {args.stage1_steps} steps x {args.prompts_per_step} prompts x "
@@ -212,8 +212,11 @@ def plot(args: Args, table: dict, methods: list[str], seeds: list[int]) -> None:
             runs = [r for r in runs if r]
             if runs:
                 length = min(len(r) for r in runs)
-                ax.plot(range(1, length + 1), np.mean([r[:length] for r in runs], axis=0), label=METHODS[method][0])
-        ax.set(xlabel="step", title=title)
+                curve = np.mean([r[:length] for r in runs], axis=0)  # mean over seeds
+                window = min(5, length)  # a 5-step moving average: 8 prompts per step make a noisy fraction
+                smooth = np.convolve(curve, np.ones(window) / window, mode="valid")
+                ax.plot(range(window, length + 1), smooth, label=METHODS[method][0])
+        ax.set(xlabel="step", title=f"{title} (5-step mean)")
         ax.grid(alpha=0.3)
     axes[-1].legend(fontsize=8)
     fig.tight_layout()
