@@ -205,3 +205,15 @@ def test_prefix_calibration_on_the_toy_base(tmp_path):
     assert all(0.0 <= p <= 1.0 for s, p in result["pairs"])
     calibrate.plot_prefix_calibration(result, str(tmp_path / "p.png"))
     assert os.path.getsize(tmp_path / "p.png") > 0
+
+
+def test_evaluate_writes_rollouts_for_calibration(tmp_path):
+    from common import load_problem_set, seed_everything
+    from evaluate import evaluate
+    seed_everything(0)
+    problems = load_problem_set("toy_data/easy.jsonl", limit=2)
+    result = evaluate("toy", problems, n=2, max_new_tokens=40, rollouts_path=str(tmp_path / "r.jsonl"))
+    rows = calibrate.load_rollouts([str(tmp_path / "r.jsonl")])
+    assert len(rows) == 4 and [r["id"] for r in rows] == [problems[0].id] * 2 + [problems[1].id] * 2
+    assert set(rows[0]) == {"id", "question", "reference", "answer", "response", "correct", "truncated"}
+    assert sum(r["correct"] for r in rows) == sum(result["correct_counts"])
