@@ -1,0 +1,52 @@
+"""The reproduction driver end to end in a tiny configuration: every method's commands run, results.md and plots."""
+import json
+import os
+import time
+
+import pytest
+
+from reproduce import METHODS, Args, chain, main, mean_std
+
+
+def test_mean_std_uses_the_sample_std_over_seeds():
+    assert mean_std([0.1, 0.3]) == "0.200 ± 0.141"  # std with ddof 1: sqrt(0.02) = 0.1414
+    assert mean_std([0.25]) == "0.250"
+
+
+def test_every_method_is_one_stage1_command_then_the_same_stage2():
+    data = {"train": "t.jsonl", "heldout": "h.jsonl"}
+    stage2_commands = []
+    for method in METHODS:
+        (dir1, first), (dir2, second) = chain(Args(output_dir="out"), data, method, seed=3)
+        assert dir1 == os.path.join("out", "s3", method, "stage1") and second[0] == "train_stage2.py"
+        start = second[second.index("--model") + 1]
+        assert start == ("toy" if method == "base" else os.path.join(dir1, "checkpoint"))
+        assert first[first.index("--seed") + 1] == "3"
+        stage2_commands.append([a for a in second if "out" not in a and a != "toy"])
+    assert all(c == stage2_commands[0] for c in stage2_commands)  # Stage II is identical for every method
+
+
+def test_tiny_reproduction_writes_tables_and_plots_and_resumes(tmp_path):
+    """Three methods keep it quick (each run is a fresh process); all six: `pytest -m slow` (below)."""
+    _tiny_reproduction(tmp_path, "base,sft,outcome")
+
+
+@pytest.mark.slow
+def test_tiny_reproduction_all_methods(tmp_path):
+    _tiny_reproduction(tmp_path, ",".join(METHODS))
+
+
+def _tiny_reproduction(tmp_path, methods: str):
+    args = Args(output_dir=str(tmp_path), methods=methods, seeds="0", mine_candidates=6, mine_k=2, stage1_steps=1, stage2_steps=1,
+                group_size=2, prompts_per_step=2, eval_n=2, eval_limit=2, sft_epochs=1)
+    text = main(args)
+    for title in ("After Stage I", "After Stage I + the same Stage II"):
+        assert title in text
+    for method in methods.split(","):
+        assert text.count(f"| {METHODS[method][0]} |") == 2  # one row in each table
+    assert os.path.getsize(tmp_path / "passk.png") > 1000 and os.path.getsize(tmp_path / "stage1_training.png") > 1000
+    result = json.load(open(tmp_path / "s0" / "outcome" / "stage2" / "eval" / "step_0001" / "pass_at_k.json"))
+    assert result["n"] == 2 and result["num_problems"] == 2 and 0.0 <= result["pass@k"]["1"] <= 1.0
+    start = time.time()
+    main(args)  # every run has its done marker: nothing is rerun
+    assert time.time() - start < 30
