@@ -25,6 +25,11 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 # Log-probs of the sampled response tokens
 # ----------------------------------------------------------------------------------------------------------------------
 
+def _is_sharded(model) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+    return isinstance(model, FSDPModule)
+
+
 def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature):
     """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None)."""
     b, L = input_ids.shape
@@ -32,6 +37,8 @@ def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, w
     entropy = torch.zeros_like(logprobs) if with_entropy else None  # [b, L]
     in_response = response_mask.bool().any(dim=0)  # [L]
     if not in_response.any():
+        if _is_sharded(model):  # FSDP2: every rank must join each forward's weight all-gather (distributed.py)
+            model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
         return logprobs, entropy
     p0 = int(in_response.nonzero()[0])  # first response column of this micro-batch
     if p0 == 0:
@@ -229,10 +236,18 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, clip_low: float = 0.2,
 # One optimiser step
 # ----------------------------------------------------------------------------------------------------------------------
 
+def _zero_backward(model, input_ids, attention_mask) -> None:
+    """A forward/backward that adds nothing to the gradient, for a data-parallel rank whose micro-batch has no token to
+    learn from: it still joins the other ranks' weight all-gathers (FSDP2) and gradient all-reduce (DDP)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False).logits
+    (logits.float().sum() * 0.0).backward()
+
+
 def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: float = 0.2, clip_high: float = 0.28,
               dual_clip: float | None = 3.0, kl_coef: float = 0.0, agg: str = "token-mean",
               max_grad_norm: float | None = 1.0, entropy_coef: float = 0.0, norm_length: int | None = None,
-              log_entropy: bool = False, temperature: float = 1.0) -> dict:
+              log_entropy: bool = False, temperature: float = 1.0, global_denominator: int | None = None,
+              num_ranks: int = 1) -> dict:
     """One optimiser step of the GRPO loss over a whole mini-batch, with gradient accumulation over micro-batches.
 
     batch: input_ids, attention_mask, response_mask, advantages ([B, L] each, layout in the module docstring);
@@ -245,6 +260,13 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
         batch loss = sum_tokens l / N = sum_micro (n_micro / N) * (sum_micro_tokens l / n_micro).
     Then: clip the gradient norm to max_grad_norm (None: no clipping), optimizer.step(), optimizer.zero_grad().
 
+    Data parallel (distributed.py): this batch is one of `num_ranks` shards of the GLOBAL mini-batch, whose
+    denominator N (all-reduced by the caller) is `global_denominator`. DDP and FSDP2 AVERAGE gradients over ranks, so
+    rank r scales its loss by num_ranks * n_r / N: the average of the ranks' gradients is then sum_r (n_r / N) grad_r,
+    the single-process gradient of the global batch. Every micro-batch then runs forward/backward even with nothing to
+    learn (a zero loss), so all ranks make the same collective calls; only an empty global batch is skipped.
+    The returned "loss" is this rank's part: summed over ranks it is the global batch loss.
+
     Returns metrics averaged over micro-batches weighted by their token counts, plus "loss" (the batch loss) and
     "grad_norm" (before clipping).
     """
@@ -254,7 +276,7 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
     if kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError("grpo_step: kl_coef > 0 needs batch['ref_logprobs'] (log-probs of the frozen base)")
     want_entropy = entropy_coef != 0.0 or log_entropy
-    total_denom = aggregation_denominator(response_mask, agg)
+    total_denom = aggregation_denominator(response_mask, agg) if global_denominator is None else global_denominator
     total_tokens = max(int(response_mask.bool().sum()), 1)
 
     loss_sum, sums = 0.0, {}
@@ -263,6 +285,8 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
         mask = response_mask[rows]
         denom = aggregation_denominator(mask, agg)
         if denom == 0:
+            if global_denominator is not None and total_denom > 0:
+                _zero_backward(model, input_ids[rows], attention_mask[rows])  # join the other ranks' collectives
             continue  # nothing to learn from (e.g. every trajectory dropped); contributes no gradient
         out = token_logprobs(model, input_ids[rows], attention_mask[rows], mask, micro_batch_size,
                              with_entropy=want_entropy, temperature=temperature)
@@ -272,7 +296,7 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
         loss, metrics = policy_loss(lp, old, advantages[rows], mask, clip_low, clip_high, dual_clip, ref, kl_coef,
                                     agg, ent, entropy_coef, norm_length)
         share = denom / total_denom
-        (loss * share).backward()
+        (loss * (share * num_ranks)).backward()  # share * 1 == share exactly: one process is unchanged
         loss_sum += loss.item() * share
         n_tokens = int(mask.bool().sum())
         for key, value in metrics.items():
@@ -280,7 +304,8 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
 
     params = [p for p in model.parameters() if p.grad is not None]
     max_norm = math.inf if max_grad_norm is None else max_grad_norm
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else 0.0
+    grad_norm = float(getattr(grad_norm, "full_tensor", lambda: grad_norm)())  # FSDP2 returns a (replicated) DTensor
     optimizer.step()
     optimizer.zero_grad()
 

@@ -17,12 +17,13 @@ import torch
 from tqdm import tqdm
 from transformers import HfArgumentParser
 
+import distributed
 from advantages import delta_advantages, group_advantages, group_norm_advantages, segment_spans, token_advantages
-from common import (MetricsLog, load_model, load_problem_set, resolve_model_path, save_checkpoint, seed_everything,
-                    set_threads, write_json)
+from common import (MetricsLog, latest_checkpoint, load_model, load_problem_set, prune_checkpoints, resolve_model_path,
+                    save_training_checkpoint, seed_everything, set_rng_state, set_threads, truncate_jsonl, write_json)
 from data import policy_messages
 from evaluate import evaluate, format_pass_at_k
-from grpo import grpo_step, token_logprobs
+from grpo import aggregation_denominator, grpo_step, token_logprobs
 from judge import answer_reward
 from rollout import HFSampler, encode_prompts, sync_weights, to_batch
 
@@ -65,7 +66,10 @@ class Args:
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: only before and after training)"})
     eval_n: int = field(default=64, metadata={"help": "samples per held-out problem for pass@k (paper: 128)"})
     eval_limit: int = field(default=64, metadata={"help": "held-out problems evaluated (0 = all)"})
-    save_every: int = field(default=0, metadata={"help": "checkpoint every N steps (0: only at the end)"})
+    save_every: int = field(default=0, metadata={"help": "resumable checkpoint every N steps in output_dir/checkpoints/step_N (0: only the final one, output_dir/checkpoint)"})
+    keep_last: int = field(default=2, metadata={"help": "periodic checkpoints kept, newest first (0 = all)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest complete checkpoint in output_dir (same flags; metrics rows of redone steps are dropped)"})
+    data_parallel: str = field(default="auto", metadata={"help": "under torchrun: ddp | fsdp (FSDP2, needs --engine vllm) | auto (fsdp with vllm, else ddp); see distributed.py"})
     seed: int = field(default=0, metadata={"help": "seeds Python, NumPy, torch and sampling"})
     threads: int = field(default=2, metadata={"help": "torch CPU threads (0 = torch default; use 1 on a busy machine)"})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "cpu | cuda"})
@@ -239,7 +243,11 @@ def build_batch(rollouts, per_token_advantages, keep, pad_id: int) -> dict[str, 
 
 
 def update_policy(args: Args, policy, ref_model, optimizer, batch) -> dict:
-    """One Stage-I update: updates_per_step GRPO mini-batch steps over the step's batch (PAPER.md, "Optimiser")."""
+    """One Stage-I update: updates_per_step GRPO mini-batch steps over the step's batch (PAPER.md, "Optimiser").
+
+    Under torchrun `batch` is this rank's shard: each mini-batch's loss denominator is summed over ranks, so the
+    synchronised gradient is the token-mean over the GLOBAL mini-batch (grpo_step, distributed.py).
+    """
     if args.kl_coef > 0:
         with torch.no_grad():
             batch["ref_logprobs"] = token_logprobs(ref_model, batch["input_ids"], batch["attention_mask"],
@@ -254,9 +262,13 @@ def update_policy(args: Args, policy, ref_model, optimizer, batch) -> dict:
     metrics = {}
     for chunk in order.chunk(args.updates_per_step):
         mini = {k: v[chunk] for k, v in batch.items()}
+        world = distributed.world_size()
+        denominator = None if world == 1 else \
+            distributed.all_reduce_sum(aggregation_denominator(mini["response_mask"], args.loss_agg))
         step_metrics = grpo_step(policy, optimizer, mini, args.micro_batch_size, args.clip_low, args.clip_high,
                                  args.dual_clip, args.kl_coef, args.loss_agg, args.max_grad_norm,
-                                 entropy_coef=args.entropy_coef, log_entropy=True, temperature=args.temperature)
+                                 entropy_coef=args.entropy_coef, log_entropy=True, temperature=args.temperature,
+                                 global_denominator=denominator, num_ranks=world)
         for k, v in step_metrics.items():
             metrics[k] = metrics.get(k, 0.0) + v / args.updates_per_step
     return metrics
@@ -293,12 +305,42 @@ def print_timings(timings: list[dict]) -> None:
         print(f"{key[5:]:>7s}: median {values[len(values) // 2]:.3f}s  min {values[0]:.3f}s  max {values[-1]:.3f}s")
 
 
+def data_parallel_mode(args: Args) -> str:
+    """Under torchrun: DDP with the HF engine (generate runs on the training model), FSDP2 with vLLM (distributed.py)."""
+    mode = args.data_parallel if args.data_parallel != "auto" else ("fsdp" if args.engine == "vllm" else "ddp")
+    if mode == "fsdp" and args.engine != "vllm":
+        raise SystemExit("--data_parallel fsdp needs --engine vllm: FSDP2 all-gathers the weights in every forward, so "
+                         "HF generate on the sharded model would hang once ranks decode different lengths")
+    return mode
+
+
+def restore(args: Args, model, optimizer, sampler, state: dict) -> None:
+    """--resume, after the weights: optimiser state, this rank's RNG states, and (rank 0) logs cut to the step."""
+    distributed.load_optimizer_state_dict(model, optimizer, state["optimizer"])
+    rank, world = distributed.rank(), distributed.world_size()
+    if len(state["rng"]) == world:
+        set_rng_state(state["rng"][rank], sampler)
+    else:  # a different number of processes: the sampled rollouts cannot continue the old streams anyway
+        tqdm.write(f"--resume: checkpoint from {len(state['rng'])} processes, now {world}: fresh RNG seeds")
+        seed_everything(args.seed * world + rank + 7919 * state["step"])
+    if distributed.is_main():
+        for name in ("metrics.jsonl", "judge_samples.jsonl"):
+            truncate_jsonl(os.path.join(args.output_dir, name), state["step"])
+    if args.engine == "vllm":
+        sync_weights(model, sampler)  # the engine started from args.model
+    tqdm.write(f"--resume: continuing after step {state['step']}")
+
+
 def main(args: Args) -> dict:
+    distributed.init()  # torchrun: join the process group; a plain process: nothing happens
+    rank, world, main_rank = distributed.rank(), distributed.world_size(), distributed.is_main()
+    dp_mode = data_parallel_mode(args)
     check_hardware(args)
     set_threads(args.threads)
     seed_everything(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
-    write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
+    if main_rank:
+        write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
     policy, tokenizer = load_model(args.model, device=args.device)
     # The frozen base for the KL term: a copy of the policy as loaded, not a second read from disk.
     ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
@@ -306,36 +348,54 @@ def main(args: Args) -> dict:
     problems = load_problem_set(args.train_data)
     eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data else []
     sampler = make_sampler(args, policy, tokenizer)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl"))
-    judge_log = MetricsLog(os.path.join(args.output_dir, "judge_samples.jsonl"))
+    resumed = latest_checkpoint(args.output_dir) if args.resume else None  # (path, trainer state) or None
+    if resumed:  # the policy continues from the checkpoint; the KL reference and judge stay the starting model
+        policy.load_state_dict(load_model(resumed[0])[0].state_dict())
+    # Data parallel (no-op in one process): `model` trains; `policy`, the unwrapped model, samples and is evaluated.
+    model = distributed.wrap_model(policy, dp_mode)
+    ref_model = distributed.wrap_model(ref_model, dp_mode, trainable=False) if ref_model is not None else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    start = resumed[1]["step"] if resumed else 0
+    if resumed:
+        restore(args, model, optimizer, sampler, resumed[1])
+    elif args.resume:
+        tqdm.write(f"--resume: no complete checkpoint in {args.output_dir}; starting from step 0")
+    log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl")) if main_rank else None
+    judge_log = MetricsLog(os.path.join(args.output_dir, "judge_samples.jsonl")) if main_rank else None
     prompt_ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])  # question only, never the reference
 
     if args.benchmark:
         eval_problems = []
-    evals = {"before": run_eval(args, policy, tokenizer, eval_problems, 0, "step_0000", sampler) if args.eval_before else None}
+    evals = {"before": run_eval(args, policy, tokenizer, eval_problems, 0, "step_0000", sampler)
+             if args.eval_before and start == 0 and main_rank else None}
     timings = []
-    order = torch.randperm(len(problems)).tolist()
-    bar = tqdm(range(1, args.steps + 1), desc=f"{os.path.basename(os.path.normpath(args.output_dir))} {args.reward}", dynamic_ncols=True)
+    # The data order: one shuffle, the same on every rank (rank 0's), saved in checkpoints.
+    order = resumed[1]["data_order"] if resumed else distributed.broadcast_object(torch.randperm(len(problems)).tolist())
+    if world > 1 and not resumed:
+        seed_everything(args.seed * world + rank)  # ranks sample different rollouts for their different prompts
+    bar = tqdm(range(start + 1, args.steps + 1), desc=f"{os.path.basename(os.path.normpath(args.output_dir))} {args.reward}",
+               dynamic_ncols=True, disable=not main_rank)
     for step in bar:
         t0 = time.time()
         # 1. sample: the step's prompts (cycling through a shuffled order), G rollouts each, group by group
         idx = [order[((step - 1) * args.prompts_per_step + j) % len(order)] for j in range(args.prompts_per_step)]
+        idx = distributed.shard(idx)  # this rank's block of whole groups (all of them in one process)
         step_problems = [problems[i] for i in idx]
         rollouts = sampler.sample([prompt_ids[i] for i in idx], n=args.group_size)
         t1 = time.time()
         # 2. judge: dense scores (or the 0/1 answer reward for the sparse baseline) -> per-token advantages
         correct = [answer_reward(r.text, step_problems[i // args.group_size].answer) for i, r in enumerate(rollouts)]
         per_token, keep, metrics, judged = score_rollouts(args, judge, step_problems, rollouts, tokenizer, correct)
-        if judged is not None:  # one raw judge output per step, for reading what the judge actually said
+        if judged is not None and main_rank:  # one raw judge output per step, for reading what the judge actually said
             judge_log.log(step, {"question": step_problems[0].question, "response": rollouts[0].text,
                                  "judge_text": judged.texts[0]})
         t2 = time.time()
         # 3. update: GRPO on the step's batch
         batch = build_batch(rollouts, per_token, keep, tokenizer.pad_token_id)
-        metrics.update(update_policy(args, policy, ref_model, optimizer, batch))
+        update_metrics = update_policy(args, model, ref_model, optimizer, batch)
+        metrics.update(update_metrics)
         if args.engine == "vllm":
-            sync_weights(policy, sampler)  # the engine must sample from the updated policy next step
+            sync_weights(model, sampler)  # the engine must sample from the updated policy next step
         t3 = time.time()
         # 4. log
         groups = [correct[g : g + args.group_size] for g in range(0, len(correct), args.group_size)]
@@ -346,25 +406,39 @@ def main(args: Args) -> dict:
             "truncated": sum(r.truncated for r in rollouts) / len(rollouts),
             "time_sample": t1 - t0, "time_judge": t2 - t1, "time_update": t3 - t2, "time_step": t3 - t0,
         })
-        log.log(step, metrics)
+        # Over ranks: means weighted by rollouts, token-level update metrics by response tokens, counts summed, the
+        # loss summed (each rank's part of the global token-mean), times maxed (the slowest rank sets the pace).
+        tokens = int(batch["response_mask"].sum())
+        metrics = distributed.reduce_metrics(
+            metrics, weights={k: tokens for k in update_metrics}, default_weight=len(rollouts),
+            sums=("judge_parse_failures", "dropped_rollouts", "loss"), maxes=tuple(k for k in metrics if k.startswith("time_")))
+        if main_rank:
+            log.log(step, metrics)
         timings.append({k: metrics[k] for k in ("time_sample", "time_judge", "time_update", "time_step")})
         bar.set_postfix(score=f"{metrics['judge_score']:.3f}", acc=f"{metrics['answer_accuracy']:.3f}",
                         unsolved=f"{metrics['fully_unsolved']:.2f}", len=f"{metrics['response_length']:.0f}")
-        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps and main_rank:
             run_eval(args, policy, tokenizer, eval_problems, step, f"step_{step:04d}", sampler)
-        if not args.benchmark and (args.save_every and step % args.save_every == 0 or step == args.steps):
-            save_checkpoint(policy, tokenizer, os.path.join(args.output_dir, "checkpoint"),
-                            extra_files={"trainer_state.pt": {"step": step, "optimizer": optimizer.state_dict(),
-                                                              "rng": torch.get_rng_state()}})
+        if not args.benchmark and args.save_every and step % args.save_every == 0:
+            save_training_checkpoint(os.path.join(args.output_dir, "checkpoints", f"step_{step:06d}"), model, tokenizer,
+                                     optimizer, step, order, sampler)
+            if main_rank:
+                prune_checkpoints(args.output_dir, args.keep_last)
+    if not args.benchmark and start < args.steps:  # the final model, what later stages load
+        save_training_checkpoint(os.path.join(args.output_dir, "checkpoint"), model, tokenizer, optimizer, args.steps,
+                                 order, sampler)
     if args.benchmark:
         print_timings(timings)
-    evals["after"] = run_eval(args, policy, tokenizer, eval_problems, args.steps, f"step_{args.steps:04d}", sampler)
+    evals["after"] = run_eval(args, policy, tokenizer, eval_problems, args.steps, f"step_{args.steps:04d}", sampler) \
+        if main_rank else None
     if evals["before"] and evals["after"]:
         for name in ("before", "after"):
             print(f"held-out {name:6s}: pass@1 {evals[name]['pass@k']['1']:.3f}  "
                   f"pass@16 {evals[name]['pass@k'].get('16', float('nan')):.3f}")
+    distributed.barrier()  # the other ranks wait for rank 0's evaluation
     return evals
 
 
 if __name__ == "__main__":
     main(parse_args())
+    distributed.cleanup()

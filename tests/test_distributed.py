@@ -1,0 +1,155 @@
+"""Data parallel on CPU (gloo, 2 processes under torchrun): the synchronised update equals one process's update on the
+same global batch, for DDP and FSDP2, and a 2-process train_stage1 run keeps both ranks' weights identical.
+
+One torchrun launch (the module fixture) runs every distributed part; the tests then compare its outputs with
+single-process runs of the same functions here.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import distributed
+import toy
+from common import REPO
+from data import save_problems
+from rollout import Rollout
+from train_stage1 import Args, build_batch, update_policy
+
+ROWS, GROUP, MICRO = 8, 4, 2  # two groups of 4 rollouts: one group per rank; micro-batches of 2 rows
+
+
+def fixed_rollouts() -> tuple[list[Rollout], list[torch.Tensor], list[bool]]:
+    """8 rollouts with different prompt and response lengths (so the ranks hold different token counts), random
+    per-token advantages, and rows 6-7 dropped (keep=False): rank 1's second micro-batch has no token to learn from."""
+    g = torch.Generator().manual_seed(0)
+    rollouts, advantages = [], []
+    for i in range(ROWS):
+        prompt = torch.randint(5, 90, (3 + i % 3,), generator=g).tolist()
+        response = torch.randint(5, 90, (2 + (3 * i) % 7,), generator=g).tolist()
+        rollouts.append(Rollout(prompt, response, "", False))
+        advantages.append(torch.randn(len(response), generator=g))
+    return rollouts, advantages, [True] * 6 + [False] * 2
+
+
+def tiny_model():
+    tokenizer = toy.build_tokenizer()
+    return toy.build_tiny_model(tokenizer, hidden_size=64, num_layers=2, seed=0), tokenizer
+
+
+def fixed_args() -> Args:
+    return Args(micro_batch_size=MICRO, kl_coef=0.1, updates_per_step=1, max_grad_norm=1e9, threads=1)
+
+
+def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, dict]:
+    """One update_policy call (the function train_stage1 uses) with plain SGD, so the weight change IS the gradient
+    (AdamW's first step would hide a wrong gradient scale). Returns (full weights or {} off rank 0, metrics)."""
+    model, tokenizer = tiny_model()
+    ref = distributed.wrap_model(toy.build_tiny_model(tokenizer, 64, 2, seed=1).requires_grad_(False), mode, trainable=False)
+    model = distributed.wrap_model(model, mode)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    rollouts, advantages, keep = fixed_rollouts()
+    mine = slice(rank * ROWS // world, (rank + 1) * ROWS // world)  # this rank's whole group
+    batch = build_batch(rollouts[mine], advantages[mine], keep[mine], tokenizer.pad_token_id)
+    metrics = update_policy(fixed_args(), model, ref, optimizer, batch)
+    tokens = int(batch["response_mask"].sum())
+    metrics = distributed.reduce_metrics(metrics, {k: tokens for k in metrics}, sums=("loss",))
+    weights = distributed.full_state_dict(model)
+    return {k: v.detach().clone() for k, v in weights.items()}, metrics
+
+
+WORKER = """
+import json, os, sys, torch
+sys.path.insert(0, {repo!r})
+torch.set_num_threads(1)
+import distributed, train_stage1
+from tests.test_distributed import fixed_batch_update
+distributed.init()
+rank, world, out = distributed.rank(), distributed.world_size(), {out!r}
+# 1. the fixed batch, one update, through DDP and through FSDP2
+for mode in ("ddp", "fsdp"):
+    weights, metrics = fixed_batch_update(mode, rank, world)
+    if mode == "ddp":  # every rank holds the full model: save each rank's copy
+        torch.save(weights, os.path.join(out, f"ddp_rank{{rank}}.pt"))
+    elif rank == 0:  # FSDP2 shards it: rank 0 receives the gathered full weights
+        torch.save(weights, os.path.join(out, "fsdp_full.pt"))
+    if rank == 0:
+        json.dump(metrics, open(os.path.join(out, f"{{mode}}_metrics.json"), "w"))
+# 2. train_stage1.main end to end, 1 step; keep the wrapped model to compare the ranks' weights afterwards
+wrapped, wrap = [], distributed.wrap_model
+distributed.wrap_model = lambda m, mode="ddp", trainable=True: wrapped.append(wrap(m, mode, trainable)) or wrapped[-1]
+args = train_stage1.Args(model="toy", train_data={data!r}, eval_data="", output_dir=os.path.join(out, "run"),
+                         group_size=4, prompts_per_step=4, steps=1, max_new_tokens=120, threads=1, save_every=1, seed=0)
+train_stage1.main(args)
+flat = torch.cat([p.detach().flatten() for p in distributed.unwrap(wrapped[0]).parameters()])
+torch.save(flat, os.path.join(out, f"e2e_rank{{rank}}.pt"))
+distributed.cleanup()
+"""
+
+
+@pytest.fixture(scope="module")
+def torchrun_outputs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist")
+    data = out / "hard.jsonl"
+    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(data))
+    (out / "worker.py").write_text(WORKER.format(repo=REPO, out=str(out), data=str(data)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(out / "worker.py")]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: a hang is killed with its workers
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
+    assert proc.returncode == 0, stderr[-4000:]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_rank_update_equals_single_process_update(torchrun_outputs, mode):
+    torch.set_num_threads(1)
+    single_weights, single_metrics = fixed_batch_update(mode)  # world size 1: no wrapping, the whole batch
+    if mode == "ddp":
+        ranks = [torch.load(torchrun_outputs / f"ddp_rank{r}.pt") for r in range(2)]
+        assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])  # the replicas are bit-identical
+        weights = ranks[0]
+    else:
+        weights = torch.load(torchrun_outputs / "fsdp_full.pt")
+    assert set(weights) == set(single_weights)
+    base, _ = tiny_model()
+    moved = max((single_weights[k] - base.state_dict()[k]).abs().max().item() for k in weights)
+    assert moved > 1e-3  # the step really changed the weights (SGD, lr 0.5)
+    for k in weights:
+        torch.testing.assert_close(weights[k], single_weights[k], atol=1e-6, rtol=0)
+    metrics = json.load(open(torchrun_outputs / f"{mode}_metrics.json"))
+    # the global token-mean loss and the gradient norm (over the synchronised gradient) match one process's
+    for key in ("loss", "grad_norm", "kl_ref", "pg_loss", "entropy"):
+        assert metrics[key] == pytest.approx(single_metrics[key], rel=1e-5, abs=1e-7), key
+
+
+def test_two_rank_stage1_run_keeps_ranks_identical_and_rank0_writes(torchrun_outputs):
+    ranks = [torch.load(torchrun_outputs / f"e2e_rank{r}.pt") for r in range(2)]
+    assert torch.equal(ranks[0], ranks[1])
+    run = torchrun_outputs / "run"
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1]  # one row per step, from rank 0 only
+    assert 0.0 <= rows[0]["judge_score"] <= 1.0 and rows[0]["grad_norm"] > 0
+    assert (run / "checkpoints" / "step_000001" / "trainer_state.pt").exists()
+    state = torch.load(run / "checkpoint" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 1 and len(state["rng"]) == 2  # one RNG state per rank
+    from safetensors.torch import load_file
+    saved = load_file(str(run / "checkpoint" / "model.safetensors"))
+    assert sum(v.numel() for v in saved.values()) == ranks[0].numel()
+
+
+def test_shard_and_reduce_metrics_in_one_process():
+    assert distributed.shard([1, 2, 3, 4], num_shards=2, index=1) == [3, 4]
+    with pytest.raises(ValueError, match="multiple"):
+        distributed.shard([1, 2, 3], num_shards=2, index=0)
+    metrics = {"judge_score": 0.1 + 0.2}
+    assert distributed.reduce_metrics(metrics, {"judge_score": 3}) is metrics  # one process: untouched floats
