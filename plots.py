@@ -54,11 +54,11 @@ def plot_runs(run_dirs: list[str], out: str, labels: list[str] | None = None, wi
     rows_n = (len(drawn) + cols - 1) // cols
     fig, axes = plt.subplots(rows_n, cols, figsize=(4.2 * cols, 3 * rows_n), squeeze=False)
     for ax, key in zip(axes.flat, drawn):
-        for rows, label in zip(runs, labels):
+        for i, (rows, label) in enumerate(zip(runs, labels)):
             points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            if points:
+            if points:  # color C{i}: a run keeps its color in every panel, also where other runs are absent
                 steps, values = zip(*points)
-                ax.plot(steps, smooth(list(values), window), label=label)
+                ax.plot(steps, smooth(list(values), window), label=label, color=f"C{i % 10}")
         ax.set_title(panels[key], fontsize=9)
         ax.set_xlabel("step")
     for ax in list(axes.flat)[len(drawn):]:
