@@ -140,6 +140,22 @@ def save_training_checkpoint(path: str, model, tokenizer, optimizer, step: int, 
     distributed.barrier()
 
 
+def restore_training_state(state: dict, model, optimizer, sampler, output_dir: str, seed: int) -> None:
+    """--resume, once the weights are loaded: optimiser state, this rank's RNG states, and (rank 0) metrics.jsonl /
+    judge_samples.jsonl cut to the checkpoint's step, so the redone steps do not appear twice."""
+    distributed.load_optimizer_state_dict(model, optimizer, state["optimizer"])
+    rank, world = distributed.rank(), distributed.world_size()
+    if len(state["rng"]) == world:
+        set_rng_state(state["rng"][rank], sampler)
+    else:  # another number of processes: the old random streams cannot be continued anyway
+        warnings.warn(f"resume: checkpoint written by {len(state['rng'])} processes, now {world}: fresh RNG seeds")
+        seed_everything(seed * world + rank + 7919 * state["step"])
+    if distributed.is_main():
+        for name in ("metrics.jsonl", "judge_samples.jsonl"):
+            truncate_jsonl(os.path.join(output_dir, name), state["step"])
+        print(f"resume: continuing after step {state['step']}")
+
+
 def latest_checkpoint(output_dir: str) -> tuple[str, dict] | None:
     """(path, trainer state) of the newest COMPLETE checkpoint of a run, or None.
 

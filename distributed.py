@@ -145,6 +145,18 @@ def _comm_device() -> torch.device:
 
 
 # ---------------------------------------------------------------------------------------------------------- model
+def choose_mode(requested: str, engine: str) -> str:
+    """--data_parallel auto|ddp|fsdp -> "ddp" or "fsdp": FSDP2 with the vLLM engine, DDP with HF generate (see the
+    module docstring); fsdp with HF generate is refused, because it would hang."""
+    mode = requested if requested != "auto" else ("fsdp" if engine == "vllm" else "ddp")
+    if mode == "fsdp" and engine != "vllm":
+        raise SystemExit("--data_parallel fsdp needs --engine vllm: FSDP2 all-gathers the weights in every forward, so "
+                         "HF generate on the sharded model would hang once ranks decode different lengths")
+    if mode not in ("ddp", "fsdp"):
+        raise SystemExit(f"--data_parallel must be auto, ddp or fsdp, got {requested!r}")
+    return mode
+
+
 def wrap_model(model: torch.nn.Module, mode: str = "ddp", trainable: bool = True) -> torch.nn.Module:
     """Wrap a model for data-parallel training (see the module docstring for which mode where); no-op at world size 1.
 

@@ -20,7 +20,7 @@ from transformers import HfArgumentParser
 import distributed
 from advantages import delta_advantages, group_advantages, group_norm_advantages, segment_spans, token_advantages
 from common import (MetricsLog, latest_checkpoint, load_model, load_problem_set, prune_checkpoints, resolve_model_path,
-                    save_training_checkpoint, seed_everything, set_rng_state, set_threads, truncate_jsonl, write_json)
+                    restore_training_state, save_training_checkpoint, seed_everything, set_threads, write_json)
 from data import policy_messages
 from evaluate import evaluate, format_pass_at_k
 from grpo import aggregation_denominator, grpo_step, token_logprobs
@@ -32,7 +32,8 @@ from rollout import HFSampler, encode_prompts, sync_weights, to_batch
 class Args:
     # --- what to train, on what
     model: str = field(default="toy", metadata={"help": "policy: 'toy' (the committed toy base) or a save_pretrained directory"})
-    judge: str = field(default="toy", metadata={"help": "'toy' (checkpoint judge, toy world only) or a judge model directory"})
+    judge: str = field(default="toy", metadata={"help": "'toy' (checkpoint judge, toy world only), a judge model directory, or an OpenAI-compatible server URL http://host:port/v1 (e.g. vLLM's api_server on the judge GPUs)"})
+    judge_model: str = field(default="judge", metadata={"help": "with an http judge: the model name the server serves (its --served-model-name)"})
     train_data: str = field(default="toy:train", metadata={"help": "'toy:train', a JSONL file or an HF dataset (question/reference/answer)"})
     eval_data: str = field(default="toy:heldout", metadata={"help": "held-out problems for pass@k ('' to skip evaluation)"})
     output_dir: str = field(default="runs/stage1", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
@@ -167,7 +168,8 @@ def process_advantages(scores: list[list], truncated: list[bool], group_size: in
 
 
 def make_judge(args: Args, device: str, policy=None, tokenizer=None):
-    """'toy' -> the checkpoint judge; otherwise an LLM judge (judge.py) on the HF engine.
+    """'toy' -> the checkpoint judge; an http(s) URL -> an LLM judge (judge.py) behind that OpenAI-compatible server;
+    otherwise an LLM judge on the HF engine.
 
     --reward self_distill (baselines.py) -> the frozen starting policy with the reference in context (its teacher).
     """
@@ -177,7 +179,9 @@ def make_judge(args: Args, device: str, policy=None, tokenizer=None):
     if args.judge == "toy":
         from toy import CheckpointJudge
         return CheckpointJudge()
-    from judge import LLMJudge
+    from judge import LLMJudge, OpenAIEngine
+    if args.judge.startswith(("http://", "https://")):  # the paper's layout: the judge served on its own GPUs
+        return LLMJudge(OpenAIEngine(args.judge, args.judge_model), max_tokens=args.judge_max_tokens)
     judge_model, judge_tokenizer = load_model(args.judge, device=device)
     return LLMJudge(HFSampler(judge_model, judge_tokenizer, max_new_tokens=args.judge_max_tokens, temperature=0.0),
                     judge_tokenizer, max_tokens=args.judge_max_tokens)
@@ -305,36 +309,10 @@ def print_timings(timings: list[dict]) -> None:
         print(f"{key[5:]:>7s}: median {values[len(values) // 2]:.3f}s  min {values[0]:.3f}s  max {values[-1]:.3f}s")
 
 
-def data_parallel_mode(args: Args) -> str:
-    """Under torchrun: DDP with the HF engine (generate runs on the training model), FSDP2 with vLLM (distributed.py)."""
-    mode = args.data_parallel if args.data_parallel != "auto" else ("fsdp" if args.engine == "vllm" else "ddp")
-    if mode == "fsdp" and args.engine != "vllm":
-        raise SystemExit("--data_parallel fsdp needs --engine vllm: FSDP2 all-gathers the weights in every forward, so "
-                         "HF generate on the sharded model would hang once ranks decode different lengths")
-    return mode
-
-
-def restore(args: Args, model, optimizer, sampler, state: dict) -> None:
-    """--resume, after the weights: optimiser state, this rank's RNG states, and (rank 0) logs cut to the step."""
-    distributed.load_optimizer_state_dict(model, optimizer, state["optimizer"])
-    rank, world = distributed.rank(), distributed.world_size()
-    if len(state["rng"]) == world:
-        set_rng_state(state["rng"][rank], sampler)
-    else:  # a different number of processes: the sampled rollouts cannot continue the old streams anyway
-        tqdm.write(f"--resume: checkpoint from {len(state['rng'])} processes, now {world}: fresh RNG seeds")
-        seed_everything(args.seed * world + rank + 7919 * state["step"])
-    if distributed.is_main():
-        for name in ("metrics.jsonl", "judge_samples.jsonl"):
-            truncate_jsonl(os.path.join(args.output_dir, name), state["step"])
-    if args.engine == "vllm":
-        sync_weights(model, sampler)  # the engine started from args.model
-    tqdm.write(f"--resume: continuing after step {state['step']}")
-
-
 def main(args: Args) -> dict:
     distributed.init()  # torchrun: join the process group; a plain process: nothing happens
     rank, world, main_rank = distributed.rank(), distributed.world_size(), distributed.is_main()
-    dp_mode = data_parallel_mode(args)
+    dp_mode = distributed.choose_mode(args.data_parallel, args.engine)
     check_hardware(args)
     set_threads(args.threads)
     seed_everything(args.seed)
@@ -356,8 +334,10 @@ def main(args: Args) -> dict:
     ref_model = distributed.wrap_model(ref_model, dp_mode, trainable=False) if ref_model is not None else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     start = resumed[1]["step"] if resumed else 0
-    if resumed:
-        restore(args, model, optimizer, sampler, resumed[1])
+    if resumed:  # optimiser, this rank's RNG streams, logs cut to the checkpoint's step
+        restore_training_state(resumed[1], model, optimizer, sampler, args.output_dir, args.seed)
+        if args.engine == "vllm":
+            sync_weights(model, sampler)  # the engine started from args.model
     elif args.resume:
         tqdm.write(f"--resume: no complete checkpoint in {args.output_dir}; starting from step 0")
     log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl")) if main_rank else None
