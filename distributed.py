@@ -161,7 +161,8 @@ def wrap_model(model: torch.nn.Module, mode: str = "ddp", trainable: bool = True
     """Wrap a model for data-parallel training (see the module docstring for which mode where); no-op at world size 1.
 
     "ddp" returns a DistributedDataParallel (the model is `.module`); "fsdp" shards the model in place with FSDP2,
-    one unit per decoder layer (`model.model.layers`, the Hugging Face layout) plus the root, and returns it.
+    one unit per decoder layer (`model.model.layers`, the Hugging Face layout) plus the root (embeddings, final norm,
+    lm_head), bf16 compute on GPUs, and returns it.
     Both average gradients over ranks (PyTorch's default; see the module docstring). trainable=False (a frozen reference model): "ddp" returns the
     model unwrapped (a full copy per rank, forward only); "fsdp" shards it too (4B: 8 GB of bf16 weights -> 1.3 GB per
     rank on 6 ranks).
@@ -174,10 +175,14 @@ def wrap_model(model: torch.nn.Module, mode: str = "ddp", trainable: bool = True
         device_ids = [local_rank()] if dist.get_backend() == "nccl" else None
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     if mode == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        # GPUs (nccl): compute in bf16 from the fp32 master shards, reduce gradients in fp32 (the usual FSDP2 setting).
+        # CPU (gloo, the tests): all fp32, so the update can be compared with one process to float tolerance.
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+            if dist.get_backend() == "nccl" else MixedPrecisionPolicy()
         for layer in model.model.layers:
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
         return model
     raise ValueError(f"data-parallel mode must be 'ddp' or 'fsdp', got {mode!r}")
 

@@ -54,6 +54,7 @@ class Args:
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     updates_per_step: int = field(default=1, metadata={"help": "mini-batches (optimiser steps) per step; 1 = fully on-policy (paper: 2 outcome, 1 process)"})
     micro_batch_size: int = field(default=64, metadata={"help": "rows per forward/backward (memory only; the gradient is the same)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute each layer's activations in backward (long responses on GPUs; README memory budget)"})
     clip_low: float = field(default=0.2, metadata={"help": "PPO clip, lower bound (ratio >= 1 - clip_low)"})
     clip_high: float = field(default=0.28, metadata={"help": "PPO clip, upper bound (paper: 0.28 outcome, 0.26 process)"})
     dual_clip: float = field(default=3.0, metadata={"help": "dual-clip constant for negative advantages"})
@@ -285,7 +286,8 @@ def make_sampler(args: Args, policy, tokenizer):
     if args.engine == "vllm":
         from rollout import VLLMSampler
         return VLLMSampler(resolve_model_path(args.model), max_new_tokens=args.max_new_tokens,
-                           temperature=args.temperature, seed=args.seed, gpu_memory_utilization=args.vllm_memory,
+                           temperature=args.temperature, gpu_memory_utilization=args.vllm_memory,
+                           seed=args.seed * distributed.world_size() + distributed.rank(),  # one stream per rank
                            **json.loads(args.vllm_kwargs))
     raise ValueError(f"--engine must be 'hf' or 'vllm', got {args.engine!r}")
 
@@ -313,6 +315,9 @@ def main(args: Args) -> dict:
     distributed.init()  # torchrun: join the process group; a plain process: nothing happens
     rank, world, main_rank = distributed.rank(), distributed.world_size(), distributed.is_main()
     dp_mode = distributed.choose_mode(args.data_parallel, args.engine)
+    if args.prompts_per_step % world:
+        raise SystemExit(f"--prompts_per_step {args.prompts_per_step} must be a multiple of the {world} processes "
+                         "(each rank samples whole groups, the same number per rank)")
     check_hardware(args)
     set_threads(args.threads)
     seed_everything(args.seed)
@@ -329,6 +334,8 @@ def main(args: Args) -> dict:
     resumed = latest_checkpoint(args.output_dir) if args.resume else None  # (path, trainer state) or None
     if resumed:  # the policy continues from the checkpoint; the KL reference and judge stay the starting model
         policy.load_state_dict(load_model(resumed[0])[0].state_dict())
+    if args.gradient_checkpointing:
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     # Data parallel (no-op in one process): `model` trains; `policy`, the unwrapped model, samples and is evaluated.
     model = distributed.wrap_model(policy, dp_mode)
     ref_model = distributed.wrap_model(ref_model, dp_mode, trainable=False) if ref_model is not None else None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser
 
+import distributed
 import train_stage1
 
 
@@ -68,3 +69,4 @@ def main(args: Args) -> dict:
 
 if __name__ == "__main__":
     main(parse_args())
+    distributed.cleanup()  # torchrun: leave the process group cleanly
