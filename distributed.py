@@ -21,6 +21,7 @@ Which wrapper (`wrap_model`), and why:
   is the same on every rank. It works on CPU with gloo in torch 2.13: tests/test_distributed.py checks that both
   wrappers give the single-process update. It has NOT been run on GPUs (nccl) in this project.
 """
+import datetime
 import os
 
 import torch
@@ -32,11 +33,13 @@ def init() -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1); nccl with CUDA, gloo on CPU. Idempotent."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
+    # Rank 0 evaluates and writes checkpoints while the others wait at their next collective: allow it 2 hours.
+    timeout = datetime.timedelta(hours=2)
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
-        dist.init_process_group("nccl")
+        dist.init_process_group("nccl", timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
 
 
 def world_size() -> int:

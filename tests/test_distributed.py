@@ -62,12 +62,42 @@ def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, 
     return {k: v.detach().clone() for k, v in weights.items()}, metrics
 
 
+def fsdp_checkpoint_round_trip(out: str) -> bool:
+    """Under torchrun: one AdamW step on an FSDP2 model, save_training_checkpoint (gathers the shards; rank 0 writes),
+    load it into a fresh sharded model + optimiser, take one more step with both: True when they end identical."""
+    from transformers import AutoModelForCausalLM
+
+    from common import save_training_checkpoint
+
+    x = torch.randint(5, 90, (2, 12), generator=torch.Generator().manual_seed(distributed.rank()))  # [2, 12]
+
+    def step(model, optimizer):
+        model(input_ids=x, labels=x).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    model, tokenizer = tiny_model()
+    model = distributed.wrap_model(model, "fsdp")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    step(model, optimizer)
+    path = os.path.join(out, "fsdp_checkpoint")
+    save_training_checkpoint(path, model, tokenizer, optimizer, step=1, data_order=[1, 0])
+    state = torch.load(os.path.join(path, "trainer_state.pt"), weights_only=False)
+    again = distributed.wrap_model(AutoModelForCausalLM.from_pretrained(path), "fsdp")
+    again_optimizer = torch.optim.AdamW(again.parameters(), lr=1e-2)
+    distributed.load_optimizer_state_dict(again, again_optimizer, state["optimizer"])
+    step(model, optimizer)
+    step(again, again_optimizer)
+    a, b = distributed.full_state_dict(model), distributed.full_state_dict(again)
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
 WORKER = """
 import json, os, sys, torch
 sys.path.insert(0, {repo!r})
 torch.set_num_threads(1)
 import distributed, train_stage1
-from tests.test_distributed import fixed_batch_update
+from tests.test_distributed import fixed_batch_update, fsdp_checkpoint_round_trip
 distributed.init()
 rank, world, out = distributed.rank(), distributed.world_size(), {out!r}
 # 1. the fixed batch, one update, through DDP and through FSDP2
@@ -79,6 +109,9 @@ for mode in ("ddp", "fsdp"):
         torch.save(weights, os.path.join(out, "fsdp_full.pt"))
     if rank == 0:
         json.dump(metrics, open(os.path.join(out, f"{{mode}}_metrics.json"), "w"))
+same = fsdp_checkpoint_round_trip(out)
+if rank == 0:
+    json.dump({{"identical": same}}, open(os.path.join(out, "fsdp_round_trip.json"), "w"))
 # 2. train_stage1.main end to end, 1 step; keep the wrapped model to compare the ranks' weights afterwards
 wrapped, wrap = [], distributed.wrap_model
 distributed.wrap_model = lambda m, mode="ddp", trainable=True: wrapped.append(wrap(m, mode, trainable)) or wrapped[-1]
@@ -132,6 +165,17 @@ def test_two_rank_update_equals_single_process_update(torchrun_outputs, mode):
     # the global token-mean loss and the gradient norm (over the synchronised gradient) match one process's
     for key in ("loss", "grad_norm", "kl_ref", "pg_loss", "entropy"):
         assert metrics[key] == pytest.approx(single_metrics[key], rel=1e-5, abs=1e-7), key
+
+
+def test_fsdp2_checkpoint_round_trip(torchrun_outputs):
+    """The FSDP2 path of save_training_checkpoint / --resume: gathered weights form a normal save_pretrained model
+    (architecture name included), and the gathered AdamW state continues training exactly."""
+    config = json.load(open(torchrun_outputs / "fsdp_checkpoint" / "config.json"))
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    state = torch.load(torchrun_outputs / "fsdp_checkpoint" / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 1 and state["data_order"] == [1, 0] and len(state["rng"]) == 2
+    assert len(state["optimizer"]["state"]) > 0  # the AdamW moments were gathered, not left sharded
+    assert json.load(open(torchrun_outputs / "fsdp_round_trip.json")) == {"identical": True}
 
 
 def test_two_rank_stage1_run_keeps_ranks_identical_and_rank0_writes(torchrun_outputs):
