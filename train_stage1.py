@@ -315,9 +315,7 @@ def main(args: Args) -> dict:
     distributed.init()  # torchrun: join the process group; a plain process: nothing happens
     rank, world, main_rank = distributed.rank(), distributed.world_size(), distributed.is_main()
     dp_mode = distributed.choose_mode(args.data_parallel, args.engine)
-    if args.prompts_per_step % world:
-        raise SystemExit(f"--prompts_per_step {args.prompts_per_step} must be a multiple of the {world} processes "
-                         "(each rank samples whole groups, the same number per rank)")
+    distributed.shard(list(range(args.prompts_per_step)))  # fail now, not at step 1, unless prompts split evenly
     check_hardware(args)
     set_threads(args.threads)
     seed_everything(args.seed)
