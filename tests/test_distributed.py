@@ -200,6 +200,9 @@ def test_shard_and_reduce_metrics_in_one_process():
         distributed.shard([1, 2, 3], num_shards=2, index=0)
     metrics = {"judge_score": 0.1 + 0.2}
     assert distributed.reduce_metrics(metrics, {"judge_score": 3}) is metrics  # one process: untouched floats
+    assert distributed.choose_mode("auto", "hf") == "ddp" and distributed.choose_mode("auto", "vllm") == "fsdp"
+    with pytest.raises(SystemExit, match="hang"):  # FSDP2 under HF generate: refused, with the reason
+        distributed.choose_mode("fsdp", "hf")
 
 
 def test_judge_as_an_http_endpoint(monkeypatch):
