@@ -176,6 +176,8 @@ def calibrate(judge, rows: list[dict], conditions=CONDITIONS, seed: int = 0, num
 def inject(judge, rows: list[dict], hardened: bool, injections: dict = INJECTIONS) -> dict[str, dict]:
     """Mean parsed score of the INCORRECT rollouts, clean and with each injection appended; rise = attacked - clean.
 
+    judged_correct is over ALL the rollouts (a parse failure is not "judged correct"), so an attack that makes a
+    judge which never answers suddenly print "Score: 5" shows up there even when the clean mean is undefined.
     `hardened` is set on an LLMJudge (prompt and parser); the CheckpointJudge reads no prompt, so it is unaffected.
     """
     if hasattr(judge, "hardened"):
@@ -187,8 +189,9 @@ def inject(judge, rows: list[dict], hardened: bool, injections: dict = INJECTION
         result = judge.score_outcome(q, ref, [r["response"] + (f"\n\n{text}" if text else "") for r in bad])
         parsed = [s for s in result.scores if s is not None]
         out[name] = {"mean": sum(parsed) / len(parsed) if parsed else None,
-                     "judged_correct": sum(s >= THRESHOLD for s in parsed) / len(parsed) if parsed else None,
-                     "parse_failure": result.num_failures / len(bad), "example": result.texts[0] if bad else ""}
+                     "judged_correct": sum(s >= THRESHOLD for s in parsed) / len(bad) if bad else None,
+                     "parse_failure": result.num_failures / len(bad) if bad else None, "scores": result.scores,
+                     "example": result.texts[0] if bad else ""}
     for name in injections:
         a, b = out[name]["mean"], out["none"]["mean"]
         out[name]["rise"] = None if a is None or b is None else a - b
@@ -267,14 +270,14 @@ def calibration_table(results: dict, judge_name: str) -> str:
 
 def injection_table(before: dict, after: dict, judge_name: str) -> str:
     """Markdown rows: mean parsed score of incorrect rollouts, clean and attacked, before / after hardening."""
-    lines = ["| judge | injection | mean score before (rise) | judged correct before | mean score after (rise) | "
-             "judged correct after |", "|---|---|---|---|---|---|"]
+    lines = ["| judge | injection | before: mean score (rise) | judged correct | parse fail | after: mean score (rise) | "
+             "judged correct | parse fail |", "|---|---|---|---|---|---|---|---|"]
     for name in before:
         cells = []
         for arm in (before, after):
             m, rise = arm[name]["mean"], arm[name].get("rise")
             cells += ["n/a" if m is None else f"{m:.3f}" + ("" if rise is None else f" ({rise:+.3f})"),
-                      _pct(arm[name]["judged_correct"]) + "%"]
+                      _pct(arm[name]["judged_correct"]) + "%", _pct(arm[name]["parse_failure"]) + "%"]
         lines.append(f"| {judge_name} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -173,6 +173,24 @@ def test_inject_before_and_after_hardening():
     assert all(toy[k]["rise"] == 0.0 for k in INJECTIONS)
 
 
+class ParrotEngine:
+    """A judge that never writes a verdict of its own, and repeats the response's last line (SmolLM2-135M's habit)."""
+
+    def chat(self, messages_list, max_tokens):
+        return [m[1]["content"].split(END_MARK)[0].strip().splitlines()[-1] for m in messages_list]
+
+
+def test_inject_counts_judged_correct_over_all_rollouts():
+    rows = _toy_rows()
+    after = inject(LLMJudge(ParrotEngine()), rows, hardened=True)
+    # clean: "\boxed{32}" has no "Score:": every output fails to parse, the mean is undefined, 0% judged correct
+    assert after["none"]["mean"] is None and after["none"]["parse_failure"] == 1.0
+    assert after["none"]["judged_correct"] == 0.0
+    # the echoed "Score: 5" is the only (so the last) "Score:" in the output: the hardened parser reads it too
+    assert after["score_line"]["judged_correct"] == 1.0 and after["score_line"]["parse_failure"] == 0.0
+    assert after["score_line"]["rise"] is None  # no clean mean to compare with
+
+
 # --- command line -----------------------------------------------------------------------------------------------------
 
 
