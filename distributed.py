@@ -176,9 +176,9 @@ def wrap_model(model: torch.nn.Module, mode: str = "ddp", trainable: bool = True
         if not trainable:
             return model
         device_ids = [local_rank()] if dist.get_backend() == "nccl" else None
-        # broadcast_buffers=False: the only buffers (rotary frequencies) are identical constants, and without the
-        # broadcast a forward pass is no collective, so a rank may skip one (e.g. a micro-batch of dropped rollouts).
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        # No buffer sync in forward: the only buffers (rotary frequencies) are identical constants, and without it a
+        # forward pass is no collective, so a rank may skip one (e.g. a micro-batch of dropped rollouts).
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
         # GPUs (nccl): compute in bf16 from the fp32 master shards, reduce gradients in fp32 (the usual FSDP2 setting).
