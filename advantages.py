@@ -191,3 +191,47 @@ def token_advantages(spans: list[tuple[int, int]], values: list[float], length: 
     for (start, end), value in zip(spans, values):
         out[start:end] = float(value)
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One step's rollouts: rewards or segment scores -> advantages, with over-length and unparseable cases
+# ----------------------------------------------------------------------------------------------------------------------
+
+def outcome_advantages(scores: list, truncated: list[bool], group_size: int,
+                       scale: bool = True) -> tuple[list[float], list[bool]]:
+    """Per-rollout advantage from per-rollout rewards (PAPER.md, "Judge (outcome)"; scale=False: Stage II's r - mean).
+
+    Over-length responses get reward 0; an unparseable score (None) drops the rollout from the loss and from its
+    group's mean/std. Returns (advantages, keep) with one entry per rollout.
+    """
+    rewards = [0.0 if trunc else s for s, trunc in zip(scores, truncated)]
+    advantages, keep = [0.0] * len(rewards), [r is not None for r in rewards]
+    for g in range(0, len(rewards), group_size):
+        valid = [i for i in range(g, g + group_size) if keep[i]]
+        if valid:
+            for i, a in zip(valid, group_advantages([rewards[i] for i in valid], len(valid), scale).tolist()):
+                advantages[i] = a
+    return advantages, keep
+
+
+def process_advantages(scores: list[list], truncated: list[bool], group_size: int, mode: str):
+    """Per-segment advantages from per-segment scores (PAPER.md, "Judge (process)", Eq. 2 and ablations).
+
+    A rollout with any unparseable segment score is dropped; an over-length rollout keeps advantage 0.
+    Returns (advantages per rollout as lists over its segments, keep).
+    """
+    keep = [all(s is not None for s in row) for row in scores]
+    advantages = [[0.0] * len(row) for row in scores]
+    if mode == "group_norm":
+        for g in range(0, len(scores), group_size):
+            members = [i for i in range(g, g + group_size) if keep[i] and scores[i]]
+            for i, adv in zip(members, group_norm_advantages([scores[i] for i in members])):
+                advantages[i] = adv
+    else:
+        for i, row in enumerate(scores):
+            if keep[i]:
+                advantages[i] = delta_advantages(row, mode)
+    for i, trunc in enumerate(truncated):
+        if trunc:
+            advantages[i] = [0.0] * len(advantages[i])
+    return advantages, keep
