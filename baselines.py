@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 from transformers import HfArgumentParser
 
+import distributed
 import train_stage1
 from common import MetricsLog, load_model, load_problem_set, save_checkpoint, seed_everything, set_threads, write_json
 from data import Problem, policy_messages
@@ -73,47 +74,73 @@ def sft_batch(tokenizer, problems: list[Problem]) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def sft_step(model, optimizer, batch: dict, micro_batch_size: int, max_grad_norm: float) -> dict:
+def sft_step(model, optimizer, batch: dict, micro_batch_size: int, max_grad_norm: float, active: bool = True) -> dict:
     """One optimiser step of token-mean cross-entropy over the batch's reference tokens, micro-batched.
 
     Each micro-batch's summed loss is divided by the token count of the WHOLE batch, so the gradient does not depend
-    on micro_batch_size.
+    on micro_batch_size. Under torchrun each rank passes its own rows of the global batch: the token count is summed
+    over ranks and the loss multiplied by the world size (DDP averages gradients), so the synchronised gradient is the
+    one a single process gets on the global batch. Every rank runs the same number of micro-batches, as DDP requires:
+    a rank with fewer rows (or none: active=False) runs zero-weighted ones.
     """
-    num_tokens = int((batch["labels"][:, 1:] != -100).sum())
+    world = distributed.world_size()
+    local_tokens = int((batch["labels"][:, 1:] != -100).sum()) if active else 0
+    num_tokens = max(distributed.all_reduce_sum(local_tokens), 1)
+    rows = batch["input_ids"].shape[0]
+    num_micro = max(distributed.all_gather_object(-(-rows // micro_batch_size)))
     total = 0.0
-    for i in range(0, batch["input_ids"].shape[0], micro_batch_size):
-        mb = {k: v[i : i + micro_batch_size] for k, v in batch.items()}
+    for j in range(num_micro):
+        mb = {k: v[j * micro_batch_size : (j + 1) * micro_batch_size] for k, v in batch.items()}
+        weight = float(active and mb["input_ids"].shape[0] > 0)
+        if mb["input_ids"].shape[0] == 0:
+            mb = {k: v[:1] for k, v in batch.items()}  # a stand-in row, weighted 0
         logits = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits[:, :-1]  # [b, L-1, V]
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), mb["labels"][:, 1:].flatten(),
-                                                 ignore_index=-100, reduction="sum") / max(num_tokens, 1)
+                                                 ignore_index=-100, reduction="sum") * (weight * world / num_tokens)
         loss.backward()
-        total += loss.item()
+        total += loss.item() / world
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": total, "grad_norm": float(grad_norm), "tokens": num_tokens}
+    return {"loss": distributed.all_reduce_sum(total), "grad_norm": float(grad_norm), "tokens": num_tokens}
 
 
 def train_sft(args: SFTArgs) -> dict:
-    """SFT on (question -> reference) for `epochs` passes in a seeded order; evaluates before and after."""
+    """SFT on (question -> reference) for `epochs` passes in a seeded order; evaluates before and after.
+
+    Runs as one process or under torchrun (DDP; rank r takes rows r, r + N, ... of each batch; rank 0 logs,
+    evaluates and saves).
+    """
+    distributed.init()
+    main_rank = distributed.is_main()
     set_threads(args.threads)
     seed_everything(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
-    write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
-    model, tokenizer = load_model(args.model, device=args.device)
+    if main_rank:
+        os.makedirs(args.output_dir, exist_ok=True)
+        write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
+    policy, tokenizer = load_model(args.model, device=args.device)
     problems = load_problem_set(args.train_data)
-    eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data else []
+    eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data and main_rank else []
+    model = distributed.wrap_model(policy, "ddp")  # no-op in one process
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl"))
-    evals = {"before": _eval(args, model, tokenizer, eval_problems, 0) if args.eval_before else None}
-    batches = [(epoch, order[i : i + args.batch_size]) for epoch in range(args.epochs)
-               for order in [torch.randperm(len(problems)).tolist()] for i in range(0, len(problems), args.batch_size)]
+    log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl")) if main_rank else None
+    evals = {"before": _eval(args, policy, tokenizer, eval_problems, 0) if args.eval_before else None}
+    orders = distributed.broadcast_object([torch.randperm(len(problems)).tolist() for _ in range(args.epochs)])
+    batches = [(epoch, order[i : i + args.batch_size]) for epoch, order in enumerate(orders)
+               for i in range(0, len(problems), args.batch_size)]
+    rank, world = distributed.rank(), distributed.world_size()
     model.train()
-    for step, (epoch, idx) in enumerate(tqdm(batches, desc="sft", dynamic_ncols=True), start=1):
-        batch = {k: v.to(args.device) for k, v in sft_batch(tokenizer, [problems[i] for i in idx]).items()}
-        log.log(step, {"epoch": epoch, **sft_step(model, optimizer, batch, args.micro_batch_size, args.max_grad_norm)})
-    save_checkpoint(model, tokenizer, os.path.join(args.output_dir, "checkpoint"))
-    evals["after"] = _eval(args, model, tokenizer, eval_problems, len(batches))
+    for step, (epoch, idx) in enumerate(tqdm(batches, desc="sft", dynamic_ncols=True, disable=not main_rank), start=1):
+        mine = idx[rank::world]  # this rank's rows (all of them in one process)
+        batch = {k: v.to(args.device) for k, v in sft_batch(tokenizer, [problems[i] for i in mine or idx[:1]]).items()}
+        metrics = sft_step(model, optimizer, batch, args.micro_batch_size, args.max_grad_norm, active=bool(mine))
+        if main_rank:
+            log.log(step, {"epoch": epoch, **metrics})
+    if main_rank:
+        save_checkpoint(policy, tokenizer, os.path.join(args.output_dir, "checkpoint"))
+        evals["after"] = _eval(args, policy, tokenizer, eval_problems, len(batches))
+    distributed.barrier()
+    distributed.cleanup()
     return evals
 
 

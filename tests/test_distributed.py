@@ -122,6 +122,10 @@ args.steps, args.resume = 2, True  # and --resume under torchrun: one more step 
 train_stage1.main(args)
 flat = torch.cat([p.detach().flatten() for p in distributed.unwrap(wrapped[-2]).parameters()])  # [-1]: the ref model
 torch.save(flat, os.path.join(out, f"e2e_rank{{rank}}.pt"))
+# 3. baselines.train_sft: batches of 3 rows over 4 problems, so rank 1 gets 1 row, then none (the last batch has 1)
+import baselines
+baselines.train_sft(baselines.SFTArgs(train_data={data!r}, eval_data="", output_dir=os.path.join(out, "sft"), epochs=1,
+                                      batch_size=3, micro_batch_size=1, threads=1, lr=1e-3, weight_decay=0.0))
 distributed.cleanup()
 """
 
@@ -224,3 +228,20 @@ def test_judge_as_an_http_endpoint(monkeypatch):
     assert (llm_judge.engine.base_url, llm_judge.engine.model, llm_judge.max_tokens) == \
         ("http://10.0.0.7:8000/v1", "qwen-judge", 64)
     assert llm_judge.score_outcome(["1+1"], ["2"], ["2"]).scores == [0.75]  # Score 4 -> (4 - 1) / 4
+
+
+def test_two_rank_sft_equals_single_process_sft(torchrun_outputs, tmp_path):
+    """SFT under torchrun (uneven rows per rank, one rank idle in the last batch) == one process on the same batches."""
+    from safetensors.torch import load_file
+
+    from baselines import SFTArgs, train_sft
+    train_sft(SFTArgs(train_data=str(torchrun_outputs / "hard.jsonl"), eval_data="", output_dir=str(tmp_path), epochs=1,
+                      batch_size=3, micro_batch_size=2, threads=1, lr=1e-3, weight_decay=0.0))
+    single = load_file(tmp_path / "checkpoint" / "model.safetensors")
+    ranks2 = load_file(torchrun_outputs / "sft" / "checkpoint" / "model.safetensors")
+    for name, value in single.items():
+        torch.testing.assert_close(ranks2[name], value, atol=1e-5, rtol=0, msg=name)
+    rows = [json.loads(line) for line in open(torchrun_outputs / "sft" / "metrics.jsonl")]
+    expected = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["tokens"] for r in rows] == [r["tokens"] for r in expected]  # the global token count, summed over ranks
+    assert [r["loss"] for r in rows] == pytest.approx([r["loss"] for r in expected], rel=1e-5)
