@@ -182,6 +182,53 @@ def plot_comparison(result: dict, path: str, title: str = "") -> None:
     plt.close(fig)
 
 
+class ToyRuleAnnotator:
+    """Surface rules for toy rollouts ("47+8=55###55*2=110###..."), with the engine interface (`chat`) of a judge.
+
+    NOT the paper's method (an LLM reads the text): a deterministic stand-in so the annotate/compare pipeline can be
+    run and read on the toy world, where a real annotator is unavailable offline. What toy text can show:
+    structured_steps = at least two "###" steps; self_correction = steps that start from the TRUE value right after a
+    step that stated a wrong one; backtracking = a step that starts from an older result than the last one;
+    redo_restart = the first equation written again later; verification = an equation written twice in a row.
+    The word-level behaviours (hedging, exploration, error_acknowledgment, self_interruption) are always 0.
+    """
+
+    def chat(self, messages_list: list[list[dict]], max_tokens: int = 0) -> list[str]:
+        from judge import BEGIN_MARK, END_MARK
+        out = []
+        for messages in messages_list:
+            user = messages[-1]["content"]
+            question = user.split("## Problem\n")[1].split("\n\n## ")[0]
+            text = user.split(BEGIN_MARK)[1].split(END_MARK)[0]
+            out.append(json.dumps(toy_behaviours(question, text)))
+        return out
+
+
+def toy_behaviours(question: str, text: str) -> dict[str, int]:
+    """The rules of ToyRuleAnnotator for one toy question and response.
+
+    Example (after the wrong 55*2=112 the next step starts again from the true 55):
+        >>> toy_behaviours("47 +8 *2", "47+8=55###55*2=112###55*2=110###\\boxed{110}")["self_correction"]
+        1
+    """
+    from toy import EQUATION, intermediate_values, parse_question
+    try:
+        start, ops = parse_question(question)
+        truth = [start, *intermediate_values(start, ops)]
+    except (ValueError, IndexError):
+        truth = []
+    eqs = EQUATION.findall(text)
+    lefts, results = [int(e[0]) for e in eqs], [int(e[3]) for e in eqs]
+    values = {name: 0 for name in BEHAVIOURS}
+    values["structured_steps"] = int(text.count("###") >= 2)
+    values["self_correction"] = sum(results[i - 1] not in truth and lefts[i] in truth for i in range(1, len(eqs)))
+    values["backtracking"] = int(any(lefts[i] != results[i - 1] and lefts[i] in results[: i - 1]
+                                     for i in range(2, len(eqs))))
+    values["redo_restart"] = int(eqs[0] in eqs[1:]) if eqs else 0
+    values["verification"] = int(any(eqs[i] == eqs[i - 1] for i in range(1, len(eqs))))
+    return values
+
+
 def load_jsonl(path: str) -> list[dict]:
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -191,7 +238,8 @@ def annotate_main(argv: list[str]) -> list[dict]:
     """python evaluate.py annotate --rollouts R.jsonl --annotator DIR|URL [--served_model M] --out ann.jsonl"""
     parser = argparse.ArgumentParser(prog="evaluate.py annotate", description="behaviour annotation of rollouts")
     parser.add_argument("--rollouts", nargs="+", required=True, help="rollout JSONL files (evaluate.py --rollouts)")
-    parser.add_argument("--annotator", required=True, help="save_pretrained directory or http(s):// endpoint")
+    parser.add_argument("--annotator", required=True,
+                        help="save_pretrained directory, http(s):// endpoint, or 'toy-rules' (ToyRuleAnnotator)")
     parser.add_argument("--served_model", default="", help="model name at the endpoint")
     parser.add_argument("--max_tokens", type=int, default=256, help="annotator output limit")
     parser.add_argument("--batch_size", type=int, default=16, help="prompts per HF generate call")
@@ -203,8 +251,12 @@ def annotate_main(argv: list[str]) -> list[dict]:
     from common import set_threads
     set_threads(args.threads)
     rows = load_rollouts(args.rollouts, args.limit or None)
-    generator = build_judge(args.annotator, args.max_tokens, served_model=args.served_model,
-                            batch_size=args.batch_size)  # LLMJudge: only its .generate is used
+    if args.annotator == "toy-rules":
+        from judge import LLMJudge
+        generator = LLMJudge(ToyRuleAnnotator())
+    else:  # an LLMJudge: only its .generate is used
+        generator = build_judge(args.annotator, args.max_tokens, served_model=args.served_model,
+                                batch_size=args.batch_size)
     records = annotate(generator, rows)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

@@ -126,3 +126,17 @@ def test_flag_only_evaluate_cli_still_parses(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         evaluate.main()
     assert "--rollouts" in capsys.readouterr().out
+
+
+def test_toy_rule_annotator_by_hand():
+    from behaviour import ToyRuleAnnotator, toy_behaviours
+    clean = toy_behaviours("47 +8 *2 -5", "47+8=55###55*2=110###110-5=105###\\boxed{105}")
+    assert clean == full(structured_steps=1)
+    # wrong 112, then restarts the step from the true 55 (self-correction, written after a stale value: backtracking)
+    fixed = toy_behaviours("47 +8 *2", "47+8=55###55*2=112###55*2=110###\\boxed{110}")
+    assert fixed == full(structured_steps=1, self_correction=1, backtracking=1)
+    # the same equation twice in a row (verification), the first equation again later (redo)
+    again = toy_behaviours("47 +8 *2", "47+8=55###47+8=55###55*2=110###")
+    assert again["verification"] == 1 and again["redo_restart"] == 1
+    out = LLMJudge(ToyRuleAnnotator()).generate([annotator_prompt("47 +8 *2", "47+8=55###55*2=110###")])
+    assert parse_annotation(out[0]) == full(structured_steps=1)
