@@ -247,7 +247,7 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
               dual_clip: float | None = 3.0, kl_coef: float = 0.0, agg: str = "token-mean",
               max_grad_norm: float | None = 1.0, entropy_coef: float = 0.0, norm_length: int | None = None,
               log_entropy: bool = False, temperature: float = 1.0, global_denominator: int | None = None,
-              num_ranks: int = 1) -> dict:
+              num_ranks: int = 1, apply: bool = True) -> dict:
     """One optimiser step of the GRPO loss over a whole mini-batch, with gradient accumulation over micro-batches.
 
     batch: input_ids, attention_mask, response_mask, advantages ([B, L] each, layout in the module docstring);
@@ -259,6 +259,7 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
     for the seq-mean variants), so the accumulated gradient EQUALS the gradient of the unsplit batch's loss:
         batch loss = sum_tokens l / N = sum_micro (n_micro / N) * (sum_micro_tokens l / n_micro).
     Then: clip the gradient norm to max_grad_norm (None: no clipping), optimizer.step(), optimizer.zero_grad().
+    apply=False computes the loss, gradient norm and metrics but leaves the weights and the optimiser state untouched.
 
     Data parallel (distributed.py): this batch is one of `num_ranks` shards of the GLOBAL mini-batch, whose
     denominator N (all-reduced by the caller) is `global_denominator`. DDP and FSDP2 AVERAGE gradients over ranks, so
@@ -306,7 +307,8 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
     max_norm = math.inf if max_grad_norm is None else max_grad_norm
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else 0.0
     grad_norm = float(getattr(grad_norm, "full_tensor", lambda: grad_norm)())  # FSDP2 returns a (replicated) DTensor
-    optimizer.step()
+    if apply:
+        optimizer.step()
     optimizer.zero_grad()
 
     result = {key: value / total_tokens for key, value in sums.items()}

@@ -63,6 +63,7 @@ class Args:
     loss_agg: str = field(default="token-mean", metadata={"help": "token-mean | seq-mean-token-mean | seq-mean-token-sum-norm"})
     scale_advantages: bool = field(default=True, metadata={"help": "outcome/sparse advantages divided by the group std (Stage I); False = r - group mean (Stage II)"})
     entropy_coef: float = field(default=0.0, metadata={"help": "entropy bonus in the loss (paper: 0 in Stage I, 1e-4 in Stage II)"})
+    skip_no_signal: bool = field(default=True, metadata={"help": "no optimiser step for a mini-batch whose advantages are all 0 (every group zero-std): Adam would turn the KL / entropy term alone into a full-lr step (README)"})
     # --- bookkeeping
     eval_before: bool = field(default=True, metadata={"help": "evaluate before training too (off when the starting checkpoint was already evaluated)"})
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: only before and after training)"})
@@ -229,10 +230,16 @@ def update_policy(args: Args, policy, ref_model, optimizer, batch) -> dict:
         world = distributed.world_size()
         denominator = None if world == 1 else \
             distributed.all_reduce_sum(aggregation_denominator(mini["response_mask"], args.loss_agg))
+        # Adam divides by the running gradient RMS, so a mini-batch whose only gradient is the tiny KL or entropy term
+        # would still move every weight by about lr. With no advantage anywhere there is nothing to learn: skip it.
+        signal = float((mini["advantages"] * mini["response_mask"]).abs().sum())
+        signal = signal if world == 1 else distributed.all_reduce_sum(signal)  # one decision for all ranks
+        skip = args.skip_no_signal and signal == 0.0
         step_metrics = grpo_step(policy, optimizer, mini, args.micro_batch_size, args.clip_low, args.clip_high,
                                  args.dual_clip, args.kl_coef, args.loss_agg, args.max_grad_norm,
                                  entropy_coef=args.entropy_coef, log_entropy=True, temperature=args.temperature,
-                                 global_denominator=denominator, num_ranks=world)
+                                 global_denominator=denominator, num_ranks=world, apply=not skip)
+        step_metrics["skipped_update"] = float(skip)
         for k, v in step_metrics.items():
             metrics[k] = metrics.get(k, 0.0) + v / args.updates_per_step
     return metrics

@@ -145,14 +145,34 @@ def test_stage2_defaults_follow_the_paper_and_reject_judge_rewards():
 
 
 def test_one_stage2_step_from_a_checkpoint_changes_weights(tmp_path):
-    """Stage II on problems the base can solve (2 ops), so a group has mixed 0/1 rewards and a gradient."""
+    """Stage II on problems the base solves about half the time (7 ops), so groups have mixed 0/1 rewards and a
+    gradient (on 2-op problems every rollout is right: no advantage, and --skip_no_signal skips the step)."""
     from train_stage2 import main, parse_args
     data = tmp_path / "easy.jsonl"
-    save_problems(toy.make_toy_problems(4, 2, 2, seed=1), str(data))
+    save_problems(toy.make_toy_problems(4, 7, 7, seed=1), str(data))
     args = parse_args(["--model", "toy", "--train_data", str(data), "--eval_data", "", "--output_dir",
                        str(tmp_path / "run"), "--group_size", "4", "--prompts_per_step", "4", "--steps", "1",
                        "--threads", "1", "--lr", "1e-3", "--weight_decay", "0"])
     main(args)
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
-    assert 0 < row["answer_accuracy"] <= 1 and row["judge_score"] == row["answer_accuracy"]
+    assert 0 < row["answer_accuracy"] < 1 and row["judge_score"] == row["answer_accuracy"]
+    assert row["zero_std_groups"] < 1 and row["skipped_update"] == 0
     assert weight_change(tmp_path / "run" / "checkpoint") > 0
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_stage2_step_without_any_correct_rollout_leaves_weights_alone(tmp_path, skip):
+    """All rewards 0 -> all advantages 0; the only gradient is the 1e-4 entropy bonus, which Adam would scale up to a
+    full lr-sized step on every weight. --skip_no_signal (default) makes that step a no-op; turned off, it moves."""
+    from train_stage2 import main, parse_args
+    problems = [Problem(p.id, p.question, p.reference, "-1") for p in toy.make_toy_problems(2, 2, 2, seed=1)]
+    data = tmp_path / "unsolvable.jsonl"  # the toy world's values are 0..99: an answer of -1 is never produced
+    save_problems(problems, str(data))
+    args = parse_args(["--model", "toy", "--train_data", str(data), "--eval_data", "", "--output_dir",
+                       str(tmp_path / "run"), "--group_size", "2", "--prompts_per_step", "2", "--steps", "1",
+                       "--threads", "1", "--max_new_tokens", "40", "--skip_no_signal", str(skip)])
+    main(args)
+    row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
+    assert row["answer_accuracy"] == 0 and row["zero_std_groups"] == 1.0
+    assert row["skipped_update"] == float(skip) and row["entropy"] > 0
+    assert (weight_change(tmp_path / "run" / "checkpoint") == 0) == skip
