@@ -153,12 +153,12 @@ def mean_std(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
-def results_markdown(args: Args, table: dict, seeds: list[int], minutes: float, mined: str) -> str:
+def results_markdown(args: Args, table: dict, seeds: list[int], minutes: float, mined: str, resumed: str = "") -> str:
     n = args.eval_n
     ks = [k for k in ("1", "16", str(n)) if k in next(iter(table["stage1"].values()))[0]["pass@k"]]
     ks = list(dict.fromkeys(ks))
     lines = [f"# Toy-world reproduction (seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds)", "",
-             f"Command: `{' '.join(['python reproduce.py'] + _cli_diff(args))}` — {minutes:.1f} min "
+             f"Command: `{' '.join(['python reproduce.py'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
              f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}", "",
              f"Held-out: {table['stage1'][next(iter(table['stage1']))][0]['num_problems']} hard problems x {n} samples "
              f"(temperature 1.0). Stage I: {args.stage1_steps} steps x {args.prompts_per_step} prompts x "
@@ -192,7 +192,7 @@ def plot(args: Args, table: dict, methods: list[str], seeds: list[int]) -> None:
         for method in methods:
             ks = [int(k) for k in table[stage][method][0]["pass@k"]]
             curve = np.mean([[r["pass@k"][str(k)] for k in ks] for r in table[stage][method]], axis=0)
-            ax.plot(ks, curve, marker="o", label=METHODS[method][0])
+            ax.plot(ks, curve, marker="o", label=METHODS[method][0], color=_color(method))
         ax.set(xscale="log", xlabel="k", title=f"held-out pass@k {title}")
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.grid(alpha=0.3)
@@ -215,13 +215,40 @@ def plot(args: Args, table: dict, methods: list[str], seeds: list[int]) -> None:
                 curve = np.mean([r[:length] for r in runs], axis=0)  # mean over seeds
                 window = min(5, length)  # a 5-step moving average: 8 prompts per step make a noisy fraction
                 smooth = np.convolve(curve, np.ones(window) / window, mode="valid")
-                ax.plot(range(window, length + 1), smooth, label=METHODS[method][0])
+                ax.plot(range(window, length + 1), smooth, label=METHODS[method][0], color=_color(method))
         ax.set(xlabel="step", title=f"{title} (5-step mean)")
         ax.grid(alpha=0.3)
-    axes[-1].legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(args.output_dir, "stage1_training.png"), dpi=90)
     plt.close(fig)
+
+
+def diagnostics_markdown(args: Args, methods: list[str], seeds: list[int]) -> str:
+    """A table of what happened during training, mean over seeds: fully-unsolved fraction (first -> last 10 Stage-I
+    steps), final token entropy, and how many optimiser steps had no advantage at all (skipped, `--skip_no_signal`)."""
+    def stat(method: str, stage: str, key: str, part: slice, reduce=np.mean) -> str:
+        values = [_metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)[part]
+                  for s in seeds]
+        values = [reduce(v) for v in values if len(v)]
+        return (f"{np.mean(values):.1f}" if reduce is np.sum else f"{np.mean(values):.2f}") if values else ""
+
+    lines = ["## During training (mean over seeds)", "",
+             "| method | S-I fully unsolved, first -> last 10 steps | S-I entropy, last 10 | S-I skipped updates | "
+             "S-II skipped updates | S-II answer accuracy, last 10 |", "|---|---|---|---|---|---|"]
+    first, last = slice(0, 10), slice(-10, None)
+    for m in methods:
+        unsolved = f"{stat(m, 'stage1', 'fully_unsolved', first)} -> {stat(m, 'stage1', 'fully_unsolved', last)}"
+        lines.append(f"| {METHODS[m][0]} | {unsolved if unsolved != ' -> ' else ''} | "
+                     f"{stat(m, 'stage1', 'entropy', last)} | {stat(m, 'stage1', 'skipped_update', slice(None), np.sum)} | "
+                     f"{stat(m, 'stage2', 'skipped_update', slice(None), np.sum)} of {args.stage2_steps} | "
+                     f"{stat(m, 'stage2', 'answer_accuracy', last)} |")
+    return "\n".join(lines + [""])
+
+
+def _color(method: str) -> str:
+    """One colour per method in every panel (base and SFT have no Stage-I curves, so the default cycle would shift)."""
+    return f"C{list(METHODS).index(method)}"
 
 
 def _metric_curve(path: str, key: str) -> list[float]:
@@ -244,11 +271,14 @@ def main(args: Args) -> str:
     chains = [chain(args, data, m, s) for s in seeds for m in methods]
     # Longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
     chains.sort(key=lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"])
+    runs = [run_dir for c in chains for run_dir, _ in c]
+    already = sum(is_done(run_dir) for run_dir in runs)  # a restarted driver times only what it ran itself
+    resumed = f" in this invocation ({already} of {len(runs)} runs were done before it)" if already else ""
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(run_chain, chains))  # re-raises the first failure
     table = collect(args, methods, seeds)
     minutes = (time.time() - start) / 60
-    text = results_markdown(args, table, seeds, minutes, mined)
+    text = results_markdown(args, table, seeds, minutes, mined, resumed) + "\n" + diagnostics_markdown(args, methods, seeds)
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(text)
     plot(args, table, methods, seeds)

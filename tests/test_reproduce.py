@@ -40,10 +40,12 @@ def _tiny_reproduction(tmp_path, methods: str):
     args = Args(output_dir=str(tmp_path), methods=methods, seeds="0", mine_candidates=6, mine_k=2, stage1_steps=1, stage2_steps=1,
                 group_size=2, prompts_per_step=2, eval_n=2, eval_limit=2, sft_epochs=1)
     text = main(args)
-    for title in ("After Stage I", "After Stage I + the same Stage II"):
+    for title in ("After Stage I", "After Stage I + the same Stage II", "During training"):
         assert title in text
     for method in methods.split(","):
-        assert text.count(f"| {METHODS[method][0]} |") == 2  # one row in each table
+        assert text.count(f"| {METHODS[method][0]} |") == 3  # one row in each table
+    outcome_row = [line for line in text.splitlines() if line.startswith("| ExpRL-Outcome |")][-1]
+    assert " of 1 |" in outcome_row and " -> " in outcome_row  # its Stage-II skipped count and unsolved trend
     assert os.path.getsize(tmp_path / "passk.png") > 1000 and os.path.getsize(tmp_path / "stage1_training.png") > 1000
     result = json.load(open(tmp_path / "s0" / "outcome" / "stage2" / "eval" / "step_0001" / "pass_at_k.json"))
     assert result["n"] == 2 and result["num_problems"] == 2 and 0.0 <= result["pass@k"]["1"] <= 1.0
