@@ -227,22 +227,26 @@ def plot(args: Args, table: dict, methods: list[str], seeds: list[int]) -> None:
 def diagnostics_markdown(args: Args, methods: list[str], seeds: list[int]) -> str:
     """A table of what happened during training, mean over seeds: fully-unsolved fraction (first -> last 10 Stage-I
     steps), final token entropy, and how many optimiser steps had no advantage at all (skipped, `--skip_no_signal`)."""
-    def stat(method: str, stage: str, key: str, part: slice, reduce=np.mean) -> str:
+    first, last, every = slice(0, 10), slice(-10, None), slice(None)
+
+    def stat(method: str, stage: str, key: str, part: slice, reduce=np.mean, fmt: str = ".2f") -> str:
+        """reduce(key over the steps in part) per seed, averaged over seeds; "" when the run logged no such key."""
         values = [_metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)[part]
                   for s in seeds]
         values = [reduce(v) for v in values if len(v)]
-        return (f"{np.mean(values):.1f}" if reduce is np.sum else f"{np.mean(values):.2f}") if values else ""
+        return format(np.mean(values), fmt) if values else ""
+
+    def skipped(method: str, stage: str) -> str:  # optimiser steps skipped over a whole run
+        return stat(method, stage, "skipped_update", every, np.sum, ".1f")
 
     lines = ["## During training (mean over seeds)", "",
              "| method | S-I fully unsolved, first -> last 10 steps | S-I entropy, last 10 | S-I skipped updates | "
              "S-II skipped updates | S-II answer accuracy, last 10 |", "|---|---|---|---|---|---|"]
-    first, last = slice(0, 10), slice(-10, None)
     for m in methods:
-        unsolved = f"{stat(m, 'stage1', 'fully_unsolved', first)} -> {stat(m, 'stage1', 'fully_unsolved', last)}"
-        lines.append(f"| {METHODS[m][0]} | {unsolved if unsolved != ' -> ' else ''} | "
-                     f"{stat(m, 'stage1', 'entropy', last)} | {stat(m, 'stage1', 'skipped_update', slice(None), np.sum)} | "
-                     f"{stat(m, 'stage2', 'skipped_update', slice(None), np.sum)} of {args.stage2_steps} | "
-                     f"{stat(m, 'stage2', 'answer_accuracy', last)} |")
+        before, after = stat(m, "stage1", "fully_unsolved", first), stat(m, "stage1", "fully_unsolved", last)
+        unsolved = f"{before} -> {after}" if before else ""  # base and SFT have no Stage-I RL log
+        lines.append(f"| {METHODS[m][0]} | {unsolved} | {stat(m, 'stage1', 'entropy', last)} | {skipped(m, 'stage1')} | "
+                     f"{skipped(m, 'stage2')} of {args.stage2_steps} | {stat(m, 'stage2', 'answer_accuracy', last)} |")
     return "\n".join(lines + [""])
 
 

@@ -10,16 +10,10 @@ from safetensors.torch import load_file
 import toy
 from baselines import (DistillArgs, SFTArgs, distill_signal, main as baselines_main, sft_batch, sft_step,
                        teacher_messages, train_sft)
-from common import TOY_BASE, load_model
+from common import TOY_BASE
 from data import Problem, save_problems
 from grpo import grpo_step, token_logprobs
 from rollout import HFSampler, Rollout, encode_prompts, to_batch
-
-
-@pytest.fixture(scope="module")
-def toy_model():
-    torch.set_num_threads(1)
-    return load_model("toy")
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,8 @@ import pytest
 import torch
 
 import toy
-from common import load_model
 from data import policy_messages
 from rollout import HFSampler, Rollout, encode_prompts, left_pad, split_response, to_batch
-
-
-@pytest.fixture(scope="module")
-def toy_model():
-    torch.set_num_threads(1)
-    return load_model("toy")
 
 
 @pytest.fixture(scope="module")
