@@ -106,7 +106,7 @@ def format_pass_at_k(result: dict) -> str:
 
 
 # The analyses of PAPER.md live in their own files; `python evaluate.py COMMAND ...` dispatches to them.
-COMMANDS = {"calibrate": "calibrate", "inject": "calibrate", "annotate": "behaviour", "compare": "behaviour",
+COMMANDS = {"calibrate": "calibrate", "inject": "injection", "annotate": "behaviour", "compare": "behaviour",
             "plot": "plots"}
 
 

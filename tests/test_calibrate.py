@@ -6,7 +6,8 @@ import sys
 import pytest
 
 import calibrate
-from calibrate import INJECTIONS, bootstrap_ci, calibrate as run_calibration, inject, rates, wrong_references
+from calibrate import bootstrap_ci, calibrate as run_calibration, rates, wrong_references
+from injection import INJECTIONS, inject
 from judge import BEGIN_MARK, END_MARK, LLMJudge, no_reference_prompt, outcome_prompt, parse_score
 from toy import CheckpointJudge
 

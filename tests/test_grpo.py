@@ -259,6 +259,63 @@ def test_token_logprobs_temperature():
     assert torch.allclose(lp[0, 2:], want, atol=1e-5)
 
 
+GROUP_PROMPTS = [[5, 6]] * 3 + [[7, 8, 9, 10]] * 2 + [[11, 12, 13]]  # three groups, different left padding
+GROUP_RESPONSES = [[20, 21, 22], [23], [], [24, 25], [26, 27, 28, 29], [30]]  # ragged; one dropped row
+
+
+def gpt2_model():
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2)
+    return GPT2LMHeadModel(config).eval()
+
+
+@pytest.mark.parametrize("make_model", [tiny_model, gpt2_model], ids=["llama", "gpt2-absolute-positions"])
+def test_shared_prompts_same_logprobs_and_gradients_less_work(make_model):
+    # A GRPO batch repeats each prompt G times: the repeated prompt runs once (KV cache copied to its rows). Log-probs,
+    # entropies and gradients must equal the plain forward and the unpadded naive one, with fewer positions computed.
+    model = make_model()
+    batch = make_batch(GROUP_PROMPTS, GROUP_RESPONSES)
+    B, L = batch["input_ids"].shape
+    P = L - max(map(len, GROUP_RESPONSES))
+    positions = []
+    embed = model.get_input_embeddings()
+    hook = embed.register_forward_hook(lambda module, args, out: positions.append(args[0].numel()))
+    results = {}
+    for share in (False, True):
+        model.zero_grad()
+        positions.clear()
+        lp, ent = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], B,
+                                 with_entropy=True, share_prompts=share)
+        (lp.sum() + 0.1 * ent.sum()).backward()
+        results[share] = (lp.detach(), ent.detach(), [p.grad.clone() for p in model.parameters()], sum(positions))
+    hook.remove()
+    (lp0, ent0, grads0, work0), (lp1, ent1, grads1, work1) = results[False], results[True]
+    assert work0 == B * L == 6 * 8 and work1 == 3 * P + B * (L - P) == 3 * 4 + 6 * 4  # 48 -> 36 positions
+    assert torch.allclose(lp1, lp0, atol=1e-5) and torch.allclose(ent1, ent0, atol=1e-5)
+    for g0, g1 in zip(grads0, grads1):
+        assert torch.allclose(g1, g0, atol=1e-5, rtol=1e-4)
+    for b, (prompt, response) in enumerate(zip(GROUP_PROMPTS, GROUP_RESPONSES)):
+        with torch.no_grad():
+            want, _ = naive_row(model, prompt, response)
+        assert torch.allclose(lp1[b, P:P + len(response)], want, atol=1e-5)
+    assert (lp1[batch["response_mask"] == 0] == 0).all()
+
+
+def test_shared_prompts_off_with_gradient_checkpointing():
+    # transformers disables the KV cache while training with gradient checkpointing, so sharing must not be tried.
+    model = tiny_model()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    batch = make_batch(GROUP_PROMPTS, GROUP_RESPONSES)
+    lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 6)
+    model.gradient_checkpointing_disable()
+    with torch.no_grad():
+        want = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 6,
+                              share_prompts=False)
+    assert torch.allclose(lp.detach(), want, atol=1e-5)
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # grpo_step
 # ----------------------------------------------------------------------------------------------------------------------

@@ -61,3 +61,23 @@ def test_sampling_is_seeded_and_groups_are_laid_out_prompt_by_prompt(toy_model, 
     assert [r.prompt_ids for r in first] == [p for p in prompts for _ in range(3)]
     hard = sampler.sample(prompts[-1:], n=8)  # temperature 1: the rollouts of a long problem's group differ
     assert len({tuple(r.response_ids) for r in hard}) > 1
+
+
+def test_shared_prompt_prefill_same_rollouts_less_prompt_work(toy_model, prompts):
+    """A group's n rows read their prompt once: same greedy responses as every row prefilling on its own, and the
+    prompt columns run for the distinct prompts only (counted at the embedding layer)."""
+    model, tokenizer = toy_model
+    positions = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, args, out: positions.append(args[0].shape))
+    runs = {}
+    for share in (False, True):
+        positions.clear()
+        sampler = HFSampler(model, tokenizer, max_new_tokens=60, share_prompts=share)
+        runs[share] = ([r.response_ids for r in sampler.sample(prompts, n=4, temperature=0)], list(positions))
+    hook.remove()
+    (plain, plain_calls), (shared, shared_calls) = runs[False], runs[True]
+    assert shared == plain and all(len(set(map(tuple, shared[i:i + 4]))) == 1 for i in range(0, len(shared), 4))
+    P = max(map(len, prompts))
+    assert plain_calls[0] == (4 * len(prompts), P)  # every row reads the whole prompt
+    assert shared_calls[0] == (len(prompts), P - 1) and shared_calls[1] == (4 * len(prompts), 1)
+    assert len(shared_calls) == len(plain_calls) + 1  # one extra (small) call, the decode steps unchanged
