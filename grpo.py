@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from rollout import prefill_distinct_prompts
+
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
@@ -41,31 +43,23 @@ def _can_share_prompts(model) -> bool:
 def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, share_prompts: bool):
     """Logits predicting columns p0 .. L - 1 (the response tokens), [b, L - p0, V].
 
-    A GRPO group repeats one prompt G times. With share_prompts, the distinct prompts (columns < p0) run once, their
-    KV cache is copied to every row that has them (`reorder_cache`, an index_select autograd differentiates: each
-    row's gradient flows back into the shared prompt), and only the response columns run per row. Same numbers as one
-    forward over [b, L] (to float rounding), about (G - 1) / G of the prompt work saved. Rows here share column p0.
+    A GRPO group repeats one prompt G times. With share_prompts, the distinct prompts (columns < p0) run once and
+    their KV cache is copied to every row that has them (rollout.prefill_distinct_prompts); only the response columns
+    then run per row. Same numbers as one forward over [b, L] (to float rounding), ~(G - 1) / G of the prompt work
+    saved. Rows here share column p0.
     """
-    b, L = input_ids.shape
-    if share_prompts:
-        prompt_key = torch.cat([input_ids[:, :p0], attention_mask[:, :p0].to(input_ids.dtype)], dim=1)  # [b, 2 p0]
-        unique_keys, row_to_prompt = torch.unique(prompt_key, dim=0, return_inverse=True)  # [u, 2 p0], [b]
-        share_prompts = unique_keys.shape[0] < b
-    if not share_prompts:
+    L = input_ids.shape[1]
+    shared = prefill_distinct_prompts(model, input_ids[:, :p0], attention_mask[:, :p0]) if share_prompts else None
+    if shared is None:
         # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
         # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                     logits_to_keep=L - p0 + 1, use_cache=False)
         return out.logits[:, :-1, :]
-    prompt_ids, prompt_mask = unique_keys[:, :p0], unique_keys[:, p0:]  # [u, p0] each
-    prompt_out = model(input_ids=prompt_ids, attention_mask=prompt_mask,
-                       position_ids=(prompt_mask.cumsum(dim=1) - 1).clamp(min=0), logits_to_keep=1, use_cache=True)
-    cache = prompt_out.past_key_values
-    cache.reorder_cache(row_to_prompt)  # every layer's keys/values: [u, ...] -> [b, ...]
-    response_out = model(input_ids=input_ids[:, p0:], attention_mask=attention_mask,
-                         position_ids=position_ids[:, p0:], past_key_values=cache, use_cache=True)
-    first = prompt_out.logits[row_to_prompt]  # [b, 1, V]: the last prompt column predicts the first response token
-    return torch.cat([first, response_out.logits[:, :-1, :]], dim=1)  # [b, L - p0, V]
+    cache, first = shared  # first [b, 1, V]: the last prompt column predicts the first response token
+    out = model(input_ids=input_ids[:, p0:], attention_mask=attention_mask, position_ids=position_ids[:, p0:],
+                past_key_values=cache, use_cache=True)
+    return torch.cat([first, out.logits[:, :-1, :]], dim=1)  # [b, L - p0, V]
 
 
 def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature,

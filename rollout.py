@@ -87,27 +87,25 @@ def split_response(tokens: list[int], eos_ids: set[int]) -> tuple[list[int], boo
     return tokens, True
 
 
-def prefill_shared_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
-    """The KV cache of every row's prompt but its last token, each DISTINCT prompt computed once; None when no prompt
-    repeats (or there is only one column). input_ids, attention_mask: [b, P], left-padded.
+def prefill_distinct_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 1):
+    """Run each DISTINCT row of a left-padded prompt batch (input_ids, attention_mask: [b, P]) through the model once
+    and copy its KV cache to every row that has it. Returns (cache over all b rows, logits [b, logits_to_keep, V]),
+    or None when no row repeats (nothing to save).
 
-    `generate` given this cache only runs the last prompt column per row, so a group of n rollouts reads its prompt
-    once instead of n times. `reorder_cache` copies the distinct prompts' keys/values to their rows. Position ids
-    follow the attention mask, as `generate` assigns them. Example: 8 prompts x 8 rollouts -> 8 prompt rows run, not 64.
+    A GRPO group is one prompt repeated n times, so this reads 8 prompts, not 64, for 8 prompts x 8 rollouts.
+    `reorder_cache` copies keys/values with index_select, which autograd differentiates: under grad, each row's
+    gradient flows back into its shared prompt (grpo.py). Position ids follow the attention mask, as in `generate`.
     """
     b, P = input_ids.shape
-    if P < 2:
-        return None
-    unique_rows, row_to_prompt = torch.unique(torch.cat([input_ids, attention_mask], dim=1), dim=0,
-                                              return_inverse=True)  # [u, 2P], [b]
+    rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)  # [b, 2P]
+    unique_rows, row_to_prompt = torch.unique(rows, dim=0, return_inverse=True)  # [u, 2P], [b]
     if unique_rows.shape[0] == b:
         return None
-    ids, mask = unique_rows[:, : P - 1], unique_rows[:, P : 2 * P - 1]  # [u, P - 1] each
+    ids, mask = unique_rows[:, :P], unique_rows[:, P:]  # [u, P] each
     out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=1)
-    cache = out.past_key_values
-    cache.reorder_cache(row_to_prompt)  # [u, ...] -> [b, ...] in every layer
-    return cache
+                use_cache=True, logits_to_keep=logits_to_keep)
+    out.past_key_values.reorder_cache(row_to_prompt)  # [u, ...] -> [b, ...] in every layer
+    return out.past_key_values, out.logits[row_to_prompt]
 
 
 class HFSampler:
@@ -116,7 +114,8 @@ class HFSampler:
     Prompts are left-padded so every row's last prompt token sits at the same position (what decoder-only generation
     needs); position ids follow the attention mask inside `generate`. Randomness comes from torch's global RNG, so one
     `--seed` set at start-up makes a run reproducible. With share_prompts, the n rows of a group do not each re-read
-    their prompt: `prefill_shared_prompts` runs every distinct prompt once and hands `generate` the copied KV cache.
+    their prompt: `prefill_distinct_prompts` runs every distinct prompt (but its last token) once and hands `generate`
+    the copied KV cache; `generate` then runs the last prompt column per row.
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0,
@@ -145,7 +144,9 @@ class HFSampler:
             sampling = {"do_sample": True, "temperature": temperature, "top_p": self.top_p, "top_k": 0} \
                 if temperature > 0 else {"do_sample": False}
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-            cache = prefill_shared_prompts(self.model, input_ids, attention_mask) if self.share_prompts else None
+            shared = prefill_distinct_prompts(self.model, input_ids[:, :-1], attention_mask[:, :-1]) \
+                if self.share_prompts and input_ids.shape[1] > 1 else None
+            cache = shared[0] if shared else None  # None: generate reads every row's prompt itself
             out = self.model.generate(
                 input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
                 max_new_tokens=max_new_tokens, pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids),
