@@ -283,9 +283,6 @@ def compare_main(argv: list[str]) -> dict:
               f"{args.names[1]} {invalid[1]}/{len(new_records)}")
     os.makedirs(args.out, exist_ok=True)
     plot_comparison(result, os.path.join(args.out, "comparison.png"), f"{args.names[1]} vs {args.names[0]}")
-    with open(os.path.join(args.out, "comparison.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    with open(os.path.join(args.out, "comparison.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    from common import write_report
+    write_report(args.out, "comparison", result, table)
     return result

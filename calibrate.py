@@ -315,7 +315,7 @@ def calibrate_main(argv: list[str]) -> dict:
     parser.add_argument("--process_limit", type=int, default=16, help="rollouts whose prefixes are continued")
     parser.add_argument("--max_new_tokens", type=int, default=160, help="continuation length limit")
     args = parser.parse_args(argv)
-    from common import seed_everything, set_threads
+    from common import seed_everything, set_threads, write_report
     set_threads(args.threads)
     seed_everything(args.seed)
     rows = select(load_rollouts(args.rollouts), args.limit, args.seed)
@@ -338,9 +338,5 @@ def calibrate_main(argv: list[str]) -> dict:
         table += (f"\n\nprefix scores vs success of K={args.k} continuations: Pearson r = "
                   f"{report['process']['pearson']}, {report['process']['num_prefixes']} prefixes; mean success per "
                   f"score: {report['process']['by_score']}")
-    with open(os.path.join(args.out, "calibration.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(args.out, "calibration.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    write_report(args.out, "calibration", report, table)
     return report

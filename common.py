@@ -209,6 +209,17 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+def write_report(out_dir: str, stem: str, report, table: str) -> None:
+    """An analysis' outputs: out_dir/stem.json (the full report, atomic via write_json) and out_dir/stem.md (the
+    markdown table, also written to a temp file and renamed); the table is printed too."""
+    write_json(os.path.join(out_dir, f"{stem}.json"), report)
+    path = os.path.join(out_dir, f"{stem}.md")
+    with open(path + ".tmp", "w") as f:
+        f.write(table + "\n")
+    os.replace(path + ".tmp", path)
+    print(table)
+
+
 class MetricsLog:
     """Append one JSON line per step to metrics.jsonl (flushed, so a killed run keeps every finished step)."""
 

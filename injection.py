@@ -6,7 +6,6 @@ hardened judge (fenced untrusted text, the judge's LAST "Score:" read) and with 
 ones calibrate.py uses.
 """
 import argparse
-import json
 import os
 import random
 
@@ -65,7 +64,7 @@ def inject_main(argv: list[str]) -> dict:
                                      "before/after judge hardening")
     add_judge_args(parser)
     args = parser.parse_args(argv)
-    from common import seed_everything, set_threads
+    from common import seed_everything, set_threads, write_report
     set_threads(args.threads)
     seed_everything(args.seed)
     rows = [r for r in load_rollouts(args.rollouts) if not r["correct"]]
@@ -74,10 +73,5 @@ def inject_main(argv: list[str]) -> dict:
     report = {"before": inject(judge, rows, hardened=False), "after": inject(judge, rows, hardened=True),
               "num_rollouts": len(rows), "judge": args.judge}
     table = injection_table(report["before"], report["after"], os.path.basename(os.path.normpath(args.judge)))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "injection.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(args.out, "injection.md"), "w") as f:
-        f.write(table + "\n")
-    print(table)
+    write_report(args.out, "injection", report, table)
     return report
