@@ -32,6 +32,14 @@ def tiny_model(seed=0):
     return LlamaForCausalLM(config)
 
 
+def gpt2_model():
+    """GPT-2 has learned ABSOLUTE position embeddings, so wrong positions under left padding change its outputs."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2)
+    return GPT2LMHeadModel(config).eval()  # eval: GPT-2 has dropout
+
+
 PROMPTS = [[5, 6], [7, 8, 9, 10], [11, 12, 13], [14, 15, 16]]  # different lengths -> different left padding
 RESPONSES = [[20, 21, 22], [23], [24, 25], []]  # different lengths; the last trajectory is dropped (no tokens)
 
@@ -234,10 +242,7 @@ def test_token_logprobs_matches_naive_unpadded(micro_batch_size):
 def test_token_logprobs_left_padding_with_absolute_positions():
     # Llama's RoPE only sees position DIFFERENCES, so it cannot tell whether left-padded rows got the right positions;
     # GPT-2's learned absolute position embeddings can: the first real token must get position 0, as in generate().
-    from transformers import GPT2Config, GPT2LMHeadModel
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2)
-    model = GPT2LMHeadModel(config).eval()  # eval: GPT-2 has dropout
+    model = gpt2_model()
     batch = make_batch()
     P = batch["input_ids"].shape[1] - max(map(len, RESPONSES))
     with torch.no_grad():
@@ -261,13 +266,6 @@ def test_token_logprobs_temperature():
 
 GROUP_PROMPTS = [[5, 6]] * 3 + [[7, 8, 9, 10]] * 2 + [[11, 12, 13]]  # three groups, different left padding
 GROUP_RESPONSES = [[20, 21, 22], [23], [], [24, 25], [26, 27, 28, 29], [30]]  # ragged; one dropped row
-
-
-def gpt2_model():
-    from transformers import GPT2Config, GPT2LMHeadModel
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2)
-    return GPT2LMHeadModel(config).eval()
 
 
 @pytest.mark.parametrize("make_model", [tiny_model, gpt2_model], ids=["llama", "gpt2-absolute-positions"])
