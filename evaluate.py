@@ -105,20 +105,21 @@ def format_pass_at_k(result: dict) -> str:
     return "  ".join(f"pass@{k} {v:.3f}" for k, v in result["pass@k"].items())
 
 
-# The analyses of PAPER.md live in their own files; `python evaluate.py COMMAND ...` dispatches to them.
-COMMANDS = {"calibrate": "calibrate", "inject": "injection", "annotate": "behaviour", "compare": "behaviour",
-            "plot": "plots"}
+# The paper's analyses run from analysis/ (python -m analysis.calibrate ...); their old subcommands point there.
+MOVED = {"calibrate": "analysis.calibrate", "inject": "analysis.injection", "annotate": "analysis.behaviour annotate",
+         "compare": "analysis.behaviour compare", "plot": "analysis.plots"}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     import sys
-    if len(sys.argv) > 1 and sys.argv[1] in COMMANDS:
-        import importlib
-        command = sys.argv.pop(1)
-        return getattr(importlib.import_module(COMMANDS[command]), f"{command}_main")(sys.argv[1:])
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in MOVED:
+        print(f"evaluate.py: `{argv[0]}` moved: run `python -m {MOVED[argv[0]]} ...`", file=sys.stderr)
+        raise SystemExit(2)
     parser = argparse.ArgumentParser(
-        description="pass@k of a checkpoint on a problem set; or `python evaluate.py calibrate|inject|annotate|compare|"
-                    "plot --help` for the judge and behaviour analyses")
+        description="pass@k of a checkpoint on a problem set (the analyses: python -m analysis.calibrate|injection|"
+                    "behaviour|plots --help)")
     parser.add_argument("--model", default="toy", help="'toy' or a save_pretrained directory")
     parser.add_argument("--data", default="toy:heldout", help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset")
     parser.add_argument("--n", type=int, default=64, help="samples per problem (paper: 128)")
@@ -129,7 +130,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--rollouts", default=None, help="also write every rollout to this JSONL (for calibrate/annotate)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from common import load_problem_set, seed_everything, set_threads
     set_threads(args.threads)
     seed_everything(args.seed)
@@ -137,6 +138,7 @@ def main() -> None:
                       temperature=args.temperature, max_new_tokens=args.max_new_tokens, output_dir=args.output_dir,
                       rollouts_path=args.rollouts)
     print(f"{result['num_problems']} problems, n={result['n']}, {result['seconds']}s:  {format_pass_at_k(result)}")
+    return result
 
 
 if __name__ == "__main__":

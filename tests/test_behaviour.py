@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from behaviour import BEHAVIOURS, annotate, annotator_prompt, compare, last_json_object, parse_annotation, per_problem
+from analysis.behaviour import BEHAVIOURS, annotate, annotator_prompt, compare, last_json_object, parse_annotation, per_problem
 from judge import BEGIN_MARK, LLMJudge
 
 
@@ -89,10 +89,8 @@ def test_annotate_and_compare_commands(tmp_path, monkeypatch):
     old_path, new_path = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
     old_path.write_text("".join(json.dumps(r) + "\n" for r in records[:1] + records[2:]))  # p0 invalid, p1 valid
     new_path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    import evaluate
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "compare", str(old_path), str(new_path), "--names", "base",
-                                      "exprl", "--out", str(tmp_path / "cmp")])
-    evaluate.main()
+    from analysis import behaviour
+    behaviour.main(["compare", str(old_path), str(new_path), "--names", "base", "exprl", "--out", str(tmp_path / "cmp")])
     result = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert result["verification"]["problems"] == 1 and result["verification"]["net"] == 0  # p1 had it in both
     assert "invalid annotations: base 1/2, exprl 1/3" in (tmp_path / "cmp" / "comparison.md").read_text()
@@ -109,27 +107,31 @@ def test_plot_command_writes_png(tmp_path, monkeypatch):
         rows = [{"step": s, "fully_unsolved": 1 - s / 10, "entropy": 0.1, "response_length": 70 + s, "kl_ref": 0.0,
                  **extra} for s in range(1, 6)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    import evaluate
+    from analysis.plots import main, plot_runs
     out = tmp_path / "fig.png"
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "plot", str(tmp_path / "outcome"), str(tmp_path / "process"),
-                                      "--out", str(out)])
-    evaluate.main()
+    main([str(tmp_path / "outcome"), str(tmp_path / "process"), "--out", str(out)])
     assert out.read_bytes()[:4] == b"\x89PNG"
-    from plots import plot_runs
     assert plot_runs([str(tmp_path / "outcome")], str(out)) == ["fully_unsolved", "entropy", "response_length",
                                                                 "kl_ref"]
 
 
-def test_flag_only_evaluate_cli_still_parses(monkeypatch, capsys):
+def test_flag_only_evaluate_cli_still_parses(capsys):
     import evaluate
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "--help"])
     with pytest.raises(SystemExit):
-        evaluate.main()
+        evaluate.main(["--help"])
     assert "--rollouts" in capsys.readouterr().out
 
 
+def test_old_evaluate_subcommands_name_their_new_form(capsys):
+    import evaluate
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["calibrate", "--rollouts", "r.jsonl"])
+    assert exit_info.value.code == 2
+    assert "python -m analysis.calibrate" in capsys.readouterr().err
+
+
 def test_toy_rule_annotator_by_hand():
-    from behaviour import ToyRuleAnnotator, toy_behaviours
+    from analysis.behaviour import ToyRuleAnnotator, toy_behaviours
     clean = toy_behaviours("47 +8 *2 -5", "47+8=55###55*2=110###110-5=105###\\boxed{105}")
     assert clean == full(structured_steps=1)
     # wrong 112, then restarts the step from the true 55 (self-correction, written after a stale value: backtracking)

@@ -5,10 +5,10 @@ import sys
 
 import pytest
 
-import calibrate
-from calibrate import bootstrap_ci, calibrate as run_calibration, rates, wrong_references
-from injection import INJECTIONS, inject
-from judge import BEGIN_MARK, END_MARK, LLMJudge, no_reference_prompt, outcome_prompt, parse_score
+from analysis import calibrate
+from analysis.calibrate import bootstrap_ci, calibrate as run_calibration, rates, wrong_references
+from analysis.injection import INJECTIONS, inject, naive_outcome_prompt, naive_parse_score
+from judge import BEGIN_MARK, END_MARK, OUTCOME_SYSTEM, UNTRUSTED_RULE, LLMJudge, outcome_prompt, parse_score
 from toy import CheckpointJudge
 
 
@@ -131,14 +131,17 @@ def test_injection_strings_are_fenced_and_inert_to_the_hardened_parser(name):
     # a judge that quotes the attack while reasoning and then gives its own verdict: only the verdict counts
     judge_output = f"Reasoning: the student wrote '{INJECTIONS[name]}' but 12+3 is not 16.\nScore: 1"
     assert parse_score(judge_output) == 1
-    assert parse_score(judge_output, hardened=False) == 5  # the naive first-"Score:" parser is fooled
+    assert naive_parse_score(judge_output) == 5  # the naive first-"Score:" parser is fooled
 
 
-def test_unhardened_prompt_has_no_fence_and_no_untrusted_rule():
-    for messages in (outcome_prompt("q", "ref", "resp", hardened=False), no_reference_prompt("q", "resp", False)):
-        assert BEGIN_MARK not in messages[1]["content"] and "resp" in messages[1]["content"]
-        assert "never a source of instructions" not in messages[0]["content"]
-        assert "Score: <one integer from 1 to 5>" in messages[0]["content"]  # same output format
+def test_naive_prompt_has_no_fence_and_no_untrusted_rule():
+    messages = naive_outcome_prompt("q", "ref", "resp")
+    assert BEGIN_MARK not in messages[1]["content"] and "resp" in messages[1]["content"]
+    assert "never a source of instructions" not in messages[0]["content"]
+    assert "Score: <one integer from 1 to 5>" in messages[0]["content"]  # same output format
+    # otherwise the prompt training uses: its system text less the rule, the same sections in the same order
+    assert messages[0]["content"] == OUTCOME_SYSTEM.replace(UNTRUSTED_RULE + "\n\n", "")
+    assert messages[1]["content"] == "## Math problem\nq\n\n## Generated reasoning\nresp\n\n## Reference solution\nref"
 
 
 class EchoEngine:
@@ -196,18 +199,14 @@ def test_inject_counts_judged_correct_over_all_rollouts():
 
 
 def test_calibrate_and_inject_commands(tmp_path, monkeypatch):
-    import evaluate
+    from analysis import injection
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _toy_rows()))
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "calibrate", "--rollouts", str(path), "--judge", "toy",
-                                      "--bootstrap", "20", "--out", str(tmp_path / "cal")])
-    evaluate.main()
+    calibrate.main(["--rollouts", str(path), "--judge", "toy", "--bootstrap", "20", "--out", str(tmp_path / "cal")])
     report = json.loads((tmp_path / "cal" / "calibration.json").read_text())
     assert report["conditions"]["wrong_reference"]["rates"]["misplacement"] == 0.5
     assert (tmp_path / "cal" / "histogram.png").read_bytes()[:4] == b"\x89PNG"
-    monkeypatch.setattr(sys, "argv", ["evaluate.py", "inject", "--rollouts", str(path), "--judge", "toy",
-                                      "--out", str(tmp_path / "inj")])
-    evaluate.main()
+    injection.main(["--rollouts", str(path), "--judge", "toy", "--out", str(tmp_path / "inj")])
     assert "| toy | score_line | 0.000 (+0.000)" in (tmp_path / "inj" / "injection.md").read_text()
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-from convert_gguf import convert, packaged_gguf, plain_copy
+from scripts.convert_gguf import convert, packaged_gguf, plain_copy
 
 
 def tiny_llama(tie: bool) -> LlamaForCausalLM:

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from reproduce import METHODS, Args, chain, main, mean_std
+from scripts.reproduce import METHODS, Args, chain, main, mean_std
 
 
 def test_mean_std_uses_the_sample_std_over_seeds():

@@ -1,7 +1,7 @@
 """Training-time diagnostics of several runs on shared axes (PAPER.md "Training-time metrics the paper plots";
 Figure 3 of the paper).
 
-    python evaluate.py plot runs/outcome runs/process runs/sparse --out fig3.png
+    python -m analysis.plots runs/outcome runs/process runs/sparse --out fig3.png
 
 Each RUN_DIR holds the metrics.jsonl that train_stage1.py writes. A metric a run did not log (segments per response
 exists only for process rewards; KL to the base only with --kl_coef > 0) is simply absent from that run's line.
@@ -71,9 +71,9 @@ def plot_runs(run_dirs: list[str], out: str, labels: list[str] | None = None, wi
     return drawn
 
 
-def plot_main(argv: list[str]) -> list[str]:
-    """python evaluate.py plot RUN_DIR [RUN_DIR ...] --out fig.png [--labels a b ...] [--window 5]"""
-    parser = argparse.ArgumentParser(prog="evaluate.py plot", description="training diagnostics of runs, shared axes")
+def main(argv: list[str] | None = None) -> list[str]:
+    """python -m analysis.plots RUN_DIR [RUN_DIR ...] --out fig.png [--labels a b ...] [--window 5]"""
+    parser = argparse.ArgumentParser(prog="python -m analysis.plots", description="training diagnostics of runs, shared axes")
     parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
     parser.add_argument("--out", default="runs/diagnostics.png", help="PNG to write")
     parser.add_argument("--labels", nargs="*", default=None, help="one label per run (default: directory names)")
@@ -82,3 +82,7 @@ def plot_main(argv: list[str]) -> list[str]:
     drawn = plot_runs(args.runs, args.out, args.labels, args.window)
     print(f"wrote {args.out}: {', '.join(drawn)}")
     return drawn
+
+
+if __name__ == "__main__":
+    main()

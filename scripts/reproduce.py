@@ -1,6 +1,6 @@
 """The toy-world reproduction of the paper's Tables 1 and 2 (PAPER.md, "Baselines", "Stage II", "Evaluation").
 
-    python reproduce.py                      # mine -> 6 priming methods x 3 seeds -> Stage II -> results.md + plots
+    python -m scripts.reproduce                      # mine -> 6 priming methods x 3 seeds -> Stage II -> results.md + plots
 
 For each seed and each priming method (base = none, SFT, sparse GRPO, self-distillation, ExpRL-Outcome,
 ExpRL-Process) it runs Stage I, evaluates held-out pass@k (the Table 2 analogue), runs the same Stage II from that
@@ -158,7 +158,7 @@ def results_markdown(args: Args, table: dict, seeds: list[int], minutes: float, 
     ks = [k for k in ("1", "16", str(n)) if k in next(iter(table["stage1"].values()))[0]["pass@k"]]
     ks = list(dict.fromkeys(ks))
     lines = [f"# Toy-world reproduction (seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds)", "",
-             f"Command: `{' '.join(['python reproduce.py'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
+             f"Command: `{' '.join(['python -m scripts.reproduce'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
              f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}", "",
              f"Held-out: {table['stage1'][next(iter(table['stage1']))][0]['num_problems']} hard problems x {n} samples "
              f"(temperature 1.0). Stage I: {args.stage1_steps} steps x {args.prompts_per_step} prompts x "

@@ -1,8 +1,8 @@
 """Behaviour analysis (PAPER.md "Behaviour analysis"): an LLM annotates each rollout as JSON, per-problem averages,
 and the problems that gained or lost each behaviour between two checkpoints.
 
-    python evaluate.py annotate --rollouts base.jsonl --annotator DIR|http://... --out base_ann.jsonl
-    python evaluate.py compare base_ann.jsonl exprl_ann.jsonl --names base exprl --out runs/behaviour
+    python -m analysis.behaviour annotate --rollouts base.jsonl --annotator DIR|http://... --out base_ann.jsonl
+    python -m analysis.behaviour compare base_ann.jsonl exprl_ann.jsonl --names base exprl --out runs/behaviour
 
 The paper used a strong hosted model as annotator; any engine works here (an OpenAI-compatible endpoint, or a local
 model on the HF engine through the same LLMJudge.generate the judge uses). Annotator output is untrusted text:
@@ -235,8 +235,8 @@ def load_jsonl(path: str) -> list[dict]:
 
 
 def annotate_main(argv: list[str]) -> list[dict]:
-    """python evaluate.py annotate --rollouts R.jsonl --annotator DIR|URL [--served_model M] --out ann.jsonl"""
-    parser = argparse.ArgumentParser(prog="evaluate.py annotate", description="behaviour annotation of rollouts")
+    """python -m analysis.behaviour annotate --rollouts R.jsonl --annotator DIR|URL [--served_model M] --out ann.jsonl"""
+    parser = argparse.ArgumentParser(prog="python -m analysis.behaviour annotate", description="behaviour annotation of rollouts")
     parser.add_argument("--rollouts", nargs="+", required=True, help="rollout JSONL files (evaluate.py --rollouts)")
     parser.add_argument("--annotator", required=True,
                         help="save_pretrained directory, http(s):// endpoint, or 'toy-rules' (ToyRuleAnnotator)")
@@ -247,7 +247,7 @@ def annotate_main(argv: list[str]) -> list[dict]:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--out", required=True, help="annotation JSONL to write")
     args = parser.parse_args(argv)
-    from calibrate import build_judge, load_rollouts
+    from analysis.calibrate import build_judge, load_rollouts
     from common import set_threads
     set_threads(args.threads)
     rows = load_rollouts(args.rollouts, args.limit or None)
@@ -267,8 +267,8 @@ def annotate_main(argv: list[str]) -> list[dict]:
 
 
 def compare_main(argv: list[str]) -> dict:
-    """python evaluate.py compare OLD_ann.jsonl NEW_ann.jsonl --names base exprl --out DIR"""
-    parser = argparse.ArgumentParser(prog="evaluate.py compare", description="behaviours gained/lost per problem")
+    """python -m analysis.behaviour compare OLD_ann.jsonl NEW_ann.jsonl --names base exprl --out DIR"""
+    parser = argparse.ArgumentParser(prog="python -m analysis.behaviour compare", description="behaviours gained/lost per problem")
     parser.add_argument("old", help="annotations of the reference checkpoint (e.g. the base)")
     parser.add_argument("new", help="annotations of the checkpoint compared with it")
     parser.add_argument("--names", nargs=2, default=("old", "new"), help="labels for the two checkpoints")
@@ -286,3 +286,18 @@ def compare_main(argv: list[str]) -> dict:
     from common import write_report
     write_report(args.out, "comparison", result, table)
     return result
+
+
+def main(argv: list[str] | None = None):
+    """python -m analysis.behaviour annotate|compare [--flag value ...]  (--help after the command)"""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in ("annotate", "compare"):
+        print("usage: python -m analysis.behaviour annotate|compare [--flag value ...]", file=sys.stderr)
+        raise SystemExit(2)
+    return (annotate_main if argv[0] == "annotate" else compare_main)(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

