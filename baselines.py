@@ -11,18 +11,17 @@ enters GRPO as a per-token advantage A_t = -d_t. For one on-policy update that h
 loss token-mean(d_t * log pi_theta(y_t)) (the PPO ratio is 1 and unclipped; tests/test_baselines.py checks it), and it
 gets the loop's logging, evaluation and checkpoints for free.
 """
-import copy
 import os
 import sys
 from dataclasses import asdict, dataclass, field
 
 import torch
 from tqdm import tqdm
-from transformers import HfArgumentParser
 
 import distributed
 import train_stage1
-from common import MetricsLog, load_model, load_problem_set, save_checkpoint, seed_everything, set_threads, write_json
+from common import (MetricsLog, check_model_path, fail, load_model, load_problem_set, parse_cli, save_checkpoint,
+                    seed_everything, set_threads, write_json)
 from data import Problem, policy_messages
 from evaluate import evaluate, format_pass_at_k
 from grpo import token_logprobs
@@ -105,22 +104,40 @@ def sft_step(model, optimizer, batch: dict, micro_batch_size: int, max_grad_norm
     return {"loss": distributed.all_reduce_sum(total), "grad_norm": float(grad_norm), "tokens": num_tokens}
 
 
+def check_sft_args(args: SFTArgs) -> None:
+    """Numbers in range and the starting model present; the first bad flag stops with one line (exit status 2)."""
+    for name, ok, expected in [("epochs", args.epochs >= 1, ">= 1"), ("batch_size", args.batch_size >= 1, ">= 1"),
+                               ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
+                               ("lr", 0 < args.lr < float("inf"), "> 0 and finite"),
+                               ("weight_decay", args.weight_decay >= 0, ">= 0"),
+                               ("max_grad_norm", args.max_grad_norm > 0, "> 0"),
+                               ("temperature", 0 < args.temperature < float("inf"), "> 0 and finite"),
+                               ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"), ("eval_n", args.eval_n >= 1, ">= 1"),
+                               ("eval_limit", args.eval_limit >= 0, ">= 0"), ("threads", args.threads >= 0, ">= 0")]:
+        if not ok:
+            fail(f"--{name} {getattr(args, name)!r}: must be {expected}")
+    check_model_path(args.model, "--model")
+
+
 def train_sft(args: SFTArgs) -> dict:
     """SFT on (question -> reference) for `epochs` passes in a seeded order; evaluates before and after.
 
     Runs as one process or under torchrun (DDP; rank r takes rows r, r + N, ... of each batch; rank 0 logs,
     evaluates and saves).
     """
+    check_sft_args(args)
+    problems = load_problem_set(args.train_data, flag="--train_data")  # checked before anything is written
+    eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data") \
+        if args.eval_data else []
     distributed.init()
     main_rank = distributed.is_main()
+    eval_problems = eval_problems if main_rank else []
     set_threads(args.threads)
     seed_everything(args.seed)
     if main_rank:
         os.makedirs(args.output_dir, exist_ok=True)
         write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
     policy, tokenizer = load_model(args.model, device=args.device)
-    problems = load_problem_set(args.train_data)
-    eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None) if args.eval_data and main_rank else []
     model = distributed.wrap_model(policy, "ddp")  # no-op in one process
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl")) if main_rank else None
@@ -192,20 +209,21 @@ def distill_signal(student, teacher, rollouts: list[Rollout], teacher_prompt_ids
 
 
 class DistillTeacher:
-    """The frozen base with the reference in context; in the Stage-I loop it stands where the judge stands.
+    """The frozen base with the reference in context; train_stage1.main calls it where the judge would be called.
 
-    `token_advantages` returns A_t = -d_t per rollout. Its logged "judge_score" is the mean d_t over response tokens,
-    a per-token estimate of KL(student || teacher): it should fall as the student moves toward the teacher.
+    `teacher(student, problems, rollouts)` returns (per-token advantages A_t = -d_t, one tensor per rollout, and the
+    mean d_t over the step's response tokens). That mean, logged as "judge_score", is a per-token estimate of
+    KL(student || teacher): it should fall as the student moves toward the teacher.
     """
 
-    def __init__(self, student, tokenizer, micro_batch_size: int = 64, temperature: float = 1.0):
-        self.student, self.tokenizer = student, tokenizer
-        self.teacher = copy.deepcopy(student).eval().requires_grad_(False)  # the base, frozen at the start
+    def __init__(self, model: str, device: str = "cpu", micro_batch_size: int = 64, temperature: float = 1.0):
+        teacher, self.tokenizer = load_model(model, device=device)  # the starting model, also after --resume
+        self.teacher = teacher.eval().requires_grad_(False)
         self.micro_batch_size, self.temperature = micro_batch_size, temperature
 
-    def token_advantages(self, problems: list[Problem], rollouts: list[Rollout]) -> tuple[list[torch.Tensor], float]:
+    def __call__(self, student, problems: list[Problem], rollouts: list[Rollout]) -> tuple[list[torch.Tensor], float]:
         prompts = encode_prompts(self.tokenizer, [teacher_messages(p) for p in problems])
-        d = distill_signal(self.student, self.teacher, rollouts, prompts, self.tokenizer.pad_token_id,
+        d = distill_signal(student, self.teacher, rollouts, prompts, self.tokenizer.pad_token_id,
                            self.micro_batch_size, self.temperature)
         num_tokens = sum(len(x) for x in d)
         return [-x for x in d], float(sum(x.sum() for x in d)) / max(num_tokens, 1)
@@ -213,26 +231,28 @@ class DistillTeacher:
 
 @dataclass
 class DistillArgs(train_stage1.Args):
-    reward: str = field(default="self_distill", metadata={"help": "self-distillation (fixed)"})
-    judge: str = field(default="", metadata={"help": "unused: the teacher is the frozen starting model with the reference in context"})
+    reward: str = field(default="self_distill", metadata={"help": "self-distillation (fixed)",
+                                                          "choices": ["self_distill"]})
+    judge: str = field(default="", metadata={"help": "unused: the teacher is the frozen start model with the reference"})
     output_dir: str = field(default="runs/self_distill", metadata={"help": "run directory"})
-    lr: float = field(default=1e-5, metadata={"help": "AdamW lr (paper: 1e-7, a tenth of its RL lr; the toy RL lr is 1e-4)"})
+    lr: float = field(default=1e-5, metadata={
+        "help": "AdamW lr (paper: 1e-7, a tenth of its RL lr; the toy RL lr is 1e-4)"})
     kl_coef: float = field(default=0.0, metadata={"help": "no KL term (paper)"})
-    updates_per_step: int = field(default=1, metadata={"help": "must stay 1: the A = -d gradient identity needs on-policy"})
+    updates_per_step: int = field(default=1, metadata={
+        "help": "must stay 1: the A = -d gradient identity needs on-policy", "choices": [1]})
 
 
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in ("sft", "self_distill"):
-        raise SystemExit("usage: python baselines.py sft|self_distill [--flag value ...]  (--help after the command)")
+        fail("usage: python baselines.py sft|self_distill [--flag value ...]  (--help after the command)")
     command, rest = argv[0], argv[1:]
     if command == "sft":
-        (args,) = HfArgumentParser(SFTArgs).parse_args_into_dataclasses(rest)
-        return train_sft(args)
-    (args,) = HfArgumentParser(DistillArgs).parse_args_into_dataclasses(rest)
-    if args.reward != "self_distill" or args.updates_per_step != 1:
-        raise SystemExit("baselines.py self_distill: --reward must stay self_distill and --updates_per_step 1")
-    return train_stage1.main(args)
+        return train_sft(parse_cli(SFTArgs, rest)[0])
+    args, _ = parse_cli(DistillArgs, rest)
+    train_stage1.check_args(args)
+    teacher = DistillTeacher(args.model, args.device, args.micro_batch_size, args.temperature)
+    return train_stage1.main(args, teacher=teacher)
 
 
 if __name__ == "__main__":

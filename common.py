@@ -7,16 +7,17 @@ import json
 import os
 import random
 import shutil
+import sys
 import tempfile
 import time
 import warnings
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
 import distributed
-from data import Problem, load_problems
+from data import DataError, Problem, load_problems
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 TOY_BASE = os.path.join(REPO, "toy_base")  # the committed, pretrained toy base model (see toy.py)
@@ -24,6 +25,52 @@ TOY_DATA = {  # the committed toy problem sets (see toy.py, "python toy.py data"
     "toy:train": os.path.join(REPO, "toy_data", "stage1_train.jsonl"),  # HARD problems the base fails in 64 samples
     "toy:heldout": os.path.join(REPO, "toy_data", "heldout.jsonl"),  # fresh HARD problems, not mined: the benchmark
 }
+
+
+# ------------------------------------------------------------------------------------------- the command line
+class UsageError(SystemExit):
+    """Exit status 2 (argparse's) for a bad command line or input; str() is the message (what tests match)."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def fail(message: str):
+    """A bad command line or input: one line on stderr, exit status 2, no traceback; raised before anything is
+    loaded or written."""
+    print(f"error: {message}", file=sys.stderr)
+    raise UsageError(message)
+
+
+class _OneLineParser(HfArgumentParser):
+    """HfArgumentParser whose errors (unknown flag, invalid choice, bad number) are one line, not the usage block."""
+
+    def error(self, message: str):
+        fail(message)
+
+
+def parse_cli(dataclass_type, argv: list[str] | None = None):
+    """Command line -> (the script's @dataclass of arguments, names of the flags given explicitly).
+
+    Fields with metadata "choices" accept only those values; a wrong one stops here:
+    `error: argument --reward: invalid choice: 'foo' (choose from outcome, process, sparse)`.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    (args,) = _OneLineParser(dataclass_type).parse_args_into_dataclasses(argv)
+    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
+    return args, given
+
+
+def check_model_path(name: str, flag: str) -> None:
+    """`--model toy` or a save_pretrained directory; anything else stops with one line naming the flag."""
+    try:
+        resolve_model_path(name)
+    except FileNotFoundError as error:
+        fail(f"{flag}: {error}")
 
 
 def seed_everything(seed: int) -> None:
@@ -59,9 +106,21 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
     return model, tokenizer
 
 
-def load_problem_set(source: str, limit: int | None = None, **column_mapping) -> list[Problem]:
-    """'toy:train' / 'toy:heldout' or anything data.load_problems reads (JSONL, HF dataset with column mapping)."""
-    return load_problems(TOY_DATA.get(source, source), limit=limit, **column_mapping)
+def load_problem_set(source: str, limit: int | None = None, flag: str | None = None, **column_mapping) -> list[Problem]:
+    """'toy:train' / 'toy:heldout' or anything data.load_problems reads (JSONL, HF dataset with column mapping).
+
+    With `flag` (the command-line flag that named the source), a missing, empty or malformed source stops the script
+    with one line naming the flag, the file and (where there is one) the line and field; without it, DataError.
+    """
+    try:
+        problems = load_problems(TOY_DATA.get(source, source), limit=limit, **column_mapping)
+        if not problems:
+            raise DataError(f"{source}: no problems (the file or dataset is empty)")
+    except DataError as error:
+        if flag is None:
+            raise
+        fail(f"{flag}: {error}")
+    return problems
 
 
 def save_checkpoint(model, tokenizer, output_dir: str, extra_files: dict | None = None,

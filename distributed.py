@@ -5,9 +5,10 @@
 
 How a step splits (train_stage1.py): every rank holds the same global prompt order; rank r takes the r-th contiguous
 block of the step's prompts (`shard`: whole groups stay on one rank), samples and judges it. The loss of the GLOBAL
-mini-batch is a token-mean, so each rank divides its loss by the global token count (all-reduced before the update)
-and multiplies it by the number of ranks, because both wrappers AVERAGE gradients over ranks (grpo.grpo_step,
-`global_denominator` and `num_ranks`). The average is then the single-process gradient over the same global batch.
+mini-batch is a token-mean, so each rank's loss is scaled by world * (its tokens / the global token count), because
+both wrappers AVERAGE gradients over ranks (`loss_scale`, passed to grpo.grpo_step). The average is then the
+single-process gradient over the same global batch. A rank whose micro-batch holds only dropped rollouts still runs
+its forward/backward (grpo.py computes a zero loss for it), so every rank makes the same collective calls.
 
 Which wrapper (`wrap_model`), and why:
 - "ddp" (DistributedDataParallel): every rank keeps the full model, optimiser state and gradients; gradients are
@@ -92,6 +93,20 @@ def all_reduce_sum(value: float) -> float:
     t = torch.tensor([float(value)], dtype=torch.float64, device=_comm_device())
     dist.all_reduce(t)
     return type(value)(t.item())
+
+
+def loss_scale(local_denominator: float) -> float:
+    """The factor for this rank's loss so that the gradient AVERAGE over ranks (DDP, FSDP2) equals the single-process
+    gradient of the global mini-batch: world * n_r / N, N = sum over ranks of n_r (e.g. response tokens for a
+    token-mean). Exactly 1.0 in one process. Collective: every rank must call it.
+
+    Example: 2 ranks with 30 and 10 tokens -> 2 * 30 / 40 = 1.5 and 2 * 10 / 40 = 0.5; the average of 1.5 g_0 and
+    0.5 g_1 is (30 g_0 + 10 g_1) / 40, the token-weighted mean.
+    """
+    if not dist.is_initialized():
+        return 1.0
+    total = all_reduce_sum(float(local_denominator))
+    return world_size() * local_denominator / total if total > 0 else 0.0
 
 
 def broadcast_object(obj):

@@ -15,10 +15,11 @@ advantages, k3 ("low_var_kl") KL to the frozen base in the loss, token-mean over
 """
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from rollout import prefill_distinct_prompts
+from distributed import is_sharded, unwrap
 
 AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -26,75 +27,6 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 # ----------------------------------------------------------------------------------------------------------------------
 # Log-probs of the sampled response tokens
 # ----------------------------------------------------------------------------------------------------------------------
-
-def _is_sharded(model) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-    return isinstance(model, FSDPModule)
-
-
-def _can_share_prompts(model) -> bool:
-    """Prompt sharing runs two forwards per micro-batch through a KV cache: not under FSDP2 (every rank must make the
-    same forward calls, but ranks differ in whether their micro-batch repeats a prompt) nor with gradient checkpointing
-    (transformers turns the cache off while training with it)."""
-    inner = getattr(model, "module", model)  # DistributedDataParallel wraps the model
-    return not _is_sharded(model) and not getattr(inner, "is_gradient_checkpointing", False)
-
-
-def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, share_prompts: bool):
-    """Logits predicting columns p0 .. L - 1 (the response tokens), [b, L - p0, V].
-
-    A GRPO group repeats one prompt G times. With share_prompts, the distinct prompts (columns < p0) run once and
-    their KV cache is copied to every row that has them (rollout.prefill_distinct_prompts); only the response columns
-    then run per row. Same numbers as one forward over [b, L] (to float rounding), ~(G - 1) / G of the prompt work
-    saved. Rows here share column p0.
-    """
-    L = input_ids.shape[1]
-    shared = prefill_distinct_prompts(model, input_ids[:, :p0], attention_mask[:, :p0]) if share_prompts else None
-    if shared is None:
-        # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
-        # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    logits_to_keep=L - p0 + 1, use_cache=False)
-        return out.logits[:, :-1, :]
-    cache, first = shared  # first [b, 1, V]: the last prompt column predicts the first response token
-    out = model(input_ids=input_ids[:, p0:], attention_mask=attention_mask, position_ids=position_ids[:, p0:],
-                past_key_values=cache, use_cache=True)
-    return torch.cat([first, out.logits[:, :-1, :]], dim=1)  # [b, L - p0, V]
-
-
-def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature,
-                              share_prompts):
-    """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None)."""
-    b, L = input_ids.shape
-    logprobs = torch.zeros(b, L, dtype=torch.float32, device=input_ids.device)  # [b, L]
-    entropy = torch.zeros_like(logprobs) if with_entropy else None  # [b, L]
-    in_response = response_mask.bool().any(dim=0)  # [L]
-    if not in_response.any():
-        if _is_sharded(model):  # FSDP2: every rank must join each forward's weight all-gather (distributed.py)
-            model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False)
-        return logprobs, entropy
-    p0 = int(in_response.nonzero()[0])  # first response column of this micro-batch
-    if p0 == 0:
-        raise ValueError("token_logprobs: a response token at column 0 has no prompt to be predicted from")
-    # Positions as generate() assigns them under left padding: the first real token is position 0.
-    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [b, L]
-    logits = _response_logits(model, input_ids, attention_mask, position_ids, p0,
-                              share_prompts and _can_share_prompts(model)).float()  # [b, L - p0, V], float32
-    if temperature != 1.0:
-        logits = logits / temperature  # the distribution the sampler drew from
-    targets = input_ids[:, p0:]  # [b, L - p0]
-    log_z = torch.logsumexp(logits, dim=-1)  # [b, L - p0]
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, L - p0]
-    keep = response_mask[:, p0:].bool()  # [b, L - p0]
-    # torch.where (not multiplication) so that anything odd at padded columns cannot leak as NaN.
-    lp = torch.where(keep, picked - log_z, torch.zeros_like(log_z))  # [b, L - p0]
-    logprobs = torch.cat([logprobs[:, :p0], lp], dim=1)  # [b, L]
-    if with_entropy:
-        # H = -sum_v p_v log p_v = log Z - sum_v p_v z_v
-        h = log_z - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)  # [b, L - p0]
-        h = torch.where(keep, h, torch.zeros_like(h))
-        entropy = torch.cat([entropy[:, :p0], h], dim=1)  # [b, L]
-    return logprobs, entropy
 
 
 def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_size: int,
@@ -105,9 +37,8 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
     response column of the micro-batch on, so no [B, L, V] tensor over the prompt is ever built. log p = gathered
     logit - logsumexp(logits), in float32. Rows are processed `micro_batch_size` at a time; the autograd graph is kept
     when grad is enabled. `temperature` divides the logits, so log-probs are those of the distribution the sampler
-    drew from (1.0 = the raw model). With share_prompts, a prompt that several rows of a micro-batch repeat (a GRPO
-    group) runs through the model once (`_response_logits`); on the toy workload (8 prompts x 8, ~28 prompt and ~80
-    response columns) that makes a forward + backward ~15% cheaper.
+    drew from (1.0 = the raw model). share_prompts turns on the fast path at the end of this file (a prompt repeated by
+    several rows runs once); the numbers are the same.
 
     With with_entropy=True also returns the per-token entropy H_t = -sum_v pi(v | .) log pi(v | .), [B, L].
 
@@ -124,6 +55,59 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
     if with_entropy:
         return logprobs, torch.cat(ents, dim=0)  # [B, L], [B, L]
     return logprobs
+
+
+def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature,
+                              share_prompts):
+    """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None).
+
+    A micro-batch without any response token (every rollout dropped) still runs the model, on its last two columns:
+    its log-probs are all 0 and its loss contributes a zero gradient, and every data-parallel rank makes the same
+    forward/backward calls whatever its rows hold (distributed.py).
+    """
+    b, L = input_ids.shape
+    in_response = response_mask.bool().any(dim=0)  # [L]
+    p0 = int(in_response.nonzero()[0]) if in_response.any() else L - 1  # first response column of this micro-batch
+    if p0 == 0:
+        raise ValueError("token_logprobs: a response token at column 0 has no prompt to be predicted from")
+    # Positions as generate() assigns them under left padding: the first real token is position 0.
+    position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [b, L]
+    share = share_prompts and bool(in_response.any()) and can_share_prompts(model)
+    logits = _response_logits(model, input_ids, attention_mask, position_ids, p0, share).float()  # [b, L - p0, V]
+    if temperature != 1.0:
+        logits = logits / temperature  # the distribution the sampler drew from
+    targets = input_ids[:, p0:]  # [b, L - p0]
+    log_z = torch.logsumexp(logits, dim=-1)  # [b, L - p0]
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, L - p0]
+    keep = response_mask[:, p0:].bool()  # [b, L - p0]
+    # torch.where (not multiplication) so that anything odd at padded columns cannot leak as NaN.
+    lp = torch.where(keep, picked - log_z, torch.zeros_like(log_z))  # [b, L - p0]
+    prompt_zeros = torch.zeros(b, p0, dtype=torch.float32, device=input_ids.device)  # [b, p0]
+    logprobs = torch.cat([prompt_zeros, lp], dim=1)  # [b, L]
+    entropy = None
+    if with_entropy:
+        # H = -sum_v p_v log p_v = log Z - sum_v p_v z_v
+        h = log_z - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)  # [b, L - p0]
+        h = torch.where(keep, h, torch.zeros_like(h))
+        entropy = torch.cat([prompt_zeros, h], dim=1)  # [b, L]
+    return logprobs, entropy
+
+
+def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, share_prompts: bool):
+    """Logits predicting columns p0 .. L - 1 (the response tokens), [b, L - p0, V]."""
+    L = input_ids.shape[1]
+    shared = prefill_distinct_prompts(model, input_ids[:, :p0], attention_mask[:, :p0]) if share_prompts else None
+    if shared is None:
+        # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
+        # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                    logits_to_keep=L - p0 + 1, use_cache=False)
+        return out.logits[:, :-1, :]
+    # Fast path: the prompts ran once each (columns < p0); only the response columns run per row.
+    cache, first = shared  # first [b, 1, V]: the last prompt column predicts the first response token
+    out = model(input_ids=input_ids[:, p0:], attention_mask=attention_mask, position_ids=position_ids[:, p0:],
+                past_key_values=cache, use_cache=True)
+    return torch.cat([first, out.logits[:, :-1, :]], dim=1)  # [b, L - p0, V]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -268,69 +252,66 @@ def policy_loss(logprobs, old_logprobs, advantages, mask, clip_low: float = 0.2,
 # One optimiser step
 # ----------------------------------------------------------------------------------------------------------------------
 
-def _zero_backward(model, input_ids, attention_mask) -> None:
-    """A forward/backward that adds nothing to the gradient, for a data-parallel rank whose micro-batch has no token to
-    learn from: it still joins the other ranks' weight all-gathers (FSDP2) and gradient all-reduce (DDP)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=1, use_cache=False).logits
-    (logits.float().sum() * 0.0).backward()
+
+@dataclass
+class LossConfig:
+    """The loss's settings (see policy_loss); defaults are PAPER.md's ExpRL-Outcome Stage-I values, KL off."""
+
+    clip_low: float = 0.2  # ratio >= 1 - clip_low
+    clip_high: float = 0.28  # ratio <= 1 + clip_high (paper: 0.28 outcome, 0.26 process)
+    dual_clip: float | None = 3.0  # cap for negative advantages; None = off
+    kl_coef: float = 0.0  # k3 KL to the frozen base (needs batch["ref_logprobs"])
+    entropy_coef: float = 0.0  # entropy bonus
+    agg: str = "token-mean"  # see aggregate()
+    temperature: float = 1.0  # the sampler's; log-probs are those of the distribution it drew from
+    log_entropy: bool = False  # compute the entropy for the metrics even when entropy_coef is 0
+    norm_length: int | None = None  # seq-mean-token-sum-norm's constant (None: the batch width L)
 
 
-def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: float = 0.2, clip_high: float = 0.28,
-              dual_clip: float | None = 3.0, kl_coef: float = 0.0, agg: str = "token-mean",
-              max_grad_norm: float | None = 1.0, entropy_coef: float = 0.0, norm_length: int | None = None,
-              log_entropy: bool = False, temperature: float = 1.0, global_denominator: int | None = None,
-              num_ranks: int = 1, apply: bool = True) -> dict:
+def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size: int,
+              max_grad_norm: float | None = 1.0, loss_scale: float = 1.0, apply: bool = True) -> dict:
     """One optimiser step of the GRPO loss over a whole mini-batch, with gradient accumulation over micro-batches.
 
     batch: input_ids, attention_mask, response_mask, advantages ([B, L] each, layout in the module docstring);
     optional old_logprobs (absent or None = fully on-policy: the current log-probs, detached, are the old ones, so
-    ratio = 1 and no second forward pass is needed) and ref_logprobs (required when kl_coef > 0).
+    ratio = 1 and no second forward pass is needed) and ref_logprobs (required when loss.kl_coef > 0).
 
     Each micro-batch runs forward + policy_loss + backward on its own (only one micro-batch's activations live at a
     time). Its loss is scaled by its share of the batch's aggregation denominator (tokens for token-mean, non-empty rows
     for the seq-mean variants), so the accumulated gradient EQUALS the gradient of the unsplit batch's loss:
         batch loss = sum_tokens l / N = sum_micro (n_micro / N) * (sum_micro_tokens l / n_micro).
+    `loss_scale` multiplies every micro-batch's loss (1 in one process; under torchrun the caller passes
+    distributed.loss_scale(...), so that the ranks' averaged gradient is the one of the global batch).
     Then: clip the gradient norm to max_grad_norm (None: no clipping), optimizer.step(), optimizer.zero_grad().
     apply=False computes the loss, gradient norm and metrics but leaves the weights and the optimiser state untouched.
 
-    Data parallel (distributed.py): this batch is one of `num_ranks` shards of the GLOBAL mini-batch, whose
-    denominator N (all-reduced by the caller) is `global_denominator`. DDP and FSDP2 AVERAGE gradients over ranks, so
-    rank r scales its loss by num_ranks * n_r / N: the average of the ranks' gradients is then sum_r (n_r / N) grad_r,
-    the single-process gradient of the global batch. Every micro-batch then runs forward/backward even with nothing to
-    learn (a zero loss), so all ranks make the same collective calls; only an empty global batch is skipped.
-    The returned "loss" is this rank's part: summed over ranks it is the global batch loss.
-
-    Returns metrics averaged over micro-batches weighted by their token counts, plus "loss" (the batch loss) and
-    "grad_norm" (before clipping).
+    Returns metrics averaged over micro-batches weighted by their token counts, plus "loss" (the batch loss, times
+    loss_scale) and "grad_norm" (before clipping).
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     response_mask, advantages = batch["response_mask"], batch["advantages"]
     old_logprobs, ref_logprobs = batch.get("old_logprobs"), batch.get("ref_logprobs")
-    if kl_coef != 0.0 and ref_logprobs is None:
+    if loss.kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError("grpo_step: kl_coef > 0 needs batch['ref_logprobs'] (log-probs of the frozen base)")
-    want_entropy = entropy_coef != 0.0 or log_entropy
-    total_denom = aggregation_denominator(response_mask, agg) if global_denominator is None else global_denominator
+    want_entropy = loss.entropy_coef != 0.0 or loss.log_entropy
+    total_denom = max(aggregation_denominator(response_mask, loss.agg), 1)
     total_tokens = max(int(response_mask.bool().sum()), 1)
 
     loss_sum, sums = 0.0, {}
     for start in range(0, input_ids.shape[0], micro_batch_size):
         rows = slice(start, start + micro_batch_size)
         mask = response_mask[rows]
-        denom = aggregation_denominator(mask, agg)
-        if denom == 0:
-            if global_denominator is not None and total_denom > 0:
-                _zero_backward(model, input_ids[rows], attention_mask[rows])  # join the other ranks' collectives
-            continue  # nothing to learn from (e.g. every trajectory dropped); contributes no gradient
         out = token_logprobs(model, input_ids[rows], attention_mask[rows], mask, micro_batch_size,
-                             with_entropy=want_entropy, temperature=temperature)
+                             with_entropy=want_entropy, temperature=loss.temperature)
         lp, ent = out if want_entropy else (out, None)  # [b, L] each
         old = lp.detach() if old_logprobs is None else old_logprobs[rows]
         ref = None if ref_logprobs is None else ref_logprobs[rows]
-        loss, metrics = policy_loss(lp, old, advantages[rows], mask, clip_low, clip_high, dual_clip, ref, kl_coef,
-                                    agg, ent, entropy_coef, norm_length)
-        share = denom / total_denom
-        (loss * (share * num_ranks)).backward()  # share * 1 == share exactly: one process is unchanged
-        loss_sum += loss.item() * share
+        micro_loss, metrics = policy_loss(lp, old, advantages[rows], mask, loss.clip_low, loss.clip_high,
+                                          loss.dual_clip, ref, loss.kl_coef, loss.agg, ent, loss.entropy_coef,
+                                          loss.norm_length)
+        share = aggregation_denominator(mask, loss.agg) / total_denom  # 0 for a micro-batch of dropped rollouts
+        (micro_loss * (share * loss_scale)).backward()  # share * 1.0 == share exactly: one process is unchanged
+        loss_sum += micro_loss.item() * share * loss_scale
         n_tokens = int(mask.bool().sum())
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + value * n_tokens
@@ -347,3 +328,39 @@ def grpo_step(model, optimizer, batch: dict, micro_batch_size: int, clip_low: fl
     result["loss"] = loss_sum
     result["grad_norm"] = grad_norm
     return result
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Fast path: a GRPO group's prompt runs once (token_logprobs and rollout.HFSampler)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def prefill_distinct_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 1):
+    """Run each DISTINCT row of a left-padded prompt batch (input_ids, attention_mask: [b, P]) through the model once
+    and copy its KV cache to every row that has it. Returns (cache over all b rows, logits [b, logits_to_keep, V]),
+    or None when no row repeats (nothing to save).
+
+    A GRPO group is one prompt repeated G times, so this reads 8 prompts, not 64, for 8 prompts x 8 rollouts; the
+    response columns then run per row on top of the copied cache. Same numbers as one forward over [b, L] (to float
+    rounding; tests/test_grpo.py), ~(G - 1) / G of the prompt work saved: on the toy workload (~28 prompt and ~80
+    response columns) a forward + backward ~15% cheaper. `reorder_cache` copies keys/values with index_select, which
+    autograd differentiates: under grad, each row's gradient flows back into its shared prompt. Position ids follow the
+    attention mask, as in `generate`.
+    """
+    b, P = input_ids.shape
+    rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)  # [b, 2P]
+    unique_rows, row_to_prompt = torch.unique(rows, dim=0, return_inverse=True)  # [u, 2P], [b]
+    if unique_rows.shape[0] == b:
+        return None
+    ids, mask = unique_rows[:, :P], unique_rows[:, P:]  # [u, P] each
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+                use_cache=True, logits_to_keep=logits_to_keep)
+    out.past_key_values.reorder_cache(row_to_prompt)  # [u, ...] -> [b, ...] in every layer
+    return out.past_key_values, out.logits[row_to_prompt]
+
+
+def can_share_prompts(model) -> bool:
+    """Prompt sharing runs two forwards per micro-batch through a KV cache: not under FSDP2 (every rank must make the
+    same forward calls, but ranks differ in whether their micro-batch repeats a prompt) nor with gradient checkpointing
+    (transformers turns the cache off while training with it)."""
+    return not is_sharded(model) and not getattr(unwrap(model), "is_gradient_checkpointing", False)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from grpo import prefill_distinct_prompts
+
 
 @dataclass
 class Rollout:
@@ -85,27 +87,6 @@ def split_response(tokens: list[int], eos_ids: set[int]) -> tuple[list[int], boo
         if token in eos_ids:
             return tokens[: t + 1], False
     return tokens, True
-
-
-def prefill_distinct_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, logits_to_keep: int = 1):
-    """Run each DISTINCT row of a left-padded prompt batch (input_ids, attention_mask: [b, P]) through the model once
-    and copy its KV cache to every row that has it. Returns (cache over all b rows, logits [b, logits_to_keep, V]),
-    or None when no row repeats (nothing to save).
-
-    A GRPO group is one prompt repeated n times, so this reads 8 prompts, not 64, for 8 prompts x 8 rollouts.
-    `reorder_cache` copies keys/values with index_select, which autograd differentiates: under grad, each row's
-    gradient flows back into its shared prompt (grpo.py). Position ids follow the attention mask, as in `generate`.
-    """
-    b, P = input_ids.shape
-    rows = torch.cat([input_ids, attention_mask.to(input_ids.dtype)], dim=1)  # [b, 2P]
-    unique_rows, row_to_prompt = torch.unique(rows, dim=0, return_inverse=True)  # [u, 2P], [b]
-    if unique_rows.shape[0] == b:
-        return None
-    ids, mask = unique_rows[:, :P], unique_rows[:, P:]  # [u, P] each
-    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=logits_to_keep)
-    out.past_key_values.reorder_cache(row_to_prompt)  # [u, ...] -> [b, ...] in every layer
-    return out.past_key_values, out.logits[row_to_prompt]
 
 
 class HFSampler:

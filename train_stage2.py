@@ -14,17 +14,17 @@ Args) and calls train_stage1.main, so the two stages can never drift apart.
 import os
 from dataclasses import dataclass, field
 
-from transformers import HfArgumentParser
-
 import distributed
 import train_stage1
+from common import fail, parse_cli
 
 
 @dataclass
 class Args(train_stage1.Args):
     model: str = field(default="runs/stage1/checkpoint", metadata={"help": "starting checkpoint: a Stage-I (or SFT, self-distillation) checkpoint directory, or 'toy' for the base"})
     output_dir: str = field(default="runs/stage2", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
-    reward: str = field(default="sparse", metadata={"help": "Stage II is sparse by definition (0/1 final-answer reward)"})
+    reward: str = field(default="sparse", metadata={"help": "Stage II is sparse by definition (0/1 final answer)",
+                                                    "choices": ["sparse"]})
     judge: str = field(default="", metadata={"help": "unused in Stage II (no judge)"})
     # PAPER.md Stage II, scaled to the toy world: 8 x 8 rollouts instead of 32 x 32, lr 1e-4 instead of 1e-6.
     scale_advantages: bool = field(default=False, metadata={"help": "False: A = r - group mean (PAPER); True: divide by the group std too"})
@@ -42,24 +42,19 @@ PRESETS = {"paper-4b": dict(group_size=32, prompts_per_step=32, steps=500, lr=1e
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    import sys
-    argv = sys.argv[1:] if argv is None else argv
-    (args,) = HfArgumentParser(Args).parse_args_into_dataclasses(argv)
-    if args.reward != "sparse":
-        raise SystemExit(f"train_stage2.py: --reward must be 'sparse' (Stage II is final-answer GRPO), got {args.reward!r}; "
-                         "for judge rewards use train_stage1.py")
+    """Command line -> Args (Stage II defaults; --preset paper-4b fills PAPER.md's Stage II); a bad flag or value stops
+    with one line and exit status 2 before anything is loaded."""
+    args, given = parse_cli(Args, argv)
     if args.preset:
-        if args.preset not in PRESETS:
-            raise SystemExit(f"--preset {args.preset!r} is unknown; choose from {sorted(PRESETS)}")
-        given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
         for name, value in PRESETS[args.preset].items():
             if name not in given:
                 setattr(args, name, value)
         if "model" not in given or "train_data" not in given:
-            raise SystemExit(f"--preset {args.preset} needs --model (the Stage-I checkpoint) and --train_data")
-    if args.model not in ("toy",) and not os.path.isfile(os.path.join(args.model, "config.json")):
-        raise SystemExit(f"train_stage2.py: no checkpoint at --model {args.model!r} (config.json missing). Run Stage I "
-                         "first (python train_stage1.py writes runs/stage1/checkpoint) or pass --model toy for the base.")
+            fail(f"--preset {args.preset} needs --model (the Stage-I checkpoint) and --train_data")
+    if args.model != "toy" and not os.path.isfile(os.path.join(args.model, "config.json")):
+        fail(f"--model {args.model!r}: no checkpoint there (config.json missing). Run Stage I first (python "
+             "train_stage1.py writes runs/stage1/checkpoint) or pass --model toy for the base.")
+    train_stage1.check_args(args)
     return args
 
 

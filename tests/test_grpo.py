@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from grpo import grpo_step, kl_k3, policy_loss, token_logprobs
+from grpo import LossConfig, grpo_step, kl_k3, policy_loss, token_logprobs
 
 AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
@@ -334,8 +334,8 @@ def training_batch(model):
 def step_grads(batch, micro_batch_size, agg):
     model = tiny_model()
     recorder = GradRecorder(model)
-    metrics = grpo_step(model, recorder, batch, micro_batch_size, kl_coef=0.1, agg=agg, max_grad_norm=None,
-                        entropy_coef=0.01)
+    metrics = grpo_step(model, recorder, batch, LossConfig(kl_coef=0.1, agg=agg, entropy_coef=0.01), micro_batch_size,
+                        max_grad_norm=None)
     return recorder.grads, metrics
 
 
@@ -377,7 +377,7 @@ def test_on_policy_step_changes_weights():
     with torch.no_grad():
         lp_before = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 4)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    metrics = grpo_step(model, optimizer, batch, micro_batch_size=2, log_entropy=True)
+    metrics = grpo_step(model, optimizer, batch, LossConfig(log_entropy=True), micro_batch_size=2)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert all(p.grad is None or (p.grad == 0).all() for p in model.parameters())  # zero_grad was called
     # no old_logprobs: old = current, so ratio = 1, nothing clipped, approx_kl = 0
@@ -391,7 +391,7 @@ def test_grad_clipping_caps_the_norm():
     model = tiny_model()
     batch = training_batch(model)
     recorder = GradRecorder(model)
-    metrics = grpo_step(model, recorder, batch, micro_batch_size=2, kl_coef=0.1, max_grad_norm=1e-3)
+    metrics = grpo_step(model, recorder, batch, LossConfig(kl_coef=0.1), micro_batch_size=2, max_grad_norm=1e-3)
     applied = torch.sqrt(sum((g ** 2).sum() for g in recorder.grads)).item()
     assert metrics["grad_norm"] > 1e-3  # reported before clipping
     assert applied == pytest.approx(1e-3, rel=1e-4)
@@ -402,4 +402,4 @@ def test_kl_without_reference_is_an_error():
     batch = make_batch()
     batch["advantages"] = torch.zeros(batch["input_ids"].shape)
     with pytest.raises(ValueError, match="ref_logprobs"):
-        grpo_step(model, GradRecorder(model), batch, 2, kl_coef=0.001)
+        grpo_step(model, GradRecorder(model), batch, LossConfig(kl_coef=0.001), 2)
