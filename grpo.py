@@ -30,7 +30,8 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
 def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_size: int,
-                   with_entropy: bool = False, temperature: float = 1.0, share_prompts: bool = True):
+                   with_entropy: bool = False, temperature: float = 1.0, share_prompts: bool = True,
+                   chunk_size: int | None = None):
     """log pi(y_t | x, y_<t) of each realised response token, [B, L], zero off the response.
 
     Only response logits are computed: the model is called with `logits_to_keep` covering the columns from the first
@@ -42,13 +43,17 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
 
     With with_entropy=True also returns the per-token entropy H_t = -sum_v pi(v | .) log pi(v | .), [B, L].
 
+    chunk_size=k (long responses): the [b, R, V] logits tensor is never built. The LM head runs over k response
+    positions at a time and its backward recomputes each chunk's logits, so memory grows with tokens x hidden size,
+    not tokens x vocabulary (the last section of this file). Same numbers to float rounding; None = one logits tensor.
+
     Example: a 1-token response whose token has probability 0.25 under the model gives logprobs[0, P] = log 0.25.
     """
     lps, ents = [], []
     for start in range(0, input_ids.shape[0], micro_batch_size):
         rows = slice(start, start + micro_batch_size)
         lp, ent = _logprobs_one_micro_batch(model, input_ids[rows], attention_mask[rows], response_mask[rows],
-                                            with_entropy, temperature, share_prompts)
+                                            with_entropy, temperature, share_prompts, chunk_size)
         lps.append(lp)
         ents.append(ent)
     logprobs = torch.cat(lps, dim=0)  # [B, L]
@@ -58,7 +63,7 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
 
 
 def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature,
-                              share_prompts):
+                              share_prompts, chunk_size=None):
     """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None).
 
     A micro-batch without any response token (every rollout dropped) still runs the model, on its last two columns:
@@ -73,24 +78,33 @@ def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, w
     # Positions as generate() assigns them under left padding: the first real token is position 0.
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [b, L]
     share = share_prompts and bool(in_response.any()) and can_share_prompts(model)
-    logits = _response_logits(model, input_ids, attention_mask, position_ids, p0, share).float()  # [b, L - p0, V]
-    if temperature != 1.0:
-        logits = logits / temperature  # the distribution the sampler drew from
-    targets = input_ids[:, p0:]  # [b, L - p0]
-    log_z = torch.logsumexp(logits, dim=-1)  # [b, L - p0]
-    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, L - p0]
     keep = response_mask[:, p0:].bool()  # [b, L - p0]
-    # torch.where (not multiplication) so that anything odd at padded columns cannot leak as NaN.
-    lp = torch.where(keep, picked - log_z, torch.zeros_like(log_z))  # [b, L - p0]
+    if chunk_size is None:
+        logits = _response_logits(model, input_ids, attention_mask, position_ids, p0, share).float()  # [b, L - p0, V]
+        lp, h = _response_stats(logits, input_ids[:, p0:], keep, temperature, with_entropy)  # [b, L - p0] each
+    else:
+        lp, h = _chunked_response_stats(model, input_ids, attention_mask, position_ids, keep, p0, share, temperature,
+                                        with_entropy, chunk_size)  # [b, L - p0] each
     prompt_zeros = torch.zeros(b, p0, dtype=torch.float32, device=input_ids.device)  # [b, p0]
     logprobs = torch.cat([prompt_zeros, lp], dim=1)  # [b, L]
-    entropy = None
-    if with_entropy:
-        # H = -sum_v p_v log p_v = log Z - sum_v p_v z_v
-        h = log_z - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)  # [b, L - p0]
-        h = torch.where(keep, h, torch.zeros_like(h))
-        entropy = torch.cat([prompt_zeros, h], dim=1)  # [b, L]
+    entropy = torch.cat([prompt_zeros, h], dim=1) if with_entropy else None  # [b, L]
     return logprobs, entropy
+
+
+def _response_stats(logits, targets, keep, temperature, with_entropy):
+    """log p of each target and the entropy H from float32 logits [b, n, V]; (lp [b, n], H [b, n] or None), 0 where
+    keep [b, n] is False."""
+    if temperature != 1.0:
+        logits = logits / temperature  # the distribution the sampler drew from
+    log_z = torch.logsumexp(logits, dim=-1)  # [b, n]
+    picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # [b, n]
+    # torch.where (not multiplication) so that anything odd at padded columns cannot leak as NaN.
+    lp = torch.where(keep, picked - log_z, torch.zeros_like(log_z))  # [b, n]
+    if not with_entropy:
+        return lp, None
+    # H = -sum_v p_v log p_v = log Z - sum_v p_v z_v
+    h = log_z - (torch.softmax(logits, dim=-1) * logits).sum(dim=-1)  # [b, n]
+    return lp, torch.where(keep, h, torch.zeros_like(h))
 
 
 def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, share_prompts: bool):
@@ -266,6 +280,7 @@ class LossConfig:
     temperature: float = 1.0  # the sampler's; log-probs are those of the distribution it drew from
     log_entropy: bool = False  # compute the entropy for the metrics even when entropy_coef is 0
     norm_length: int | None = None  # seq-mean-token-sum-norm's constant (None: the batch width L)
+    chunk_size: int | None = None  # LM head over this many response tokens at a time (token_logprobs); None = at once
 
 
 def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size: int,
@@ -302,7 +317,7 @@ def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size:
         rows = slice(start, start + micro_batch_size)
         mask = response_mask[rows]
         out = token_logprobs(model, input_ids[rows], attention_mask[rows], mask, micro_batch_size,
-                             with_entropy=want_entropy, temperature=loss.temperature)
+                             with_entropy=want_entropy, temperature=loss.temperature, chunk_size=loss.chunk_size)
         lp, ent = out if want_entropy else (out, None)  # [b, L] each
         old = lp.detach() if old_logprobs is None else old_logprobs[rows]
         ref = None if ref_logprobs is None else ref_logprobs[rows]
@@ -364,3 +379,146 @@ def can_share_prompts(model) -> bool:
     same forward calls, but ranks differ in whether their micro-batch repeats a prompt) nor with gradient checkpointing
     (transformers turns the cache off while training with it)."""
     return not is_sharded(model) and not getattr(unwrap(model), "is_gradient_checkpointing", False)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Long responses: the LM head in chunks (token_logprobs(..., chunk_size=k))
+# ----------------------------------------------------------------------------------------------------------------------
+# At 16,384 response tokens and a 151,936-token vocabulary, one micro-batch row's float32 logits take 10 GB, and the
+# log-softmax, entropy and their gradients several times that. Here the model's forward runs as usual up to the LM head
+# (one call, through the DDP or FSDP2 wrapper, so their hooks and all-gathers happen as always); a forward hook on the
+# head takes its input, the final hidden states [b, n, H], and makes the head return (log p, H) per position, [b, n, 2],
+# computed k positions at a time by _ChunkedHead, which keeps no logits for backward and recomputes them there.
+
+
+def _chunked_response_stats(model, input_ids, attention_mask, position_ids, keep, p0, share, temperature, with_entropy,
+                            chunk_size):
+    """What `_response_stats(_response_logits(...))` returns, without a [b, L - p0, V] tensor: (lp, H or None)."""
+    if chunk_size < 1:
+        raise ValueError(f"token_logprobs: chunk_size must be >= 1 or None, got {chunk_size}")
+    config = unwrap(model).config
+    if getattr(config, "final_logit_softcapping", None) is not None:
+        raise ValueError(f"token_logprobs: chunk_size is not supported for {type(unwrap(model)).__name__}, whose "
+                         "config.final_logit_softcapping transforms the logits after the LM head; use chunk_size=None")
+    L = input_ids.shape[1]
+    targets = input_ids[:, p0:]  # [b, m], m = L - p0
+    shared = prefill_distinct_prompts(model, input_ids[:, :p0], attention_mask[:, :p0]) if share else None
+    head = _StatsHead(model, temperature, with_entropy, chunk_size)
+    if shared is None:
+        # The head sees columns p0 - 1 .. L - 1 and scores the first m of them (column t - 1 predicts token t).
+        stats = head(targets, keep, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                     logits_to_keep=L - p0 + 1, use_cache=False)  # [b, m, 2]
+    else:
+        # Prompt sharing: the last prompt column's logits [b, 1, V] score the first response token (one column, so no
+        # chunking needed); the response columns run on the shared cache, column p0 + j predicting token p0 + j + 1.
+        cache, first = shared
+        lp0, h0 = _response_stats(first.float(), targets[:, :1], keep[:, :1], temperature, with_entropy)  # [b, 1]
+        rest = head(targets[:, 1:], keep[:, 1:], input_ids=input_ids[:, p0:], attention_mask=attention_mask,
+                    position_ids=position_ids[:, p0:], past_key_values=cache, use_cache=True)  # [b, m - 1, 2]
+        stats = torch.cat([torch.stack([lp0, h0 if with_entropy else torch.zeros_like(lp0)], dim=-1), rest], dim=1)
+    return stats[..., 0], (stats[..., 1] if with_entropy else None)  # [b, m] each
+
+
+class _StatsHead:
+    """Calls the model once with forward hooks on its LM head (`get_output_embeddings()`): the head's input is taken
+    and replaced by an empty slice (so the head itself computes no logits), and the head's output is replaced by
+    (log p, H) of `targets` at the first m columns, [b, m, 2], 0 where keep is False.
+
+    Why inside the model's forward: under DDP the wrapper's forward prepares the gradient all-reduce; under FSDP2 the
+    root module's forward all-gathers the embedding/LM-head weights and registers its backward hooks on the model's
+    outputs. The head's weight is read where the model itself reads it, and the stats leave as the model's `logits`.
+    A model that transforms its logits after the head (a logit scale, a soft cap) would transform the stats, so the
+    returned `logits` must be exactly what the hook produced; otherwise it is an error, never a silent wrong number.
+    """
+
+    def __init__(self, model, temperature, with_entropy, chunk_size):
+        self.model, self.temperature, self.with_entropy, self.chunk_size = model, temperature, with_entropy, chunk_size
+
+    def __call__(self, targets, keep, **model_inputs):
+        head, box = unwrap(self.model).get_output_embeddings(), {}
+
+        def take_input(module, args):
+            box["hidden"] = args[0]  # [b, n, H] final hidden states (after the last norm)
+            return (args[0][:, :0],)  # [b, 0, H]: the head computes nothing
+
+        def give_stats(module, args, output):
+            hidden = box.pop("hidden")[:, :targets.shape[1]]  # [b, m, H]
+            h, y = hidden[keep], targets[keep]  # [N, H], [N]: real response tokens only, padding never reaches the head
+            lp, ent = _ChunkedHead.apply(h, module.weight, module.bias, y, self.temperature, self.with_entropy,
+                                         self.chunk_size)  # [N] each
+            stats = torch.zeros(*keep.shape, 2, dtype=torch.float32, device=h.device)  # [b, m, 2]
+            box["stats"] = stats.index_put((keep,), torch.stack([lp, ent], dim=-1))
+            return box["stats"]
+
+        handles = [head.register_forward_pre_hook(take_input), head.register_forward_hook(give_stats)]
+        try:
+            logits = self.model(**model_inputs).logits
+        finally:
+            for handle in handles:
+                handle.remove()
+        if "stats" not in box or logits.shape != box["stats"].shape or not torch.equal(logits, box["stats"]):
+            raise ValueError(f"token_logprobs: chunk_size is not supported for {type(unwrap(self.model)).__name__}: "
+                             "its forward does not return the LM head's output unchanged; use chunk_size=None")
+        return logits  # the tensor the model returned: FSDP2's backward hooks sit on it
+
+
+class _ChunkedHead(torch.autograd.Function):
+    """(log p(y_i), H_i) for N positions from hidden states h [N, H] and the LM head W [V, H] (+ bias [V]), k rows at a
+    time; saves only h, W and y for backward, which recomputes each chunk's logits.
+
+    Per chunk, z = (h W^T + b) / T in float32 (T the temperature), log p = z - logsumexp(z), p = exp(log p):
+        lp_i = log p_{i, y_i}                  d lp_i / d z_iv = [v = y_i] - p_iv
+        H_i  = -sum_v p_iv log p_iv            d H_i / d z_iv  = -p_iv (log p_iv + H_i)
+    so the logits' gradient is g_z = g_lp ([v = y] - p) - g_H p (log p + H), divided by T; then dL/dh = g_z W and
+    dL/dW = g_z^T h, summed over chunks in float32 (one rounding to W's dtype at the end).
+
+    Example: one position, V = 2, z = (0, 0): p = (1/2, 1/2), lp = log 1/2, H = log 2; with g_lp = 1 and y = 0,
+    g_z = (1 - 1/2, 0 - 1/2) = (1/2, -1/2). With g_H = 1 instead: log p + H = 0 for both, so g_z = (0, 0)
+    (the uniform distribution is the entropy's maximum).
+    """
+
+    @staticmethod
+    def forward(ctx, h, weight, bias, targets, temperature, with_entropy, chunk_size):
+        lp = torch.zeros(h.shape[0], dtype=torch.float32, device=h.device)  # [N]
+        ent = torch.zeros_like(lp)  # [N]; stays 0 without with_entropy
+        for s in range(0, h.shape[0], chunk_size):
+            z = _chunk_logits(h[s:s + chunk_size], weight, bias, temperature)  # [k, V]
+            log_z = torch.logsumexp(z, dim=-1)  # [k]
+            lp[s:s + chunk_size] = z.gather(-1, targets[s:s + chunk_size, None]).squeeze(-1) - log_z
+            if with_entropy:
+                ent[s:s + chunk_size] = log_z - (torch.softmax(z, dim=-1) * z).sum(dim=-1)
+        ctx.save_for_backward(h, weight, bias, targets)
+        ctx.temperature, ctx.with_entropy, ctx.chunk_size = temperature, with_entropy, chunk_size
+        return lp, ent
+
+    @staticmethod
+    def backward(ctx, g_lp, g_ent):
+        h, weight, bias, targets = ctx.saved_tensors
+        k = ctx.chunk_size
+        grad_h = torch.empty_like(h)  # [N, H]
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V, H]
+        grad_b = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)  # [V]
+        for s in range(0, h.shape[0], k):
+            log_p = _chunk_logits(h[s:s + k], weight, bias, ctx.temperature)  # [k, V] recomputed z ...
+            log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)  # ... -> log p, in place
+            p = log_p.exp()  # [k, V]
+            g_z = p * -g_lp[s:s + k, None]  # [k, V]: -g_lp p ...
+            g_z.scatter_add_(-1, targets[s:s + k, None], g_lp[s:s + k, None])  # ... + g_lp [v = y]
+            if ctx.with_entropy:
+                ent = -(p * log_p).sum(dim=-1, keepdim=True)  # [k, 1]
+                g_z -= log_p.add_(ent).mul_(p).mul_(g_ent[s:s + k, None])  # - g_H p (log p + H)
+            if ctx.temperature != 1.0:
+                g_z /= ctx.temperature
+            g_z = g_z.to(weight.dtype)
+            grad_h[s:s + k] = g_z @ weight  # [k, H]
+            grad_w += (g_z.T @ h[s:s + k]).float()  # [V, H]
+            if grad_b is not None:
+                grad_b += g_z.float().sum(dim=0)
+        grad_b = None if grad_b is None else grad_b.to(bias.dtype)
+        return grad_h, grad_w.to(weight.dtype), grad_b, None, None, None, None
+
+
+def _chunk_logits(h, weight, bias, temperature):
+    """z = (h W^T + b) / T in float32, [k, V], as the head and _response_stats compute it."""
+    z = torch.nn.functional.linear(h, weight, bias).float()  # [k, V]
+    return z / temperature if temperature != 1.0 else z

@@ -62,6 +62,41 @@ def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, 
     return {k: v.detach().clone() for k, v in weights.items()}, metrics
 
 
+def tied_tiny_model(seed: int):
+    """The toy model's shape with the LM head tied to the embedding (Qwen3-4B's layout): under FSDP2 both live in the
+    root unit, and the head's gradient and the embedding's add up in one parameter."""
+    from transformers import LlamaForCausalLM
+    config = tiny_model()[0].config
+    config.tie_word_embeddings = True
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def chunked_update(mode: str, rank: int = 0, world: int = 1, chunk_size: int | None = 3) -> tuple[dict, dict]:
+    """fixed_batch_update's update with chunked log-probs (LossConfig.chunk_size, and the KL reference's log-probs
+    chunked too), a tied head, and an entropy bonus: grpo_step directly, since train_stage1.Args has no chunk flag
+    here. Returns (full weights or {} off rank 0, metrics)."""
+    from grpo import LossConfig, aggregation_denominator, grpo_step, token_logprobs
+    _, tokenizer = tiny_model()
+    ref = distributed.wrap_model(tied_tiny_model(1).requires_grad_(False), mode, trainable=False)
+    model = distributed.wrap_model(tied_tiny_model(0), mode)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    rollouts, advantages, keep = fixed_rollouts()
+    mine = slice(rank * ROWS // world, (rank + 1) * ROWS // world)
+    batch = build_batch(rollouts[mine], advantages[mine], keep[mine], tokenizer.pad_token_id)
+    with torch.no_grad():
+        batch["ref_logprobs"] = token_logprobs(ref, batch["input_ids"], batch["attention_mask"],
+                                               batch["response_mask"], MICRO, chunk_size=chunk_size)
+    loss = LossConfig(kl_coef=0.1, entropy_coef=0.01, log_entropy=True, temperature=0.9, chunk_size=chunk_size)
+    scale = distributed.loss_scale(aggregation_denominator(batch["response_mask"], loss.agg))
+    metrics = grpo_step(model, optimizer, batch, loss, MICRO, max_grad_norm=1e9, loss_scale=scale)
+    metrics["loss"] /= world
+    tokens = int(batch["response_mask"].sum())
+    metrics = distributed.reduce_metrics(metrics, {k: tokens for k in metrics}, sums=("loss",))
+    weights = distributed.full_state_dict(model)
+    return {k: v.detach().clone() for k, v in weights.items()}, metrics
+
+
 def fsdp_checkpoint_round_trip(out: str) -> bool:
     """Under torchrun: one AdamW step on an FSDP2 model, save_training_checkpoint (gathers the shards; rank 0 writes),
     load it into a fresh sharded model + optimiser, take one more step with both: True when they end identical."""
@@ -97,18 +132,19 @@ import json, os, sys, torch
 sys.path.insert(0, {repo!r})
 torch.set_num_threads(1)
 import distributed, train_stage1
-from tests.test_distributed import fixed_batch_update, fsdp_checkpoint_round_trip
+from tests.test_distributed import chunked_update, fixed_batch_update, fsdp_checkpoint_round_trip
 distributed.init()
 rank, world, out = distributed.rank(), distributed.world_size(), {out!r}
-# 1. the fixed batch, one update, through DDP and through FSDP2
-for mode in ("ddp", "fsdp"):
-    weights, metrics = fixed_batch_update(mode, rank, world)
-    if mode == "ddp":  # every rank holds the full model: save each rank's copy
-        torch.save(weights, os.path.join(out, f"ddp_rank{{rank}}.pt"))
-    elif rank == 0:  # FSDP2 shards it: rank 0 receives the gathered full weights
-        torch.save(weights, os.path.join(out, "fsdp_full.pt"))
-    if rank == 0:
-        json.dump(metrics, open(os.path.join(out, f"{{mode}}_metrics.json"), "w"))
+# 1. the fixed batch, one update, through DDP and through FSDP2; then the same with chunked log-probs
+for name, update in (("", fixed_batch_update), ("chunked_", chunked_update)):
+    for mode in ("ddp", "fsdp"):
+        weights, metrics = update(mode, rank, world)
+        if mode == "ddp":  # every rank holds the full model: save each rank's copy
+            torch.save(weights, os.path.join(out, f"{{name}}ddp_rank{{rank}}.pt"))
+        elif rank == 0:  # FSDP2 shards it: rank 0 receives the gathered full weights
+            torch.save(weights, os.path.join(out, f"{{name}}fsdp_full.pt"))
+        if rank == 0:
+            json.dump(metrics, open(os.path.join(out, f"{{name}}{{mode}}_metrics.json"), "w"))
 same = fsdp_checkpoint_round_trip(out)
 if rank == 0:
     json.dump({{"identical": same}}, open(os.path.join(out, "fsdp_round_trip.json"), "w"))
@@ -167,6 +203,29 @@ def test_two_rank_update_equals_single_process_update(torchrun_outputs, mode):
         torch.testing.assert_close(weights[k], single_weights[k], atol=1e-6, rtol=0)
     metrics = json.load(open(torchrun_outputs / f"{mode}_metrics.json"))
     # the global token-mean loss and the gradient norm (over the synchronised gradient) match one process's
+    for key in ("loss", "grad_norm", "kl_ref", "pg_loss", "entropy"):
+        assert metrics[key] == pytest.approx(single_metrics[key], rel=1e-5, abs=1e-7), key
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_rank_chunked_update_equals_single_process_unchunked(torchrun_outputs, mode):
+    """Chunked log-probs under DDP (the wrapper's forward runs, its gradient hooks fire) and FSDP2 (the head's weight is
+    read inside the root's forward, where it is all-gathered; tied to the embedding) give the single-process update
+    computed with one logits tensor."""
+    torch.set_num_threads(1)
+    single_weights, single_metrics = chunked_update(mode, chunk_size=None)
+    if mode == "ddp":
+        ranks = [torch.load(torchrun_outputs / f"chunked_ddp_rank{r}.pt") for r in range(2)]
+        assert all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+        weights = ranks[0]
+    else:
+        weights = torch.load(torchrun_outputs / "chunked_fsdp_full.pt")
+    assert set(weights) == set(single_weights)
+    before = tied_tiny_model(0).state_dict()
+    assert max((single_weights[k] - before[k]).abs().max().item() for k in weights) > 1e-3
+    for k in weights:
+        torch.testing.assert_close(weights[k], single_weights[k], atol=1e-6, rtol=0, msg=k)
+    metrics = json.load(open(torchrun_outputs / f"chunked_{mode}_metrics.json"))
     for key in ("loss", "grad_norm", "kl_ref", "pg_loss", "entropy"):
         assert metrics[key] == pytest.approx(single_metrics[key], rel=1e-5, abs=1e-7), key
 
