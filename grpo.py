@@ -384,96 +384,92 @@ def can_share_prompts(model) -> bool:
 # ----------------------------------------------------------------------------------------------------------------------
 # Long responses: the LM head in chunks (token_logprobs(..., chunk_size=k))
 # ----------------------------------------------------------------------------------------------------------------------
-# At 16,384 response tokens and a 151,936-token vocabulary, one micro-batch row's float32 logits take 10 GB, and the
-# log-softmax, entropy and their gradients several times that. Here the model's forward runs as usual up to the LM head
-# (one call, through the DDP or FSDP2 wrapper, so their hooks and all-gathers happen as always); a forward hook on the
-# head takes its input, the final hidden states [b, n, H], and makes the head return (log p, H) per position, [b, n, 2],
-# computed k positions at a time by _ChunkedHead, which keeps no logits for backward and recomputes them there.
+# At 16,384 response tokens and a 151,936-token vocabulary, one row's float32 logits take 10 GB, and the log-softmax,
+# the entropy and their gradients several times that. Here the model runs ONE ordinary forward call (through its DDP or
+# FSDP2 wrapper, so their hooks and all-gathers happen as always) in which forward hooks on the LM head take the final
+# hidden states [b, n, H] and make the head return (log p, entropy) per position, [b, n, 2], computed k positions at a
+# time by _ChunkedHead, which keeps no logits for backward and recomputes them there, chunk by chunk.
 
 
 def _chunked_response_stats(model, input_ids, attention_mask, position_ids, keep, p0, share, temperature, with_entropy,
                             chunk_size):
-    """What `_response_stats(_response_logits(...))` returns, without a [b, L - p0, V] tensor: (lp, H or None)."""
+    """What `_response_stats(_response_logits(...))` returns, without a [b, L - p0, V] tensor: (lp, entropy or None)."""
     if chunk_size < 1:
         raise ValueError(f"token_logprobs: chunk_size must be >= 1 or None, got {chunk_size}")
-    config = unwrap(model).config
-    if getattr(config, "final_logit_softcapping", None) is not None:
+    if getattr(unwrap(model).config, "final_logit_softcapping", None) is not None:
         raise ValueError(f"token_logprobs: chunk_size is not supported for {type(unwrap(model)).__name__}, whose "
                          "config.final_logit_softcapping transforms the logits after the LM head; use chunk_size=None")
     L = input_ids.shape[1]
     targets = input_ids[:, p0:]  # [b, m], m = L - p0
+    head = (temperature, with_entropy, chunk_size)
     shared = prefill_distinct_prompts(model, input_ids[:, :p0], attention_mask[:, :p0]) if share else None
-    head = _StatsHead(model, temperature, with_entropy, chunk_size)
     if shared is None:
         # The head sees columns p0 - 1 .. L - 1 and scores the first m of them (column t - 1 predicts token t).
-        stats = head(targets, keep, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                     logits_to_keep=L - p0 + 1, use_cache=False)  # [b, m, 2]
+        stats = _stats_from_head(model, targets, keep, *head, input_ids=input_ids, attention_mask=attention_mask,
+                                 position_ids=position_ids, logits_to_keep=L - p0 + 1, use_cache=False)  # [b, m, 2]
     else:
-        # Prompt sharing: the last prompt column's logits [b, 1, V] score the first response token (one column, so no
-        # chunking needed); the response columns run on the shared cache, column p0 + j predicting token p0 + j + 1.
+        # Prompt sharing: the last prompt column's logits [b, 1, V] score the first response token (one column: no
+        # chunks needed); the response columns run on the shared cache, column p0 + j predicting token p0 + j + 1.
         cache, first = shared
         lp0, h0 = _response_stats(first.float(), targets[:, :1], keep[:, :1], temperature, with_entropy)  # [b, 1]
-        rest = head(targets[:, 1:], keep[:, 1:], input_ids=input_ids[:, p0:], attention_mask=attention_mask,
-                    position_ids=position_ids[:, p0:], past_key_values=cache, use_cache=True)  # [b, m - 1, 2]
+        rest = _stats_from_head(model, targets[:, 1:], keep[:, 1:], *head, input_ids=input_ids[:, p0:],
+                                attention_mask=attention_mask, position_ids=position_ids[:, p0:],
+                                past_key_values=cache, use_cache=True)  # [b, m - 1, 2]
         stats = torch.cat([torch.stack([lp0, h0 if with_entropy else torch.zeros_like(lp0)], dim=-1), rest], dim=1)
     return stats[..., 0], (stats[..., 1] if with_entropy else None)  # [b, m] each
 
 
-class _StatsHead:
-    """Calls the model once with forward hooks on its LM head (`get_output_embeddings()`): the head's input is taken
-    and replaced by an empty slice (so the head itself computes no logits), and the head's output is replaced by
-    (log p, H) of `targets` at the first m columns, [b, m, 2], 0 where keep is False.
+def _stats_from_head(model, targets, keep, temperature, with_entropy, chunk_size, **model_inputs):
+    """model(**model_inputs) with forward hooks on its LM head (`get_output_embeddings()`): the head's input is kept
+    and replaced by an empty slice (the head itself computes nothing), and its output is replaced by (log p, entropy)
+    of `targets` [b, m] at the first m columns: [b, m, 2], 0 where keep [b, m] is False. Only the real response tokens
+    (keep) reach _ChunkedHead; padding costs nothing.
 
-    Why inside the model's forward: under DDP the wrapper's forward prepares the gradient all-reduce; under FSDP2 the
-    root module's forward all-gathers the embedding/LM-head weights and registers its backward hooks on the model's
-    outputs. The head's weight is read where the model itself reads it, and the stats leave as the model's `logits`.
-    A model that transforms its logits after the head (a logit scale, a soft cap) would transform the stats, so the
-    returned `logits` must be exactly what the hook produced; otherwise it is an error, never a silent wrong number.
+    Why inside the model's forward: under DDP the wrapper's forward prepares the gradient all-reduce (calling a
+    submodule directly would bypass it); under FSDP2 the root module's forward all-gathers the embedding/LM-head weight
+    and registers its backward hooks on the model's outputs. So the head's weight is read where the model reads it,
+    and the stats leave as the model's `logits`. A model that changes its logits after the head (a logit scale, a soft
+    cap) would change the stats: the returned `logits` must equal what the hook produced, or this is an error.
     """
+    box = {}
 
-    def __init__(self, model, temperature, with_entropy, chunk_size):
-        self.model, self.temperature, self.with_entropy, self.chunk_size = model, temperature, with_entropy, chunk_size
+    def take_input(module, args):
+        box["hidden"] = args[0]  # [b, n, H] final hidden states (after the last norm)
+        return (args[0][:, :0],)  # [b, 0, H]
 
-    def __call__(self, targets, keep, **model_inputs):
-        head, box = unwrap(self.model).get_output_embeddings(), {}
+    def give_stats(module, args, output):
+        hidden = box.pop("hidden")[:, : targets.shape[1]]  # [b, m, H]
+        lp, ent = _ChunkedHead.apply(hidden[keep], module.weight, module.bias, targets[keep], temperature, with_entropy,
+                                     chunk_size)  # [N] each, N = real response tokens
+        stats = torch.zeros(*keep.shape, 2, dtype=torch.float32, device=hidden.device)  # [b, m, 2]
+        box["stats"] = stats.index_put((keep,), torch.stack([lp, ent], dim=-1))
+        return box["stats"]
 
-        def take_input(module, args):
-            box["hidden"] = args[0]  # [b, n, H] final hidden states (after the last norm)
-            return (args[0][:, :0],)  # [b, 0, H]: the head computes nothing
-
-        def give_stats(module, args, output):
-            hidden = box.pop("hidden")[:, :targets.shape[1]]  # [b, m, H]
-            h, y = hidden[keep], targets[keep]  # [N, H], [N]: real response tokens only, padding never reaches the head
-            lp, ent = _ChunkedHead.apply(h, module.weight, module.bias, y, self.temperature, self.with_entropy,
-                                         self.chunk_size)  # [N] each
-            stats = torch.zeros(*keep.shape, 2, dtype=torch.float32, device=h.device)  # [b, m, 2]
-            box["stats"] = stats.index_put((keep,), torch.stack([lp, ent], dim=-1))
-            return box["stats"]
-
-        handles = [head.register_forward_pre_hook(take_input), head.register_forward_hook(give_stats)]
-        try:
-            logits = self.model(**model_inputs).logits
-        finally:
-            for handle in handles:
-                handle.remove()
-        if "stats" not in box or logits.shape != box["stats"].shape or not torch.equal(logits, box["stats"]):
-            raise ValueError(f"token_logprobs: chunk_size is not supported for {type(unwrap(self.model)).__name__}: "
-                             "its forward does not return the LM head's output unchanged; use chunk_size=None")
-        return logits  # the tensor the model returned: FSDP2's backward hooks sit on it
+    head = unwrap(model).get_output_embeddings()
+    handles = [head.register_forward_pre_hook(take_input), head.register_forward_hook(give_stats)]
+    try:
+        logits = model(**model_inputs).logits
+    finally:
+        for handle in handles:
+            handle.remove()
+    if "stats" not in box or logits.shape != box["stats"].shape or not torch.equal(logits, box["stats"]):
+        raise ValueError(f"token_logprobs: chunk_size is not supported for {type(unwrap(model)).__name__}: its forward "
+                         "does not return the LM head's output unchanged; use chunk_size=None")
+    return logits  # the tensor the model returned: FSDP2's backward hooks sit on it
 
 
 class _ChunkedHead(torch.autograd.Function):
-    """(log p(y_i), H_i) for N positions from hidden states h [N, H] and the LM head W [V, H] (+ bias [V]), k rows at a
-    time; saves only h, W and y for backward, which recomputes each chunk's logits.
+    """(log p(y_i), entropy E_i) for N positions from hidden states h [N, H] and the LM head W [V, H] (+ bias [V]),
+    k rows at a time; saves only h, W and y for backward, which recomputes each chunk's logits.
 
     Per chunk, z = (h W^T + b) / T in float32 (T the temperature), log p = z - logsumexp(z), p = exp(log p):
         lp_i = log p_{i, y_i}                  d lp_i / d z_iv = [v = y_i] - p_iv
-        H_i  = -sum_v p_iv log p_iv            d H_i / d z_iv  = -p_iv (log p_iv + H_i)
-    so the logits' gradient is g_z = g_lp ([v = y] - p) - g_H p (log p + H), divided by T; then dL/dh = g_z W and
-    dL/dW = g_z^T h, summed over chunks in float32 (one rounding to W's dtype at the end).
+        E_i  = -sum_v p_iv log p_iv            d E_i / d z_iv  = -p_iv (log p_iv + E_i)
+    so the logits' gradient is g_z = g_lp ([v = y] - p) - g_E p (log p + E), divided by T; then dL/dh = g_z W and
+    dL/dW = g_z^T h, each chunk's product added to a float32 sum (rounded to W's dtype once, at the end).
 
-    Example: one position, V = 2, z = (0, 0): p = (1/2, 1/2), lp = log 1/2, H = log 2; with g_lp = 1 and y = 0,
-    g_z = (1 - 1/2, 0 - 1/2) = (1/2, -1/2). With g_H = 1 instead: log p + H = 0 for both, so g_z = (0, 0)
+    Example: one position, V = 2, z = (0, 0): p = (1/2, 1/2), lp = log 1/2, E = log 2; with g_lp = 1 and y = 0,
+    g_z = (1 - 1/2, 0 - 1/2) = (1/2, -1/2). With g_E = 1 instead: log p + E = 0 for both, so g_z = (0, 0)
     (the uniform distribution is the entropy's maximum).
     """
 
@@ -496,7 +492,8 @@ class _ChunkedHead(torch.autograd.Function):
         h, weight, bias, targets = ctx.saved_tensors
         k = ctx.chunk_size
         grad_h = torch.empty_like(h)  # [N, H]
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V, H]
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # [V, H] the float32 sum
+        product = torch.empty_like(weight)  # [V, H] one chunk's g_z^T h, reused (no new [V, H] tensor per chunk)
         grad_b = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)  # [V]
         for s in range(0, h.shape[0], k):
             log_p = _chunk_logits(h[s:s + k], weight, bias, ctx.temperature)  # [k, V] recomputed z ...
@@ -505,17 +502,18 @@ class _ChunkedHead(torch.autograd.Function):
             g_z = p * -g_lp[s:s + k, None]  # [k, V]: -g_lp p ...
             g_z.scatter_add_(-1, targets[s:s + k, None], g_lp[s:s + k, None])  # ... + g_lp [v = y]
             if ctx.with_entropy:
-                ent = -(p * log_p).sum(dim=-1, keepdim=True)  # [k, 1]
-                g_z -= log_p.add_(ent).mul_(p).mul_(g_ent[s:s + k, None])  # - g_H p (log p + H)
+                ent = -(p.unsqueeze(1) @ log_p.unsqueeze(2)).squeeze(2)  # [k, 1] E = -sum_v p log p, no [k, V] temp
+                g_z -= log_p.add_(ent).mul_(p).mul_(g_ent[s:s + k, None])  # - g_E p (log p + E), in place
+            del log_p, p
             if ctx.temperature != 1.0:
                 g_z /= ctx.temperature
             g_z = g_z.to(weight.dtype)
             grad_h[s:s + k] = g_z @ weight  # [k, H]
-            grad_w += (g_z.T @ h[s:s + k]).float()  # [V, H]
+            grad_w += torch.mm(g_z.T, h[s:s + k], out=product)  # [V, H]
             if grad_b is not None:
-                grad_b += g_z.float().sum(dim=0)
+                grad_b += g_z.sum(dim=0, dtype=torch.float32)
         grad_b = None if grad_b is None else grad_b.to(bias.dtype)
-        return grad_h, grad_w.to(weight.dtype), grad_b, None, None, None, None
+        return grad_h, product.copy_(grad_w), grad_b, None, None, None, None
 
 
 def _chunk_logits(h, weight, bias, temperature):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 # 256 tokens): 66.7 x hidden for the Qwen3-4B shape, 70.7 x hidden for Qwen3-0.6B. (Korthikanti et al. 2022 count
 # 34 x hidden for a GPT layer with fused kernels; Hugging Face's float32 norms cost more.)
 LAYER_BYTES_PER_TOKEN_PER_HIDDEN = 70
-HEAD_CHUNK_COPIES = 4  # float32 [k, V] tensors alive at once in _ChunkedHead.backward: log p, p, g_z (+ bf16 g_z)
+HEAD_CHUNK_COPIES = 4  # float32 [k, V] tensors alive at once in _ChunkedHead.backward: log p, p, g_z, + bf16 g_z
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def budget(
     The chunks run over the micro-batch's response tokens flattened, so their memory does not grow with `rows`.
 
     Example (tests/test_chunked.py): Qwen3-4B, 1 row of 16,384 + 512 tokens, k = 1024, 6 ranks, vLLM 0.3 of 80 GB:
-    50.5 GB; unchunked 81.3 GB (the response logits alone 34.85 GB).
+    51.3 GB; unchunked 81.3 GB (the response logits alone 34.85 GB).
     """
     P, L, E, H, V = shape.params, shape.layer_params, shape.root_params, shape.hidden, shape.vocab
     T, R = rows * (prompt_tokens + response_tokens), rows * response_tokens
@@ -100,7 +100,7 @@ def budget(
         items["response logits: bf16 + 3 fp32 copies"] = logits_gb(R, V)
     else:
         items["head chunk: logits and softmax, 4 fp32 copies"] = min(chunk_size, R) * V * 4 * HEAD_CHUNK_COPIES / 1e9
-        items["head: fp32 weight-gradient accumulator"] = V * H * 4 / 1e9
+        items["head: weight-gradient fp32 sum + bf16 product"] = V * H * (4 + 2) / 1e9
     items["vLLM engine (gpu_memory_utilization)"] = vllm_fraction * gpu_gb
     return items
 
