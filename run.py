@@ -26,6 +26,7 @@ from common import (
     write_json,
 )
 from evaluate import evaluate, format_pass_at_k
+from judge_health import JudgeError
 from rollout import sync_weights
 
 PHASES = ("sample", "judge", "update")
@@ -132,6 +133,24 @@ class Run:
         self.bar.set_postfix(score=f"{metrics['judge_score']:.3f}", acc=f"{metrics['answer_accuracy']:.3f}",
                              unsolved=f"{metrics['fully_unsolved']:.2f}", len=f"{metrics['response_length']:.0f}")
         return metrics
+
+    def check_judge(self, step: int, monitor, judged, engine=None) -> None:
+        """After a step's judging: a one-line summary of failed judge requests (never one line per request), a warning
+        when many gave no score, and, when the judge gave nothing for `patience` steps in a row (JudgeMonitor), a
+        resumable checkpoint of the last good state (step - 1; --resume redoes this step) and JudgeError. The
+        decision is taken on every rank alike, so all ranks stop together."""
+        error, warning = None, None
+        try:
+            warning = monitor.update(judged, engine)
+        except JudgeError as caught:
+            error = caught
+        if distributed.all_reduce_sum(float(error is not None)) > 0:
+            self.checkpoint(os.path.join(self.args.output_dir, "checkpoints", f"step_{step - 1:06d}"), step - 1)
+            raise error or JudgeError(f"judge {self.args.judge}: another rank's judge gave no score")
+        failed = getattr(engine, "last_failures", 0)
+        if warning or failed:
+            errors = "; ".join(getattr(engine, "last_errors", []) or [])
+            tqdm.write(f"step {step}: {warning or f'{failed} judge requests failed: {errors}'}")
 
     def evaluate_and_checkpoint(self, step: int) -> None:
         """Evaluate every --eval_every steps, write a resumable checkpoint every --save_every steps."""

@@ -20,6 +20,7 @@ from common import check_model_path, fail, load_model, load_problem_set, parse_c
 from data import policy_messages
 from grpo import AGGREGATIONS, LossConfig, aggregation_denominator, grpo_step, token_logprobs
 from judge import JudgeResult, answer_reward
+from judge_health import JudgeError, JudgeMonitor, probe_judge
 from rollout import HFSampler, encode_prompts, sync_weights, to_batch
 from run import Run, group_record, judge_sample, step_metrics
 
@@ -61,6 +62,9 @@ class Args:
         "help": "response length limit; over-length responses get reward/advantage 0 (paper: 16384)"})
     judge_max_tokens: int = field(default=2048, metadata={
         "help": "judge output limit, greedy (paper: 2048); an output cut before its 'Score:' line is a parse failure"})
+    judge_patience: int = field(default=3, metadata={
+        "help": "stop (after a resumable checkpoint) when every judge request of this many steps in a row failed or "
+                "gave no score; 0 = never stop"})
     # --- optimisation
     steps: int = field(default=60, metadata={"help": "Stage-I steps (paper: 230)"})
     lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate, constant (paper: 1e-6 for Qwen3-4B)"})
@@ -155,7 +159,7 @@ def check_args(args: Args) -> None:
              ("eval_every", args.eval_every >= 0, ">= 0"), ("eval_n", args.eval_n >= 1, ">= 1"),
              ("eval_limit", args.eval_limit >= 0, ">= 0"), ("log_group_every", args.log_group_every >= 0, ">= 0"),
              ("save_every", args.save_every >= 0, ">= 0"), ("keep_last", args.keep_last >= 0, ">= 0"),
-             ("threads", args.threads >= 0, ">= 0"), ("vllm_memory", 0 < args.vllm_memory <= 1, "in (0, 1]"),
+             ("threads", args.threads >= 0, ">= 0"), ("judge_patience", args.judge_patience >= 0, ">= 0"), ("vllm_memory", 0 < args.vllm_memory <= 1, "in (0, 1]"),
              ("delimiter", bool(args.delimiter), "a non-empty string")]
     for name, ok, expected in rules:
         if not ok:  # NaN fails every comparison, so it lands here too
@@ -237,6 +241,9 @@ def main(args: Args, teacher=None) -> dict:
     # The frozen base for the KL term: a copy of the policy as loaded, not a second read from disk.
     ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
     judge = make_judge(args, args.device) if args.reward in ("outcome", "process") else None
+    if judge is not None:
+        probe_judge(judge, args.judge)  # one request now: a dead or mute judge stops the run before step 1
+    monitor = JudgeMonitor(args.judge, patience=args.judge_patience)
     sampler = make_sampler(args, policy, tokenizer)
     model, ref_model, optimizer = run.prepare(policy, ref_model, sampler, len(problems))  # DDP/FSDP2, AdamW, resume
     prompt_ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])  # question only, never the reference
@@ -269,6 +276,8 @@ def main(args: Args, teacher=None) -> dict:
             spans = [[(t, t + 1) for t in range(len(r.response_ids))] for r in rollouts]
             advantages, signal = teacher(policy, group_problems, rollouts)
             judged, keep = JudgeResult(scores=[signal] * len(rollouts), texts=[""] * len(rollouts)), [True] * len(rollouts)
+        if judge is not None:  # a judge that gave no score for --judge_patience steps stops the run (checkpoint first)
+            run.check_judge(step, monitor, judged, getattr(judge, "engine", None))
         per_token = [token_advantages(sp, a, len(r.response_ids)) for r, sp, a in zip(rollouts, spans, advantages)]
         run.lap("judge")
 
@@ -337,5 +346,8 @@ def update_policy(args: Args, model, ref_model, optimizer, batch) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args())
+    try:
+        main(parse_args())
+    except JudgeError as error:  # one line naming the judge, what it answered, what to check; exit status 1
+        raise SystemExit(f"error: {error}") from None
     distributed.cleanup()

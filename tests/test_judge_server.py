@@ -32,6 +32,8 @@ class JudgeServer:
     error500  HTTP 500 on every request
     numbered  HTTP 500 on every request, with the request's number in the error (every error message differs)
     mute      every request answers MUTE_ANSWER (no Score line)
+    varied    "Score: N" with N = 1 + (request number mod 5), so a group's scores differ and training has a signal
+    dies_at_K varied up to request K, then HTTP 500 on every request (a judge server that goes down mid-run)
     Whatever the behaviour, a request for a model other than SERVED_MODEL gets HTTP 404, as from `vllm serve`.
     """
 
@@ -55,10 +57,14 @@ class JudgeServer:
         if body.get("model") != SERVED_MODEL:
             return 404, error_body(f"The model `{body.get('model')}` does not exist.", "NotFoundError", 404)
         failing = {"flaky": number % 2 == 1, "error500": True, "numbered": True}.get(self.behaviour, False)
+        if self.behaviour.startswith("dies_at_"):
+            failing = number > int(self.behaviour[len("dies_at_"):])
         if failing:
             suffix = f" (request {number})" if self.behaviour == "numbered" else ""
             return 500, error_body("internal error" + suffix, "InternalServerError", 500)
         text = MUTE_ANSWER if self.behaviour == "mute" else HEALTHY_ANSWER
+        if self.behaviour == "varied" or self.behaviour.startswith("dies_at_"):
+            text = f"Reasoning: ok.\nScore: {1 + number % 5}"
         return 200, {
             "id": f"chatcmpl-{number}",
             "object": "chat.completion",
@@ -333,3 +339,81 @@ def test_monitor_on_a_real_failing_server(judge_server):
     ):
         monitor.update(step, engine)
     assert server.requests == 4
+
+
+# --- the training loop against real judge servers (train_stage1.main) ----------------------------------------------
+
+
+def stage1_args(url: str, out, tiny_problems_path: str, **overrides):
+    from train_stage1 import Args
+
+    values = dict(model="toy", judge=url, judge_model=SERVED_MODEL, train_data=tiny_problems_path, eval_data="",
+                  output_dir=str(out), group_size=2, prompts_per_step=2, steps=2, threads=1,
+                  log_group_every=0, seed=0)
+    return Args(**{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def problems_path(tmp_path_factory):
+    import toy
+    from data import save_problems
+
+    path = tmp_path_factory.mktemp("data") / "hard.jsonl"
+    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(path))
+    return str(path)
+
+
+@pytest.mark.parametrize("behaviour", ["varied", "flaky"])
+def test_healthy_and_flaky_judges_train(judge_server, problems_path, tmp_path, behaviour):
+    from train_stage1 import main
+
+    server = judge_server(behaviour)
+    main(stage1_args(server.url, tmp_path, problems_path))
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert server.requests >= 1 + 2 * 4  # the probe, then 2 steps x 4 rollouts (flaky: plus the retries)
+    if behaviour == "varied":
+        assert [r["judge_parse_failures"] for r in rows] == [0, 0] and rows[0]["skipped_update"] == 0.0
+
+
+def test_mute_judge_stops_before_training(judge_server, problems_path, tmp_path):
+    from train_stage1 import main
+
+    server = judge_server("mute")
+    with pytest.raises(JudgeError, match=f"judge {server.url} answered the probe without a parseable score"):
+        main(stage1_args(server.url, tmp_path, problems_path))
+    assert server.requests == 1 and not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_down_judge_stops_the_script_with_one_line_and_no_traceback(problems_path, tmp_path):
+    import subprocess
+
+    from common import REPO
+
+    url = closed_port_url()
+    out = subprocess.run([sys.executable, "train_stage1.py", "--judge", url, "--train_data", problems_path,
+                          "--eval_data", "", "--output_dir", str(tmp_path), "--threads", "1", "--steps", "2"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: judge {url} did not answer the probe request") and "Connection" in last
+    assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "checkpoint").exists()
+
+
+def test_judge_dying_mid_run_stops_with_a_checkpoint_and_resume_continues(judge_server, problems_path, tmp_path):
+    from train_stage1 import main
+
+    # requests: 1 probe + 4 per step. Step 1 is judged; from request 6 on every request fails: steps 2 and 3 are
+    # dead, so with patience 2 the run stops at step 3, after a checkpoint of step 2 (the last update it made).
+    server = judge_server("dies_at_5")
+    args = stage1_args(server.url, tmp_path, problems_path, steps=4, judge_patience=2)
+    with pytest.raises(JudgeError, match="4 of 4 judge requests failed or gave no score in each of the last 2 steps"):
+        main(args)
+    assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2]
+    assert json.load(open(tmp_path / "checkpoints" / "step_000002" / "trainer_state.json")) == {"step": 2}
+    server.behaviour = "varied"  # the judge is back
+    args.resume = True
+    main(args)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and rows[2]["judge_parse_failures"] == 0
