@@ -27,14 +27,13 @@ def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 
     Stage II uses scale=False ("A = r - group mean, no std division").
 
     `rewards` is ordered group by group: rewards[0:G] are the G rollouts of the first prompt, and so on.
-    The std is the POPULATION std (divide by G, not G - 1): it is defined for G = 1, where the sample std would be
-    0/0 = NaN, and it is what common GRPO code (e.g. TRL, verl with unbiased std off) reports as "group std".
-    A group whose rewards are all equal (zero std, G = 1 included) gets exactly zero advantages, never NaN or
-    round-off noise divided by eps: such a group carries no learning signal.
+    The std is the SAMPLE std (divide by G - 1; torch's default), as in the authors' code, verl, TRL and PipelineRL.
+    A group whose rewards are all equal (zero std; G = 1 too, where the sample std is undefined) gets exactly zero
+    advantages, never NaN or round-off noise divided by eps: such a group carries no learning signal.
 
-    Example (two groups of 2, population std of {1, 0} is 0.5):
+    Example (two groups of 2; the sample std of {1, 0} is sqrt(0.5) = 0.7071, so (1 - 0.5) / 0.7071 = 0.7071):
         >>> group_advantages([1.0, 0.0, 0.0, 1.0], group_size=2)
-        tensor([ 1.0000, -1.0000, -1.0000,  1.0000])     # (1 - 0.5) / (0.5 + 1e-6) ~= 1
+        tensor([ 0.7071, -0.7071, -0.7071,  0.7071])
         >>> group_advantages([1.0, 0.0, 0.3, 0.3], group_size=2, scale=False)
         tensor([ 0.5000, -0.5000,  0.0000,  0.0000])
     """
@@ -46,9 +45,9 @@ def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 
     # The mean of equal floats need not equal them to the last bit; force exact zeros for constant groups.
     constant = (groups == groups[:, :1]).all(dim=1, keepdim=True)  # [num_prompts, 1]
     centered = torch.where(constant, torch.zeros_like(centered), centered)
-    if scale:
-        std = groups.std(dim=1, unbiased=False, keepdim=True)  # [num_prompts, 1]
-        centered = centered / (std + eps)
+    if scale and group_size > 1:  # G = 1 groups are constant: already exactly 0
+        std = groups.std(dim=1, keepdim=True)  # [num_prompts, 1], sample std (divides by G - 1)
+        centered = torch.where(constant, centered, centered / (std + eps))
     return centered.flatten()  # [N]
 
 
@@ -93,10 +92,13 @@ def segment_spans(token_ids: list[int], tokenizer, delimiter: str = "###") -> li
     closes the segment (with whatever else that token carries). Occurrences are found left to right without overlap,
     as str.split would ("######" is two delimiters).
 
-    Example (character-level tokens of "ab##" + "#c" = "ab###c"):
-        >>> segment_spans(ids_of("ab###c"), char_tokenizer)
-        [(0, 5), (5, 6)]          # "ab###" | "c"
-        no delimiter -> [(0, len(token_ids))];  empty response -> []
+    Example (the toy world's character-level tokenizer: "ab###c" is 4 tokens "a", "b", "###", "c"; "ab###" | "c"):
+        >>> from toy import build_tokenizer
+        >>> tokenizer = build_tokenizer()
+        >>> segment_spans(tokenizer("ab###c", add_special_tokens=False).input_ids, tokenizer)
+        [(0, 3), (3, 4)]
+        >>> segment_spans(tokenizer("abc", add_special_tokens=False).input_ids, tokenizer), segment_spans([], tokenizer)
+        ([(0, 3)], [])
     """
     if len(token_ids) == 0:
         return []
@@ -203,6 +205,16 @@ def outcome_advantages(scores: list, truncated: list[bool], group_size: int,
 
     Over-length responses get reward 0; an unparseable score (None) drops the rollout from the loss and from its
     group's mean/std. Returns (advantages, keep) with one entry per rollout.
+
+    The authors' code differs on unparseable scores: it counts them as reward 0 inside the group (and keeps them in
+    the loss). We drop them instead (PAPER.md: "the trajectory is dropped from the loss"): a judge failure is not
+    evidence that the response is bad, and a 0 would push it down and lift its group-mates.
+
+    Example (group of 4: rewards 1, 0, truncated -> 0, unparseable -> dropped; mean 1/3, sample std of {1, 0, 0}
+    = sqrt(1/3) = 0.577, so A = (2/3) / 0.577 = 1.155 and (-1/3) / 0.577 = -0.577):
+        >>> adv, keep = outcome_advantages([1.0, 0.0, 0.5, None], [False, False, True, False], group_size=4)
+        >>> [round(a, 3) for a in adv], keep
+        ([1.155, -0.577, -0.577, 0.0], [True, True, True, False])
     """
     rewards = [0.0 if trunc else s for s, trunc in zip(scores, truncated)]
     advantages, keep = [0.0] * len(rewards), [r is not None for r in rewards]

@@ -60,7 +60,9 @@ def parse_cli(dataclass_type, argv: list[str] | None = None):
     `error: argument --reward: invalid choice: 'foo' (choose from outcome, process, sparse)`.
     """
     argv = sys.argv[1:] if argv is None else argv
-    (args,) = _OneLineParser(dataclass_type).parse_args_into_dataclasses(argv)
+    args, unknown = _OneLineParser(dataclass_type).parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    if unknown:
+        fail(f"unrecognized arguments: {' '.join(unknown)} (--help lists the flags)")
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     return args, given
 

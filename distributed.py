@@ -95,17 +95,19 @@ def all_reduce_sum(value: float) -> float:
     return type(value)(t.item())
 
 
-def loss_scale(local_denominator: float) -> float:
+def loss_scale(local_denominator: float, summed: bool = True) -> float:
     """The factor for this rank's loss so that the gradient AVERAGE over ranks (DDP, FSDP2) equals the single-process
     gradient of the global mini-batch: world * n_r / N, N = sum over ranks of n_r (e.g. response tokens for a
-    token-mean). Exactly 1.0 in one process. Collective: every rank must call it.
+    token-mean). summed=False: the denominator is the same constant on every rank (seq-mean-token-sum-norm's fixed
+    length), so N = n_r and the factor is the world size. Exactly 1.0 in one process. Collective: every rank must
+    call it.
 
     Example: 2 ranks with 30 and 10 tokens -> 2 * 30 / 40 = 1.5 and 2 * 10 / 40 = 0.5; the average of 1.5 g_0 and
     0.5 g_1 is (30 g_0 + 10 g_1) / 40, the token-weighted mean.
     """
     if not dist.is_initialized():
         return 1.0
-    total = all_reduce_sum(float(local_denominator))
+    total = all_reduce_sum(float(local_denominator)) if summed else float(local_denominator) * world_size()
     return world_size() * local_denominator / total if total > 0 else 0.0
 
 

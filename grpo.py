@@ -118,30 +118,38 @@ def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimate of KL(pi || pi_ref) from tokens sampled from pi ("low_var_kl" in PAPER.md).
 
     k3 = exp(ref - lp) - (ref - lp) - 1 >= 0 (Schulman, "Approximating KL divergence"); unbiased, low variance.
-    The log-ratio is clamped to [-20, 20] so one extreme token cannot overflow exp().
+    As in the authors' code (verl's "low_var_kl"): the log-ratio is clamped to [-20, 20] so one extreme token cannot
+    overflow exp(), and k3 itself to [-10, 10], so a token the base finds far likelier than the policy adds at most 10
+    to the loss and no gradient (the clamp's gradient is 0 there).
 
-    Example: lp = 0, ref = log 0.5 -> 0.5 - log 0.5 - 1 = log 2 - 0.5 ~= 0.1931.
+    Example: lp = 0, ref = log 0.5 -> 0.5 - log 0.5 - 1 = log 2 - 0.5 ~= 0.1931; lp = 0, ref = 3 -> e^3 - 4 = 16.09,
+    clamped to 10.
+        >>> kl_k3(torch.tensor([0.0, 0.0]), torch.tensor([math.log(0.5), 3.0]))
+        tensor([ 0.1931, 10.0000])
     """
     log_ratio = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
-    return torch.exp(log_ratio) - log_ratio - 1.0
+    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-10.0, 10.0)
 
 
 def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x, torch.zeros_like(x)).sum()
 
 
-def aggregation_denominator(mask: torch.Tensor, agg: str) -> int:
-    """What an aggregation divides by: masked tokens ("token-mean") or rows with >= 1 masked token (seq-mean-*).
+def aggregation_denominator(mask: torch.Tensor, agg: str, norm_length: int | None = None) -> int:
+    """What an aggregation divides by: masked tokens ("token-mean"), rows with >= 1 masked token
+    ("seq-mean-token-mean"), or the constant norm_length (default L) for "seq-mean-token-sum-norm" (0 if no token).
 
     grpo_step scales each micro-batch's loss by (its denominator / the batch's), so gradients add up exactly.
-    Example: mask [[1, 1, 0], [1, 0, 0]] -> token-mean 3, seq-mean-* 2.
+    Example: mask [[1, 1, 0], [1, 0, 0]] -> token-mean 3, seq-mean-token-mean 2, seq-mean-token-sum-norm 3 (= L).
     """
     if agg not in AGGREGATIONS:
         raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGGREGATIONS)}")
     mask = mask.bool()
     if agg == "token-mean":
         return int(mask.sum())
-    return int(mask.any(dim=-1).sum())
+    if agg == "seq-mean-token-mean":
+        return int(mask.any(dim=-1).sum())
+    return (norm_length if norm_length is not None else mask.shape[-1]) if bool(mask.any()) else 0
 
 
 def aggregate(loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean",
@@ -150,24 +158,20 @@ def aggregate(loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "toke
 
     "token-mean"               sum over all masked tokens / their number (PAPER.md default; long responses weigh more)
     "seq-mean-token-mean"      mean over each row's tokens, then mean over rows (GRPO paper; each response weighs 1)
-    "seq-mean-token-sum-norm"  each row's token sum / norm_length (a constant; default L), then mean over rows
-                               (Dr. GRPO: no length bias)
-    Rows with no masked token (dropped trajectories) are not counted in the seq-mean variants.
+    "seq-mean-token-sum-norm"  sum over all rows and tokens / norm_length, a constant (default L): verl's definition
+                               under this name (Dr. GRPO: no length bias); it is NOT averaged over rows
+    Rows with no masked token (dropped trajectories) are not counted in seq-mean-token-mean.
 
     Example, loss [[1, 2, 9], [4, 9, 9]], mask [[1, 1, 0], [1, 0, 0]]:
         token-mean (1 + 2 + 4) / 3 = 7/3;  seq-mean-token-mean ((1 + 2)/2 + 4/1) / 2 = 2.75;
-        seq-mean-token-sum-norm ((1 + 2)/3 + 4/3) / 2 = 7/6
+        seq-mean-token-sum-norm (1 + 2 + 4) / 3 = 7/3 (L = 3)
     """
-    denom = max(aggregation_denominator(mask, agg), 1)
+    denom = max(aggregation_denominator(mask, agg, norm_length), 1)
     mask = mask.bool()
     masked = torch.where(mask, loss_per_token, torch.zeros_like(loss_per_token))  # [B, L]
-    if agg == "token-mean":
+    if agg in ("token-mean", "seq-mean-token-sum-norm"):
         return masked.sum() / denom
-    row_sums = masked.sum(dim=-1)  # [B]
-    if agg == "seq-mean-token-mean":
-        row_values = row_sums / mask.sum(dim=-1).clamp(min=1)  # [B]; empty rows give 0
-    else:
-        row_values = row_sums / (norm_length if norm_length is not None else mask.shape[-1])  # [B]
+    row_values = masked.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)  # [B]; empty rows give 0
     return row_values.sum() / denom
 
 
@@ -294,7 +298,7 @@ def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size:
     if loss.kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError("grpo_step: kl_coef > 0 needs batch['ref_logprobs'] (log-probs of the frozen base)")
     want_entropy = loss.entropy_coef != 0.0 or loss.log_entropy
-    total_denom = max(aggregation_denominator(response_mask, loss.agg), 1)
+    total_denom = max(aggregation_denominator(response_mask, loss.agg, loss.norm_length), 1)
     total_tokens = max(int(response_mask.bool().sum()), 1)
 
     loss_sum, sums = 0.0, {}
@@ -309,7 +313,7 @@ def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size:
         micro_loss, metrics = policy_loss(lp, old, advantages[rows], mask, loss.clip_low, loss.clip_high,
                                           loss.dual_clip, ref, loss.kl_coef, loss.agg, ent, loss.entropy_coef,
                                           loss.norm_length)
-        share = aggregation_denominator(mask, loss.agg) / total_denom  # 0 for a micro-batch of dropped rollouts
+        share = aggregation_denominator(mask, loss.agg, loss.norm_length) / total_denom  # 0 for a micro-batch of dropped rollouts
         (micro_loss * (share * loss_scale)).backward()  # share * 1.0 == share exactly: one process is unchanged
         loss_sum += micro_loss.item() * share * loss_scale
         n_tokens = int(mask.bool().sum())

@@ -319,7 +319,7 @@ def update_policy(args: Args, model, ref_model, optimizer, batch) -> dict:
     running gradient RMS, so the lone KL / entropy gradient would still move every weight by about lr.
     """
     loss = LossConfig(args.clip_low, args.clip_high, args.dual_clip, args.kl_coef, args.entropy_coef, args.loss_agg,
-                      args.temperature, log_entropy=True)
+                      args.temperature, log_entropy=True, norm_length=args.max_new_tokens)
     mask = batch["response_mask"]
     if args.kl_coef > 0:
         with torch.no_grad():
@@ -333,7 +333,8 @@ def update_policy(args: Args, model, ref_model, optimizer, batch) -> dict:
     metrics = {}
     for chunk in order.chunk(args.updates_per_step):
         mini = {k: v[chunk] for k, v in batch.items()}
-        scale = distributed.loss_scale(aggregation_denominator(mini["response_mask"], args.loss_agg))
+        denominator = aggregation_denominator(mini["response_mask"], args.loss_agg, loss.norm_length)
+        scale = distributed.loss_scale(denominator, summed=args.loss_agg != "seq-mean-token-sum-norm")
         signal = distributed.all_reduce_sum(float((mini["advantages"] * mini["response_mask"]).abs().sum()))
         skip = args.skip_no_signal and signal == 0.0  # one decision for all ranks
         step_metrics = grpo_step(model, optimizer, mini, loss, args.micro_batch_size, args.max_grad_norm, scale,

@@ -222,7 +222,10 @@ def test_prefix_calibration_on_the_toy_base(tmp_path):
     assert [p for s, p in result["pairs"][4:]] == [0.0, 0.0]
     assert all(0.0 <= p <= 1.0 for s, p in result["pairs"])
     calibrate.plot_prefix_calibration(result, str(tmp_path / "p.png"))
-    assert os.path.getsize(tmp_path / "p.png") > 0
+    import matplotlib.image
+
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert matplotlib.image.imread(str(tmp_path / "p.png")).shape[2] in (3, 4)  # a decodable RGB(A) image
 
 
 def test_evaluate_writes_rollouts_for_calibration(tmp_path):

@@ -141,9 +141,13 @@ def test_kl_k3_hand_computed():
     ref = torch.tensor([math.log(0.5), 0.0, -1.3])
     k = kl_k3(lp, ref)
     assert torch.allclose(k, torch.tensor([0.5 + math.log(2) - 1, 2 - math.log(2) - 1, 0.0]), atol=1e-6)
-    # ref - lp = 100 is clamped to 20: exp(20) - 20 - 1, finite
-    big = kl_k3(torch.tensor([0.0]), torch.tensor([100.0]))
-    assert torch.isfinite(big).all() and big.item() == pytest.approx(math.exp(20) - 21, rel=1e-6)
+    # verl's low_var_kl: k3 is clamped to [-10, 10]. lp = 0, ref = 3: e^3 - 3 - 1 = 16.09 -> 10, and no gradient
+    lp = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    k = kl_k3(lp, torch.tensor([3.0, 100.0, 1.0]))
+    assert k[:2].tolist() == [10.0, 10.0] and k[2].item() == pytest.approx(math.e - 2, abs=1e-6)
+    k.sum().backward()
+    # d/dlp of e^(ref - lp) - (ref - lp) - 1 = 1 - e^(ref - lp): 0 where clamped, 1 - e = -1.718 at ref - lp = 1
+    assert lp.grad[:2].tolist() == [0.0, 0.0] and lp.grad[2].item() == pytest.approx(1 - math.e, abs=1e-6)
 
 
 def test_kl_and_entropy_terms_enter_the_loss():
@@ -166,11 +170,18 @@ MASK = torch.tensor([[1, 1, 0], [1, 0, 0]])
 ADV = torch.tensor([[-1.0, -2.0, 0.0], [-4.0, 0.0, 0.0]])  # on-policy (ratio 1): per-token loss = -A = [[1, 2], [4]]
 
 
+def test_seq_mean_token_sum_norm_is_verls_definition():
+    # B = 2, L = 1, lp = old = 0, A = -1: per-token loss 1 on both rows -> (1 + 1) / L = 2.0 (a row mean would give 1.0)
+    loss, _ = policy_loss(torch.zeros(2, 1), torch.zeros(2, 1), -torch.ones(2, 1), torch.ones(2, 1),
+                          agg="seq-mean-token-sum-norm")
+    assert loss.item() == 2.0
+
+
 @pytest.mark.parametrize("agg, kwargs, expected", [
     ("token-mean", {}, 7 / 3),  # (1 + 2 + 4) / 3 tokens
     ("seq-mean-token-mean", {}, 2.75),  # ((1 + 2) / 2 + 4 / 1) / 2 rows
-    ("seq-mean-token-sum-norm", {}, 7 / 6),  # ((1 + 2) / 3 + 4 / 3) / 2 rows, norm_length = L = 3
-    ("seq-mean-token-sum-norm", {"norm_length": 2}, 1.75),  # ((1 + 2) / 2 + 4 / 2) / 2
+    ("seq-mean-token-sum-norm", {}, 7 / 3),  # (1 + 2 + 4) / L, L = 3: verl sums rows, it does not average them
+    ("seq-mean-token-sum-norm", {"norm_length": 2}, 3.5),  # (1 + 2 + 4) / 2
 ])
 def test_aggregations_hand_computed(agg, kwargs, expected):
     zeros = torch.zeros(2, 3)
