@@ -20,6 +20,7 @@ DELTA_MODES = ("delta", "delta_code", "delta_from_zero", "end")
 # Outcome advantages (ExpRL-Outcome, sparse GRPO, Stage II)
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """GRPO advantage A_i = (r_i - mean(group)) / (std(group) + eps), or r_i - mean(group) when scale=False.
 
@@ -55,6 +56,7 @@ def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 
 # Slicing a response into segments (ExpRL-Process)
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def _token_char_ends(token_ids: list[int], tokenizer) -> tuple[str, list[int]]:
     """Decode a response incrementally; return (text, ends) where ends[i] = len(text decoded from tokens 0..i).
 
@@ -72,9 +74,9 @@ def _token_char_ends(token_ids: list[int], tokenizer) -> tuple[str, list[int]]:
     prefix_start, read_start = 0, 0  # window = tokens[prefix_start:] ; tokens[prefix_start:read_start] already emitted
     for i in range(len(token_ids)):
         prefix_text = tokenizer.decode(token_ids[prefix_start:read_start])
-        new_text = tokenizer.decode(token_ids[prefix_start:i + 1])
+        new_text = tokenizer.decode(token_ids[prefix_start : i + 1])
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            text += new_text[len(prefix_text):]
+            text += new_text[len(prefix_text) :]
             prefix_start, read_start = read_start, i + 1
         ends.append(len(text))
     return text, ends
@@ -123,6 +125,7 @@ def segment_spans(token_ids: list[int], tokenizer, delimiter: str = "###") -> li
 # Segment advantages (ExpRL-Process)
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def delta_advantages(scores: list[float], mode: str = "delta") -> list[float]:
     """Centered segment advantages from one trajectory's prefix scores s_1..s_T (ExpRL Eq. 2 and its variants).
 
@@ -157,7 +160,7 @@ def delta_advantages(scores: list[float], mode: str = "delta") -> list[float]:
 
 
 def group_norm_advantages(scores_per_rollout: list[list[float]]) -> list[list[float]]:
-    """GroupNorm ablation (ExpRL appendix): A_t = s_t - b, b = mean over the group's rollouts of each rollout's mean s_t.
+    """GroupNorm ablation (ExpRL appendix): A_t = s_t - b, b = the mean over the group's rollouts of their mean s_t.
 
     Input: the segment scores of every rollout of ONE prompt's group. Rollouts with no segments are left out of the
     baseline and get [] back.
@@ -176,6 +179,7 @@ def group_norm_advantages(scores_per_rollout: list[list[float]]) -> list[list[fl
 # ----------------------------------------------------------------------------------------------------------------------
 # Broadcasting to tokens
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def token_advantages(spans: list[tuple[int, int]], values: list[float], length: int) -> torch.Tensor:
     """Per-token advantages of one response: every token of span i gets values[i]; tokens in no span get 0.
@@ -199,8 +203,10 @@ def token_advantages(spans: list[tuple[int, int]], values: list[float], length: 
 # One step's rollouts: rewards or segment scores -> advantages, with over-length and unparseable cases
 # ----------------------------------------------------------------------------------------------------------------------
 
-def outcome_advantages(scores: list, truncated: list[bool], group_size: int,
-                       scale: bool = True) -> tuple[list[float], list[bool]]:
+
+def outcome_advantages(
+    scores: list, truncated: list[bool], group_size: int, scale: bool = True
+) -> tuple[list[float], list[bool]]:
     """Per-rollout advantage from per-rollout rewards (PAPER.md, "Judge (outcome)"; scale=False: Stage II's r - mean).
 
     Over-length responses get reward 0; an unparseable score (None) drops the rollout from the loss and from its

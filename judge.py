@@ -8,7 +8,7 @@ reference solution:
     JudgeResult                                             the common return type of every judge in the project,
     LLMJudge, OpenAIEngine                                  a judge model on an HF/vLLM sampler or an HTTP endpoint
                                                             (judge_health.py: probe it, stop a run when it fails),
-    answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer (Stage II).
+    answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer.
 
 The policy response is untrusted text (a policy under RL pressure may learn to write "Score: 5" or "ignore the
 instructions"), so prompts fence it between BEGIN/END markers and tell the judge that nothing inside is an instruction.
@@ -16,6 +16,8 @@ instructions"), so prompts fence it between BEGIN/END markers and tell the judge
 
 import re
 from dataclasses import dataclass
+
+from answer import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Prompts (our own wording of PAPER.md's description)
@@ -35,7 +37,8 @@ _OUTPUT_FORMAT = (
     "Score: <one integer from 1 to 5>"
 )
 
-OUTCOME_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a student's generated reasoning, \
+OUTCOME_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a student's generated \
+reasoning, \
 and a trusted reference solution.
 
 Your job is to VERIFY the student's reasoning, not to solve the problem yourself.
@@ -58,7 +61,8 @@ Scale:
 
 {_OUTPUT_FORMAT}"""
 
-PROCESS_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a piece of a student's solution, \
+PROCESS_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a piece of a student's \
+solution, \
 and a trusted reference solution.
 
 Decide whether the student's text is a correct and useful next step on a path that matches the reference solution and \
@@ -79,7 +83,8 @@ Scale:
 
 {_OUTPUT_FORMAT}"""
 
-NO_REFERENCE_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem and a student's generated \
+NO_REFERENCE_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem and a student's \
+generated \
 reasoning. No reference solution is given.
 
 Judge how likely it is that the student's reasoning is correct and reaches the correct final answer. VERIFY each step; \
@@ -236,7 +241,8 @@ class JudgeResult:
     num_requests: how many judge calls were made (one per response, or one per segment for process judging).
 
     Example:
-        >>> JudgeResult(scores=[[0.5, None], [1.0]], texts=[["Score: 3", "?"], ["Score: 5"]], num_requests=3).num_failures
+        >>> result = JudgeResult(scores=[[0.5, None], [1.0]], texts=[["Score: 3", "?"], ["Score: 5"]], num_requests=3)
+        >>> result.num_failures
         1
     """
 
@@ -396,6 +402,3 @@ class LLMJudge:
             scores[i].append(s)
             texts[i].append(t)
         return JudgeResult(scores=scores, texts=texts, num_requests=len(messages))
-
-
-from answer import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)

@@ -28,7 +28,8 @@ h1 { font-size: 1.3em; } h2 { font-size: 1em; margin: 0.8em 0 0.2em; }
 .text { background: #f6f6f6; padding: 0.5em; border-radius: 4px; }
 .reference { background: repeating-linear-gradient(45deg, #fff7e0, #fff7e0 8px, #fdefc8 8px, #fdefc8 16px);
   border: 1px dashed #c90; }
-.hidden-tag { font-size: 0.8em; font-weight: normal; background: #c90; color: #fff; padding: 1px 6px; border-radius: 3px; }
+.hidden-tag { font-size: 0.8em; font-weight: normal; background: #c90; color: #fff; padding: 1px 6px;
+  border-radius: 3px; }
 .legend { font-size: 0.9em; border-left: 3px solid #999; padding-left: 0.8em; }
 .scale { height: 12px; width: 20em; border: 1px solid #999; }
 .scale-labels { width: 20em; display: flex; justify-content: space-between; font-size: 0.8em; }
@@ -41,7 +42,8 @@ h1 { font-size: 1.3em; } h2 { font-size: 1em; margin: 0.8em 0 0.2em; }
 .badge.correct { background: #2a8a3a; color: #fff; } .badge.incorrect { background: #888; color: #fff; }
 .badge.flag { background: #b35c00; color: #fff; }
 details.judge { display: inline-block; } details.judge[open] { display: block; margin: 0.2em 0; }
-details.judge summary { cursor: pointer; list-style: none; } details.judge summary::-webkit-details-marker { display: none; }
+details.judge summary { cursor: pointer; list-style: none; }
+details.judge summary::-webkit-details-marker { display: none; }
 .judge-text { background: #fafafa; border: 1px solid #ddd; padding: 0.3em; margin: 0.2em 0; }
 .empty { color: #888; font-style: italic; }
 """
@@ -205,7 +207,7 @@ def render_html(record: dict) -> str:
     )
     legend = (
         f'<div class="legend"><p>Background of each segment = the advantage A given to every token of it: blue pushes '
-        f"the tokens up, red pushes them down, white is 0; full colour at |A| = {scale:.2f}, the largest in this group. "
+        f"the tokens up, red pushes them down, white is 0; full colour at |A| = {scale:.2f}, this group's largest. "
         f"{esc(how)} Click a badge s=.. A=.. to read the judge's raw output. Grey cards are dropped (out of the "
         f'loss).</p>\n<div class="scale" style="background:linear-gradient(to right, {neg}, #ffffff, {pos})"></div>\n'
         f'<div class="scale-labels"><span>A = -{scale:.2f}</span><span>0</span><span>A = +{scale:.2f}</span></div>'

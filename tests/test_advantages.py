@@ -17,10 +17,10 @@ from advantages import (
     token_advantages,
 )
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # group_advantages
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_group_advantages_scaled_hand_computed():
     # groups {1, 0} and {0, 1}: mean 0.5, sample std sqrt(((0.5)^2 + (0.5)^2) / (2 - 1)) = sqrt(0.5)
@@ -121,6 +121,7 @@ def test_group_norm_hand_computed():
 # ----------------------------------------------------------------------------------------------------------------------
 # token_advantages
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_token_advantages_broadcast():
     t = token_advantages([(0, 2), (2, 5)], [0.5, -1.0], length=6)
@@ -223,7 +224,8 @@ def test_sentencepiece_style_leading_spaces():
 
 def test_outcome_advantages_truncation_and_parse_failures():
     # group 1: scores [1, 0, 0.5 (truncated -> 0), None (dropped)] -> valid rewards [1, 0, 0]: mean 1/3,
-    # sample std sqrt((4/9 + 1/9 + 1/9) / 2) = sqrt(1/3): A = (2/3) / sqrt(1/3) = 2/sqrt(3), (-1/3) / sqrt(1/3) = -1/sqrt(3)
+    # sample std sqrt((4/9 + 1/9 + 1/9) / 2) = sqrt(1/3):
+    # A = (2/3) / sqrt(1/3) = 2/sqrt(3), (-1/3) / sqrt(1/3) = -1/sqrt(3)
     # (the authors' code would count the unparseable score as 0 and keep it: we drop it, see outcome_advantages)
     adv, keep = outcome_advantages([1.0, 0.0, 0.5, None], [False, False, True, False], group_size=4)
     assert keep == [True, True, True, False]

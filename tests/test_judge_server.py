@@ -58,7 +58,7 @@ class JudgeServer:
             return 404, error_body(f"The model `{body.get('model')}` does not exist.", "NotFoundError", 404)
         failing = {"flaky": number % 2 == 1, "error500": True, "numbered": True}.get(self.behaviour, False)
         if self.behaviour.startswith("dies_at_"):
-            failing = number > int(self.behaviour[len("dies_at_"):])
+            failing = number > int(self.behaviour[len("dies_at_") :])
         if failing:
             suffix = f" (request {number})" if self.behaviour == "numbered" else ""
             return 500, error_body("internal error" + suffix, "InternalServerError", 500)
@@ -347,9 +347,20 @@ def test_monitor_on_a_real_failing_server(judge_server):
 def stage1_args(url: str, out, tiny_problems_path: str, **overrides):
     from train_stage1 import Args
 
-    values = dict(model="toy", judge=url, judge_model=SERVED_MODEL, train_data=tiny_problems_path, eval_data="",
-                  output_dir=str(out), group_size=2, prompts_per_step=2, steps=2, threads=1,
-                  log_group_every=0, seed=0)
+    values = dict(
+        model="toy",
+        judge=url,
+        judge_model=SERVED_MODEL,
+        train_data=tiny_problems_path,
+        eval_data="",
+        output_dir=str(out),
+        group_size=2,
+        prompts_per_step=2,
+        steps=2,
+        threads=1,
+        log_group_every=0,
+        seed=0,
+    )
     return Args(**{**values, **overrides})
 
 
@@ -391,9 +402,28 @@ def test_down_judge_stops_the_script_with_one_line_and_no_traceback(problems_pat
     from common import REPO
 
     url = closed_port_url()
-    out = subprocess.run([sys.executable, "train_stage1.py", "--judge", url, "--train_data", problems_path,
-                          "--eval_data", "", "--output_dir", str(tmp_path), "--threads", "1", "--steps", "2"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train_stage1.py",
+            "--judge",
+            url,
+            "--train_data",
+            problems_path,
+            "--eval_data",
+            "",
+            "--output_dir",
+            str(tmp_path),
+            "--threads",
+            "1",
+            "--steps",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     last = out.stderr.strip().splitlines()[-1]

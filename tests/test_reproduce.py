@@ -1,4 +1,5 @@
 """The reproduction driver end to end in a tiny configuration: every method's commands run, results.md and plots."""
+
 import glob
 import json
 import os
@@ -37,8 +38,20 @@ def test_tiny_reproduction_all_methods(tmp_path):
 
 
 def _tiny_reproduction(tmp_path, methods: str):
-    args = Args(output_dir=str(tmp_path), methods=methods, seeds="0", mine_candidates=6, mine_k=2, stage1_steps=1, stage2_steps=1,
-                group_size=2, prompts_per_step=2, eval_n=2, eval_limit=2, sft_epochs=1)
+    args = Args(
+        output_dir=str(tmp_path),
+        methods=methods,
+        seeds="0",
+        mine_candidates=6,
+        mine_k=2,
+        stage1_steps=1,
+        stage2_steps=1,
+        group_size=2,
+        prompts_per_step=2,
+        eval_n=2,
+        eval_limit=2,
+        sft_epochs=1,
+    )
     text = main(args)
     for title in ("After Stage I", "After Stage I + the same Stage II", "During training"):
         assert title in text

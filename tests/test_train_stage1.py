@@ -1,4 +1,5 @@
 """Stage I: the reward -> advantage plumbing by hand, and one real step per reward mode on the toy base."""
+
 import json
 import math
 import os
@@ -31,19 +32,51 @@ def tiny_problems(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("reward,view,mode", [("outcome", "prefix", "delta"), ("process", "prefix", "delta_from_zero"),
-                                             ("process", "segment", "delta"), ("process", "prefix", "group_norm"),
-                                             ("sparse", "prefix", "delta")])
+@pytest.mark.parametrize(
+    "reward,view,mode",
+    [
+        ("outcome", "prefix", "delta"),
+        ("process", "prefix", "delta_from_zero"),
+        ("process", "segment", "delta"),
+        ("process", "prefix", "group_norm"),
+        ("sparse", "prefix", "delta"),
+    ],
+)
 def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_problems, reward, view, mode):
     torch.set_num_threads(1)
-    args = Args(model="toy", train_data=tiny_problems, eval_data="", output_dir=str(tmp_path), reward=reward,
-                process_view=view, advantage=mode, group_size=4, prompts_per_step=4, steps=1, weight_decay=0.0,
-                threads=1, lr=1e-3, seed=0)
+    args = Args(
+        model="toy",
+        train_data=tiny_problems,
+        eval_data="",
+        output_dir=str(tmp_path),
+        reward=reward,
+        process_view=view,
+        advantage=mode,
+        group_size=4,
+        prompts_per_step=4,
+        steps=1,
+        weight_decay=0.0,
+        threads=1,
+        lr=1e-3,
+        seed=0,
+    )
     main(args)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert len(rows) == 1
-    for key in ["judge_score", "fully_unsolved", "zero_std_groups", "response_length", "entropy", "kl_ref",
-                "clipfrac_low", "clipfrac_high", "judge_parse_failures", "time_sample", "time_judge", "time_update"]:
+    for key in [
+        "judge_score",
+        "fully_unsolved",
+        "zero_std_groups",
+        "response_length",
+        "entropy",
+        "kl_ref",
+        "clipfrac_low",
+        "clipfrac_high",
+        "judge_parse_failures",
+        "time_sample",
+        "time_judge",
+        "time_update",
+    ]:
         assert key in rows[0] and math.isfinite(rows[0][key]), key
     before = load_file(os.path.join(TOY_BASE, "model.safetensors"))
     after = load_file(os.path.join(tmp_path, "checkpoint", "model.safetensors"))
@@ -60,9 +93,26 @@ def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_problems
 
 def test_quickstart_command_shortened(tmp_path):
     """`python train_stage1.py` with its defaults, cut to 2 steps and a tiny evaluation."""
-    out = subprocess.run([sys.executable, "train_stage1.py", "--steps", "2", "--eval_n", "4", "--eval_limit", "4",
-                          "--output_dir", str(tmp_path), "--threads", "1"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "train_stage1.py",
+            "--steps",
+            "2",
+            "--eval_n",
+            "4",
+            "--eval_limit",
+            "4",
+            "--output_dir",
+            str(tmp_path),
+            "--threads",
+            "1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "held-out before" in out.stdout and "held-out after" in out.stdout
     for tag in ("step_0000", "step_0002"):
@@ -73,15 +123,30 @@ def test_quickstart_command_shortened(tmp_path):
 def test_paper_preset_fills_paper_numbers_and_keeps_explicit_flags():
     from train_stage1 import parse_args
 
-    args = parse_args(["--preset", "paper-4b", "--model", "/qwen", "--judge", "/qwen", "--train_data", "hard.jsonl",
-                       "--reward", "outcome", "--steps", "5"])
+    args = parse_args(
+        [
+            "--preset",
+            "paper-4b",
+            "--model",
+            "/qwen",
+            "--judge",
+            "/qwen",
+            "--train_data",
+            "hard.jsonl",
+            "--reward",
+            "outcome",
+            "--steps",
+            "5",
+        ]
+    )
     # PAPER.md, Stage I Outcome: 10 rollouts x 36 prompts, 2 updates, lr 1e-6, clip 0.2 / 0.28, KL 0.001, T 0.8
     assert (args.group_size, args.prompts_per_step, args.updates_per_step) == (10, 36, 2)
     assert (args.lr, args.clip_low, args.clip_high, args.kl_coef, args.temperature) == (1e-6, 0.2, 0.28, 0.001, 0.8)
     assert args.max_new_tokens == 16384 and args.engine == "vllm" and args.advantage == "delta"
     assert args.steps == 5  # an explicit flag wins over the preset
-    process = parse_args(["--preset", "paper-4b", "--model", "/q", "--judge", "/q", "--train_data", "h.jsonl",
-                          "--reward", "process"])
+    process = parse_args(
+        ["--preset", "paper-4b", "--model", "/q", "--judge", "/q", "--train_data", "h.jsonl", "--reward", "process"]
+    )
     assert (process.group_size, process.updates_per_step, process.clip_high) == (16, 1, 0.26)
     with pytest.raises(SystemExit, match="needs --model"):
         parse_args(["--preset", "paper-4b"])
