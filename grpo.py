@@ -29,8 +29,16 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_size: int,
-                   with_entropy: bool = False, temperature: float = 1.0, share_prompts: bool = True):
+def token_logprobs(
+    model,
+    input_ids,
+    attention_mask,
+    response_mask,
+    micro_batch_size: int,
+    with_entropy: bool = False,
+    temperature: float = 1.0,
+    share_prompts: bool = True,
+):
     """log pi(y_t | x, y_<t) of each realised response token, [B, L], zero off the response.
 
     Only response logits are computed: the model is called with `logits_to_keep` covering the columns from the first
@@ -47,8 +55,9 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
     lps, ents = [], []
     for start in range(0, input_ids.shape[0], micro_batch_size):
         rows = slice(start, start + micro_batch_size)
-        lp, ent = _logprobs_one_micro_batch(model, input_ids[rows], attention_mask[rows], response_mask[rows],
-                                            with_entropy, temperature, share_prompts)
+        lp, ent = _logprobs_one_micro_batch(
+            model, input_ids[rows], attention_mask[rows], response_mask[rows], with_entropy, temperature, share_prompts
+        )
         lps.append(lp)
         ents.append(ent)
     logprobs = torch.cat(lps, dim=0)  # [B, L]
@@ -57,8 +66,9 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
     return logprobs
 
 
-def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature,
-                              share_prompts):
+def _logprobs_one_micro_batch(
+    model, input_ids, attention_mask, response_mask, with_entropy, temperature, share_prompts
+):
     """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None).
 
     A micro-batch without any response token (every rollout dropped) still runs the model, on its last two columns:
@@ -100,19 +110,30 @@ def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, sh
     if shared is None:
         # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
         # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    logits_to_keep=L - p0 + 1, use_cache=False)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=L - p0 + 1,
+            use_cache=False,
+        )
         return out.logits[:, :-1, :]
     # Fast path: the prompts ran once each (columns < p0); only the response columns run per row.
     cache, first = shared  # first [b, 1, V]: the last prompt column predicts the first response token
-    out = model(input_ids=input_ids[:, p0:], attention_mask=attention_mask, position_ids=position_ids[:, p0:],
-                past_key_values=cache, use_cache=True)
+    out = model(
+        input_ids=input_ids[:, p0:],
+        attention_mask=attention_mask,
+        position_ids=position_ids[:, p0:],
+        past_key_values=cache,
+        use_cache=True,
+    )
     return torch.cat([first, out.logits[:, :-1, :]], dim=1)  # [b, L - p0, V]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Loss
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimate of KL(pi || pi_ref) from tokens sampled from pi ("low_var_kl" in PAPER.md).
@@ -152,8 +173,9 @@ def aggregation_denominator(mask: torch.Tensor, agg: str, norm_length: int | Non
     return (norm_length if norm_length is not None else mask.shape[-1]) if bool(mask.any()) else 0
 
 
-def aggregate(loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean",
-              norm_length: int | None = None) -> torch.Tensor:
+def aggregate(
+    loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean", norm_length: int | None = None
+) -> torch.Tensor:
     """Reduce a [B, L] per-token loss over the masked tokens to a scalar.
 
     "token-mean"               sum over all masked tokens / their number (PAPER.md default; long responses weigh more)
@@ -175,9 +197,21 @@ def aggregate(loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "toke
     return row_values.sum() / denom
 
 
-def policy_loss(logprobs, old_logprobs, advantages, mask, clip_low: float = 0.2, clip_high: float = 0.28,
-                dual_clip: float | None = 3.0, ref_logprobs=None, kl_coef: float = 0.0, agg: str = "token-mean",
-                entropy=None, entropy_coef: float = 0.0, norm_length: int | None = None):
+def policy_loss(
+    logprobs,
+    old_logprobs,
+    advantages,
+    mask,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    dual_clip: float | None = 3.0,
+    ref_logprobs=None,
+    kl_coef: float = 0.0,
+    agg: str = "token-mean",
+    entropy=None,
+    entropy_coef: float = 0.0,
+    norm_length: int | None = None,
+):
     """Clipped GRPO/PPO loss with decoupled clip bounds, dual clip, k3 KL penalty and entropy bonus; all [B, L] inputs.
 
     Per token (PAPER.md "Optimiser"; DAPO's decoupled clip; dual clip from Ye et al. 2020):
@@ -272,8 +306,16 @@ class LossConfig:
     norm_length: int | None = None  # seq-mean-token-sum-norm's constant (None: the batch width L)
 
 
-def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size: int,
-              max_grad_norm: float | None = 1.0, loss_scale: float = 1.0, apply: bool = True) -> dict:
+def grpo_step(
+    model,
+    optimizer,
+    batch: dict,
+    loss: LossConfig,
+    micro_batch_size: int,
+    max_grad_norm: float | None = 1.0,
+    loss_scale: float = 1.0,
+    apply: bool = True,
+) -> dict:
     """One optimiser step of the GRPO loss over a whole mini-batch, with gradient accumulation over micro-batches.
 
     batch: input_ids, attention_mask, response_mask, advantages ([B, L] each, layout in the module docstring);
@@ -305,15 +347,36 @@ def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size:
     for start in range(0, input_ids.shape[0], micro_batch_size):
         rows = slice(start, start + micro_batch_size)
         mask = response_mask[rows]
-        out = token_logprobs(model, input_ids[rows], attention_mask[rows], mask, micro_batch_size,
-                             with_entropy=want_entropy, temperature=loss.temperature)
+        out = token_logprobs(
+            model,
+            input_ids[rows],
+            attention_mask[rows],
+            mask,
+            micro_batch_size,
+            with_entropy=want_entropy,
+            temperature=loss.temperature,
+        )
         lp, ent = out if want_entropy else (out, None)  # [b, L] each
         old = lp.detach() if old_logprobs is None else old_logprobs[rows]
         ref = None if ref_logprobs is None else ref_logprobs[rows]
-        micro_loss, metrics = policy_loss(lp, old, advantages[rows], mask, loss.clip_low, loss.clip_high,
-                                          loss.dual_clip, ref, loss.kl_coef, loss.agg, ent, loss.entropy_coef,
-                                          loss.norm_length)
-        share = aggregation_denominator(mask, loss.agg, loss.norm_length) / total_denom  # 0 for a micro-batch of dropped rollouts
+        micro_loss, metrics = policy_loss(
+            lp,
+            old,
+            advantages[rows],
+            mask,
+            loss.clip_low,
+            loss.clip_high,
+            loss.dual_clip,
+            ref,
+            loss.kl_coef,
+            loss.agg,
+            ent,
+            loss.entropy_coef,
+            loss.norm_length,
+        )
+        share = (
+            aggregation_denominator(mask, loss.agg, loss.norm_length) / total_denom
+        )  # 0 for a micro-batch of dropped rollouts
         (micro_loss * (share * loss_scale)).backward()  # share * 1.0 == share exactly: one process is unchanged
         loss_sum += micro_loss.item() * share * loss_scale
         n_tokens = int(mask.bool().sum())
@@ -357,8 +420,13 @@ def prefill_distinct_prompts(model, input_ids: torch.Tensor, attention_mask: tor
     if unique_rows.shape[0] == b:
         return None
     ids, mask = unique_rows[:, :P], unique_rows[:, P:]  # [u, P] each
-    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=logits_to_keep)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=logits_to_keep,
+    )
     out.past_key_values.reorder_cache(row_to_prompt)  # [u, ...] -> [b, ...] in every layer
     return out.past_key_values, out.logits[row_to_prompt]
 
