@@ -20,6 +20,7 @@ DELTA_MODES = ("delta", "delta_code", "delta_from_zero", "end")
 # Outcome advantages (ExpRL-Outcome, sparse GRPO, Stage II)
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """GRPO advantage A_i = (r_i - mean(group)) / (std(group) + eps), or r_i - mean(group) when scale=False.
 
@@ -27,14 +28,13 @@ def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 
     Stage II uses scale=False ("A = r - group mean, no std division").
 
     `rewards` is ordered group by group: rewards[0:G] are the G rollouts of the first prompt, and so on.
-    The std is the POPULATION std (divide by G, not G - 1): it is defined for G = 1, where the sample std would be
-    0/0 = NaN, and it is what common GRPO code (e.g. TRL, verl with unbiased std off) reports as "group std".
-    A group whose rewards are all equal (zero std, G = 1 included) gets exactly zero advantages, never NaN or
-    round-off noise divided by eps: such a group carries no learning signal.
+    The std is the SAMPLE std (divide by G - 1; torch's default), as in the authors' code, verl, TRL and PipelineRL.
+    A group whose rewards are all equal (zero std; G = 1 too, where the sample std is undefined) gets exactly zero
+    advantages, never NaN or round-off noise divided by eps: such a group carries no learning signal.
 
-    Example (two groups of 2, population std of {1, 0} is 0.5):
+    Example (two groups of 2; the sample std of {1, 0} is sqrt(0.5) = 0.7071, so (1 - 0.5) / 0.7071 = 0.7071):
         >>> group_advantages([1.0, 0.0, 0.0, 1.0], group_size=2)
-        tensor([ 1.0000, -1.0000, -1.0000,  1.0000])     # (1 - 0.5) / (0.5 + 1e-6) ~= 1
+        tensor([ 0.7071, -0.7071, -0.7071,  0.7071])
         >>> group_advantages([1.0, 0.0, 0.3, 0.3], group_size=2, scale=False)
         tensor([ 0.5000, -0.5000,  0.0000,  0.0000])
     """
@@ -46,15 +46,16 @@ def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 
     # The mean of equal floats need not equal them to the last bit; force exact zeros for constant groups.
     constant = (groups == groups[:, :1]).all(dim=1, keepdim=True)  # [num_prompts, 1]
     centered = torch.where(constant, torch.zeros_like(centered), centered)
-    if scale:
-        std = groups.std(dim=1, unbiased=False, keepdim=True)  # [num_prompts, 1]
-        centered = centered / (std + eps)
+    if scale and group_size > 1:  # G = 1 groups are constant: already exactly 0
+        std = groups.std(dim=1, keepdim=True)  # [num_prompts, 1], sample std (divides by G - 1)
+        centered = torch.where(constant, centered, centered / (std + eps))
     return centered.flatten()  # [N]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Slicing a response into segments (ExpRL-Process)
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def _token_char_ends(token_ids: list[int], tokenizer) -> tuple[str, list[int]]:
     """Decode a response incrementally; return (text, ends) where ends[i] = len(text decoded from tokens 0..i).
@@ -73,9 +74,9 @@ def _token_char_ends(token_ids: list[int], tokenizer) -> tuple[str, list[int]]:
     prefix_start, read_start = 0, 0  # window = tokens[prefix_start:] ; tokens[prefix_start:read_start] already emitted
     for i in range(len(token_ids)):
         prefix_text = tokenizer.decode(token_ids[prefix_start:read_start])
-        new_text = tokenizer.decode(token_ids[prefix_start:i + 1])
+        new_text = tokenizer.decode(token_ids[prefix_start : i + 1])
         if len(new_text) > len(prefix_text) and not new_text.endswith("\ufffd"):
-            text += new_text[len(prefix_text):]
+            text += new_text[len(prefix_text) :]
             prefix_start, read_start = read_start, i + 1
         ends.append(len(text))
     return text, ends
@@ -93,10 +94,13 @@ def segment_spans(token_ids: list[int], tokenizer, delimiter: str = "###") -> li
     closes the segment (with whatever else that token carries). Occurrences are found left to right without overlap,
     as str.split would ("######" is two delimiters).
 
-    Example (character-level tokens of "ab##" + "#c" = "ab###c"):
-        >>> segment_spans(ids_of("ab###c"), char_tokenizer)
-        [(0, 5), (5, 6)]          # "ab###" | "c"
-        no delimiter -> [(0, len(token_ids))];  empty response -> []
+    Example (the toy world's character-level tokenizer: "ab###c" is 4 tokens "a", "b", "###", "c"; "ab###" | "c"):
+        >>> from toy import build_tokenizer
+        >>> tokenizer = build_tokenizer()
+        >>> segment_spans(tokenizer("ab###c", add_special_tokens=False).input_ids, tokenizer)
+        [(0, 3), (3, 4)]
+        >>> segment_spans(tokenizer("abc", add_special_tokens=False).input_ids, tokenizer), segment_spans([], tokenizer)
+        ([(0, 3)], [])
     """
     if len(token_ids) == 0:
         return []
@@ -120,6 +124,7 @@ def segment_spans(token_ids: list[int], tokenizer, delimiter: str = "###") -> li
 # ----------------------------------------------------------------------------------------------------------------------
 # Segment advantages (ExpRL-Process)
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def delta_advantages(scores: list[float], mode: str = "delta") -> list[float]:
     """Centered segment advantages from one trajectory's prefix scores s_1..s_T (ExpRL Eq. 2 and its variants).
@@ -155,7 +160,7 @@ def delta_advantages(scores: list[float], mode: str = "delta") -> list[float]:
 
 
 def group_norm_advantages(scores_per_rollout: list[list[float]]) -> list[list[float]]:
-    """GroupNorm ablation (ExpRL appendix): A_t = s_t - b, b = mean over the group's rollouts of each rollout's mean s_t.
+    """GroupNorm ablation (ExpRL appendix): A_t = s_t - b, b = the mean over the group's rollouts of their mean s_t.
 
     Input: the segment scores of every rollout of ONE prompt's group. Rollouts with no segments are left out of the
     baseline and get [] back.
@@ -174,6 +179,7 @@ def group_norm_advantages(scores_per_rollout: list[list[float]]) -> list[list[fl
 # ----------------------------------------------------------------------------------------------------------------------
 # Broadcasting to tokens
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def token_advantages(spans: list[tuple[int, int]], values: list[float], length: int) -> torch.Tensor:
     """Per-token advantages of one response: every token of span i gets values[i]; tokens in no span get 0.
@@ -197,12 +203,24 @@ def token_advantages(spans: list[tuple[int, int]], values: list[float], length: 
 # One step's rollouts: rewards or segment scores -> advantages, with over-length and unparseable cases
 # ----------------------------------------------------------------------------------------------------------------------
 
-def outcome_advantages(scores: list, truncated: list[bool], group_size: int,
-                       scale: bool = True) -> tuple[list[float], list[bool]]:
+
+def outcome_advantages(
+    scores: list, truncated: list[bool], group_size: int, scale: bool = True
+) -> tuple[list[float], list[bool]]:
     """Per-rollout advantage from per-rollout rewards (PAPER.md, "Judge (outcome)"; scale=False: Stage II's r - mean).
 
     Over-length responses get reward 0; an unparseable score (None) drops the rollout from the loss and from its
     group's mean/std. Returns (advantages, keep) with one entry per rollout.
+
+    The authors' code differs on unparseable scores: it counts them as reward 0 inside the group (and keeps them in
+    the loss). We drop them instead (PAPER.md: "the trajectory is dropped from the loss"): a judge failure is not
+    evidence that the response is bad, and a 0 would push it down and lift its group-mates.
+
+    Example (group of 4: rewards 1, 0, truncated -> 0, unparseable -> dropped; mean 1/3, sample std of {1, 0, 0}
+    = sqrt(1/3) = 0.577, so A = (2/3) / 0.577 = 1.155 and (-1/3) / 0.577 = -0.577):
+        >>> adv, keep = outcome_advantages([1.0, 0.0, 0.5, None], [False, False, True, False], group_size=4)
+        >>> [round(a, 3) for a in adv], keep
+        ([1.155, -0.577, -0.577, 0.0], [True, True, True, False])
     """
     rewards = [0.0 if trunc else s for s, trunc in zip(scores, truncated)]
     advantages, keep = [0.0] * len(rewards), [r is not None for r in rewards]

@@ -11,6 +11,7 @@ enters GRPO as a per-token advantage A_t = -d_t. For one on-policy update that h
 loss token-mean(d_t * log pi_theta(y_t)) (the PPO ratio is 1 and unclipped; tests/test_baselines.py checks it), and it
 gets the loop's logging, evaluation and checkpoints for free.
 """
+
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -20,8 +21,18 @@ from tqdm import tqdm
 
 import distributed
 import train_stage1
-from common import (MetricsLog, check_model_path, fail, load_model, load_problem_set, parse_cli, save_checkpoint,
-                    seed_everything, set_threads, write_json)
+from common import (
+    MetricsLog,
+    check_model_path,
+    fail,
+    load_model,
+    load_problem_set,
+    parse_cli,
+    save_checkpoint,
+    seed_everything,
+    set_threads,
+    write_json,
+)
 from data import Problem, policy_messages
 from evaluate import evaluate, format_pass_at_k
 from grpo import token_logprobs
@@ -32,13 +43,22 @@ from rollout import Rollout, encode_prompts, to_batch
 @dataclass
 class SFTArgs:
     model: str = field(default="toy", metadata={"help": "starting model: 'toy' or a save_pretrained directory"})
-    train_data: str = field(default="toy:train", metadata={"help": "(question, reference) pairs: 'toy:train', JSONL or an HF dataset"})
+    train_data: str = field(
+        default="toy:train", metadata={"help": "(question, reference) pairs: 'toy:train', JSONL or an HF dataset"}
+    )
     eval_data: str = field(default="toy:heldout", metadata={"help": "held-out problems for pass@k ('' to skip)"})
-    output_dir: str = field(default="runs/sft", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
+    output_dir: str = field(
+        default="runs/sft", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"}
+    )
     epochs: int = field(default=2, metadata={"help": "passes over the training pairs (paper: 2)"})
     batch_size: int = field(default=32, metadata={"help": "pairs per optimiser step (paper: 32)"})
-    micro_batch_size: int = field(default=32, metadata={"help": "rows per forward/backward (memory only; the gradient is the same)"})
-    lr: float = field(default=1e-4, metadata={"help": "AdamW learning rate, constant (paper: 1e-6, the same as its RL lr; the toy RL lr is 1e-4)"})
+    micro_batch_size: int = field(
+        default=32, metadata={"help": "rows per forward/backward (memory only; the gradient is the same)"}
+    )
+    lr: float = field(
+        default=1e-4,
+        metadata={"help": "AdamW learning rate, constant (paper: 1e-6, the same as its RL lr; the toy RL lr is 1e-4)"},
+    )
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient-norm clip"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for evaluation"})
@@ -59,8 +79,10 @@ def sft_batch(tokenizer, problems: list[Problem]) -> dict[str, torch.Tensor]:
     Example (prompt ids [5, 6], reference ids [8] + EOS 1): input_ids [5, 6, 8, 1], labels [-100, -100, 8, 1].
     """
     prompts = encode_prompts(tokenizer, [policy_messages(p) for p in problems])
-    rows = [(prompt, tokenizer(p.reference, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
-            for prompt, p in zip(prompts, problems)]
+    rows = [
+        (prompt, tokenizer(p.reference, add_special_tokens=False).input_ids + [tokenizer.eos_token_id])
+        for prompt, p in zip(prompts, problems)
+    ]
     width = max(len(prompt) + len(target) for prompt, target in rows)
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # [B, L]
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, L]
@@ -94,8 +116,9 @@ def sft_step(model, optimizer, batch: dict, micro_batch_size: int, max_grad_norm
         if mb["input_ids"].shape[0] == 0:
             mb = {k: v[:1] for k, v in batch.items()}  # a stand-in row, weighted 0
         logits = model(input_ids=mb["input_ids"], attention_mask=mb["attention_mask"]).logits[:, :-1]  # [b, L-1, V]
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), mb["labels"][:, 1:].flatten(),
-                                                 ignore_index=-100, reduction="sum") * (weight * world / num_tokens)
+        loss = torch.nn.functional.cross_entropy(
+            logits.float().flatten(0, 1), mb["labels"][:, 1:].flatten(), ignore_index=-100, reduction="sum"
+        ) * (weight * world / num_tokens)
         loss.backward()
         total += loss.item() / world
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -106,14 +129,19 @@ def sft_step(model, optimizer, batch: dict, micro_batch_size: int, max_grad_norm
 
 def check_sft_args(args: SFTArgs) -> None:
     """Numbers in range and the starting model present; the first bad flag stops with one line (exit status 2)."""
-    for name, ok, expected in [("epochs", args.epochs >= 1, ">= 1"), ("batch_size", args.batch_size >= 1, ">= 1"),
-                               ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
-                               ("lr", 0 < args.lr < float("inf"), "> 0 and finite"),
-                               ("weight_decay", args.weight_decay >= 0, ">= 0"),
-                               ("max_grad_norm", args.max_grad_norm > 0, "> 0"),
-                               ("temperature", 0 < args.temperature < float("inf"), "> 0 and finite"),
-                               ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"), ("eval_n", args.eval_n >= 1, ">= 1"),
-                               ("eval_limit", args.eval_limit >= 0, ">= 0"), ("threads", args.threads >= 0, ">= 0")]:
+    for name, ok, expected in [
+        ("epochs", args.epochs >= 1, ">= 1"),
+        ("batch_size", args.batch_size >= 1, ">= 1"),
+        ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
+        ("lr", 0 < args.lr < float("inf"), "> 0 and finite"),
+        ("weight_decay", args.weight_decay >= 0, ">= 0"),
+        ("max_grad_norm", args.max_grad_norm > 0, "> 0"),
+        ("temperature", 0 < args.temperature < float("inf"), "> 0 and finite"),
+        ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"),
+        ("eval_n", args.eval_n >= 1, ">= 1"),
+        ("eval_limit", args.eval_limit >= 0, ">= 0"),
+        ("threads", args.threads >= 0, ">= 0"),
+    ]:
         if not ok:
             fail(f"--{name} {getattr(args, name)!r}: must be {expected}")
     check_model_path(args.model, "--model")
@@ -127,8 +155,9 @@ def train_sft(args: SFTArgs) -> dict:
     """
     check_sft_args(args)
     problems = load_problem_set(args.train_data, flag="--train_data")  # checked before anything is written
-    eval_problems = load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data") \
-        if args.eval_data else []
+    eval_problems = (
+        load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data") if args.eval_data else []
+    )
     distributed.init()
     main_rank = distributed.is_main()
     eval_problems = eval_problems if main_rank else []
@@ -143,8 +172,11 @@ def train_sft(args: SFTArgs) -> dict:
     log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl")) if main_rank else None
     evals = {"before": _eval(args, policy, tokenizer, eval_problems, 0) if args.eval_before else None}
     orders = distributed.broadcast_object([torch.randperm(len(problems)).tolist() for _ in range(args.epochs)])
-    batches = [(epoch, order[i : i + args.batch_size]) for epoch, order in enumerate(orders)
-               for i in range(0, len(problems), args.batch_size)]
+    batches = [
+        (epoch, order[i : i + args.batch_size])
+        for epoch, order in enumerate(orders)
+        for i in range(0, len(problems), args.batch_size)
+    ]
     rank, world = distributed.rank(), distributed.world_size()
     model.train()
     for step, (epoch, idx) in enumerate(tqdm(batches, desc="sft", dynamic_ncols=True, disable=not main_rank), start=1):
@@ -165,8 +197,16 @@ def _eval(args: SFTArgs, model, tokenizer, problems, step: int) -> dict | None:
     if not problems:
         return None
     model.eval()
-    result = evaluate(model, problems, n=args.eval_n, temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                      tokenizer=tokenizer, output_dir=os.path.join(args.output_dir, "eval", f"step_{step:04d}"), step=step)
+    result = evaluate(
+        model,
+        problems,
+        n=args.eval_n,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        tokenizer=tokenizer,
+        output_dir=os.path.join(args.output_dir, "eval", f"step_{step:04d}"),
+        step=step,
+    )
     tqdm.write(f"[eval step_{step:04d}] {format_pass_at_k(result)}")
     return result
 
@@ -182,20 +222,34 @@ def teacher_messages(problem: Problem) -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def response_logprobs(model, rollouts: list[Rollout], pad_id: int, micro_batch_size: int,
-                      temperature: float) -> torch.Tensor:
+def response_logprobs(
+    model, rollouts: list[Rollout], pad_id: int, micro_batch_size: int, temperature: float
+) -> torch.Tensor:
     """Log-probs of each rollout's response tokens under `model`, in a [B, R] layout that does not depend on the
     prompts (column j = response token j), so that two different contexts can be compared token by token."""
     batch = to_batch(rollouts, pad_id)
     width = max(1, max(len(r.response_ids) for r in rollouts))  # R
     with torch.no_grad():
-        logprobs = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
-                                  micro_batch_size, temperature=temperature)  # [B, P + R]
+        logprobs = token_logprobs(
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            micro_batch_size,
+            temperature=temperature,
+        )  # [B, P + R]
     return logprobs[:, -width:]  # [B, R]
 
 
-def distill_signal(student, teacher, rollouts: list[Rollout], teacher_prompt_ids: list[list[int]], pad_id: int,
-                   micro_batch_size: int = 64, temperature: float = 1.0) -> list[torch.Tensor]:
+def distill_signal(
+    student,
+    teacher,
+    rollouts: list[Rollout],
+    teacher_prompt_ids: list[list[int]],
+    pad_id: int,
+    micro_batch_size: int = 64,
+    temperature: float = 1.0,
+) -> list[torch.Tensor]:
     """Per-token d_t = log pi_student(y_t | question) - log pi_teacher(y_t | question + reference), detached.
 
     One tensor [len(response_ids)] per rollout. d_t > 0 where the student is more confident than the
@@ -223,23 +277,35 @@ class DistillTeacher:
 
     def __call__(self, student, problems: list[Problem], rollouts: list[Rollout]) -> tuple[list[torch.Tensor], float]:
         prompts = encode_prompts(self.tokenizer, [teacher_messages(p) for p in problems])
-        d = distill_signal(student, self.teacher, rollouts, prompts, self.tokenizer.pad_token_id,
-                           self.micro_batch_size, self.temperature)
+        d = distill_signal(
+            student,
+            self.teacher,
+            rollouts,
+            prompts,
+            self.tokenizer.pad_token_id,
+            self.micro_batch_size,
+            self.temperature,
+        )
         num_tokens = sum(len(x) for x in d)
         return [-x for x in d], float(sum(x.sum() for x in d)) / max(num_tokens, 1)
 
 
 @dataclass
 class DistillArgs(train_stage1.Args):
-    reward: str = field(default="self_distill", metadata={"help": "self-distillation (fixed)",
-                                                          "choices": ["self_distill"]})
-    judge: str = field(default="", metadata={"help": "unused: the teacher is the frozen start model with the reference"})
+    reward: str = field(
+        default="self_distill", metadata={"help": "self-distillation (fixed)", "choices": ["self_distill"]}
+    )
+    judge: str = field(
+        default="", metadata={"help": "unused: the teacher is the frozen start model with the reference"}
+    )
     output_dir: str = field(default="runs/self_distill", metadata={"help": "run directory"})
-    lr: float = field(default=1e-5, metadata={
-        "help": "AdamW lr (paper: 1e-7, a tenth of its RL lr; the toy RL lr is 1e-4)"})
+    lr: float = field(
+        default=1e-5, metadata={"help": "AdamW lr (paper: 1e-7, a tenth of its RL lr; the toy RL lr is 1e-4)"}
+    )
     kl_coef: float = field(default=0.0, metadata={"help": "no KL term (paper)"})
-    updates_per_step: int = field(default=1, metadata={
-        "help": "must stay 1: the A = -d gradient identity needs on-policy", "choices": [1]})
+    updates_per_step: int = field(
+        default=1, metadata={"help": "must stay 1: the A = -d gradient identity needs on-policy", "choices": [1]}
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

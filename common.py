@@ -2,6 +2,7 @@
 
 Kept deliberately small: helpers that several scripts need, nothing that hides the training loop.
 """
+
 import glob
 import json
 import os
@@ -60,7 +61,9 @@ def parse_cli(dataclass_type, argv: list[str] | None = None):
     `error: argument --reward: invalid choice: 'foo' (choose from outcome, process, sparse)`.
     """
     argv = sys.argv[1:] if argv is None else argv
-    (args,) = _OneLineParser(dataclass_type).parse_args_into_dataclasses(argv)
+    args, unknown = _OneLineParser(dataclass_type).parse_args_into_dataclasses(argv, return_remaining_strings=True)
+    if unknown:
+        fail(f"unrecognized arguments: {' '.join(unknown)} (--help lists the flags)")
     given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
     return args, given
 
@@ -91,8 +94,10 @@ def resolve_model_path(name: str) -> str:
     """'toy' -> the committed toy base; otherwise a local save_pretrained directory (never a hub download)."""
     path = TOY_BASE if name == "toy" else name
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise FileNotFoundError(f"model {name!r}: no config.json in {path!r} (expected a save_pretrained directory; "
-                                "nothing is downloaded at run time)")
+        raise FileNotFoundError(
+            f"model {name!r}: no config.json in {path!r} (expected a save_pretrained directory; "
+            "nothing is downloaded at run time)"
+        )
     return path
 
 
@@ -123,8 +128,9 @@ def load_problem_set(source: str, limit: int | None = None, flag: str | None = N
     return problems
 
 
-def save_checkpoint(model, tokenizer, output_dir: str, extra_files: dict | None = None,
-                    state_dict: dict | None = None) -> None:
+def save_checkpoint(
+    model, tokenizer, output_dir: str, extra_files: dict | None = None, state_dict: dict | None = None
+) -> None:
     """save_pretrained into a temporary sibling directory, then rename: an interrupt leaves the old copy or none.
 
     extra_files maps a file name to a JSON-able object (written as JSON) or, for names ending in .pt, to an object
@@ -185,8 +191,9 @@ def set_rng_state(state: dict, sampler=None) -> None:
         sampler.seeds.set_state(state["sampler"])
 
 
-def save_training_checkpoint(path: str, model, tokenizer, optimizer, step: int, data_order: list[int],
-                             sampler=None) -> None:
+def save_training_checkpoint(
+    path: str, model, tokenizer, optimizer, step: int, data_order: list[int], sampler=None
+) -> None:
     """A resumable checkpoint at `path` (atomic, see save_checkpoint): weights, optimiser, step, data order, and the RNG
     states of every rank. Collective under data parallelism: every rank calls it, rank 0 writes."""
     weights = distributed.full_state_dict(model) if distributed.is_sharded(model) else None  # None: the model's own
@@ -194,8 +201,13 @@ def save_training_checkpoint(path: str, model, tokenizer, optimizer, step: int, 
     rngs = distributed.all_gather_object(rng_state(sampler))  # [one per rank]
     if distributed.is_main():
         state = {"step": step, "optimizer": optimizer_state, "rng": rngs, "data_order": data_order}
-        save_checkpoint(distributed.unwrap(model), tokenizer, path, state_dict=weights,
-                        extra_files={"trainer_state.json": {"step": step}, "trainer_state.pt": state})
+        save_checkpoint(
+            distributed.unwrap(model),
+            tokenizer,
+            path,
+            state_dict=weights,
+            extra_files={"trainer_state.json": {"step": step}, "trainer_state.pt": state},
+        )
     distributed.barrier()
 
 
@@ -242,14 +254,14 @@ def latest_checkpoint(output_dir: str) -> tuple[str, dict] | None:
 
 
 def prune_checkpoints(output_dir: str, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` periodic checkpoints (0 keeps all); the final checkpoint/ is never deleted."""
+    """Delete all but the newest `keep_last` periodic checkpoints (0 keeps all); never the final checkpoint/."""
     paths = sorted(glob.glob(os.path.join(output_dir, "checkpoints", "step_*")))  # zero-padded: name order = step order
     for path in paths[: max(len(paths) - keep_last, 0)] if keep_last > 0 else []:
         shutil.rmtree(path, ignore_errors=True)
 
 
 def truncate_jsonl(path: str, last_step: int) -> None:
-    """Keep the rows with step <= last_step (atomic rewrite): a resumed run redoes the later steps, without duplicates."""
+    """Keep the rows with step <= last_step (atomic rewrite): a resumed run redoes the later steps, no duplicates."""
     if not os.path.exists(path):
         return
     with open(path) as f:

@@ -22,6 +22,7 @@ Which wrapper (`wrap_model`), and why:
   is the same on every rank. It works on CPU with gloo in torch 2.13: tests/test_distributed.py checks that both
   wrappers give the single-process update. It has NOT been run on GPUs (nccl) in this project.
 """
+
 import datetime
 import os
 
@@ -80,8 +81,10 @@ def shard(items: list, num_shards: int | None = None, index: int | None = None) 
     num_shards = world_size() if num_shards is None else num_shards
     index = rank() if index is None else index
     if len(items) % num_shards:
-        raise ValueError(f"{len(items)} items do not split evenly over {num_shards} ranks "
-                         "(make --prompts_per_step a multiple of the number of processes)")
+        raise ValueError(
+            f"{len(items)} items do not split evenly over {num_shards} ranks "
+            "(make --prompts_per_step a multiple of the number of processes)"
+        )
     size = len(items) // num_shards
     return items[index * size : (index + 1) * size]
 
@@ -95,17 +98,19 @@ def all_reduce_sum(value: float) -> float:
     return type(value)(t.item())
 
 
-def loss_scale(local_denominator: float) -> float:
+def loss_scale(local_denominator: float, summed: bool = True) -> float:
     """The factor for this rank's loss so that the gradient AVERAGE over ranks (DDP, FSDP2) equals the single-process
     gradient of the global mini-batch: world * n_r / N, N = sum over ranks of n_r (e.g. response tokens for a
-    token-mean). Exactly 1.0 in one process. Collective: every rank must call it.
+    token-mean). summed=False: the denominator is the same constant on every rank (seq-mean-token-sum-norm's fixed
+    length), so N = n_r and the factor is the world size. Exactly 1.0 in one process. Collective: every rank must
+    call it.
 
     Example: 2 ranks with 30 and 10 tokens -> 2 * 30 / 40 = 1.5 and 2 * 10 / 40 = 0.5; the average of 1.5 g_0 and
     0.5 g_1 is (30 g_0 + 10 g_1) / 40, the token-weighted mean.
     """
     if not dist.is_initialized():
         return 1.0
-    total = all_reduce_sum(float(local_denominator))
+    total = all_reduce_sum(float(local_denominator)) if summed else float(local_denominator) * world_size()
     return world_size() * local_denominator / total if total > 0 else 0.0
 
 
@@ -127,8 +132,9 @@ def all_gather_object(obj) -> list:
     return out
 
 
-def reduce_metrics(metrics: dict, weights: dict | None = None, default_weight: float = 1.0,
-                   sums: tuple = (), maxes: tuple = ()) -> dict:
+def reduce_metrics(
+    metrics: dict, weights: dict | None = None, default_weight: float = 1.0, sums: tuple = (), maxes: tuple = ()
+) -> dict:
     """One step's metrics over all ranks: weighted means, except `sums` (counts) and `maxes` (e.g. wall times).
 
     weights[key] is this rank's weight for a mean metric (e.g. its number of rollouts, or response tokens for
@@ -144,8 +150,9 @@ def reduce_metrics(metrics: dict, weights: dict | None = None, default_weight: f
     packed = [metrics[k] if k in sums else (0.0 if k in maxes else metrics[k] * wk) for k, wk in zip(keys, w)]
     total = torch.tensor(packed + w, dtype=torch.float64, device=_comm_device())  # [2K]
     dist.all_reduce(total)
-    biggest = torch.tensor([float(metrics[k]) if k in maxes else 0.0 for k in keys], dtype=torch.float64,
-                           device=_comm_device())  # [K]
+    biggest = torch.tensor(
+        [float(metrics[k]) if k in maxes else 0.0 for k in keys], dtype=torch.float64, device=_comm_device()
+    )  # [K]
     dist.all_reduce(biggest, op=dist.ReduceOp.MAX)
     out = {}
     for i, k in enumerate(keys):
@@ -168,8 +175,10 @@ def choose_mode(requested: str, engine: str) -> str:
     module docstring); fsdp with HF generate is refused, because it would hang."""
     mode = requested if requested != "auto" else ("fsdp" if engine == "vllm" else "ddp")
     if mode == "fsdp" and engine != "vllm":
-        raise SystemExit("--data_parallel fsdp needs --engine vllm: FSDP2 all-gathers the weights in every forward, so "
-                         "HF generate on the sharded model would hang once ranks decode different lengths")
+        raise SystemExit(
+            "--data_parallel fsdp needs --engine vllm: FSDP2 all-gathers the weights in every forward, so "
+            "HF generate on the sharded model would hang once ranks decode different lengths"
+        )
     if mode not in ("ddp", "fsdp"):
         raise SystemExit(f"--data_parallel must be auto, ddp or fsdp, got {requested!r}")
     return mode
@@ -181,7 +190,8 @@ def wrap_model(model: torch.nn.Module, mode: str = "ddp", trainable: bool = True
     "ddp" returns a DistributedDataParallel (the model is `.module`); "fsdp" shards the model in place with FSDP2,
     one unit per decoder layer (`model.model.layers`, the Hugging Face layout) plus the root (embeddings, final norm,
     lm_head), bf16 compute on GPUs, and returns it.
-    Both average gradients over ranks (PyTorch's default; see the module docstring). trainable=False (a frozen reference model): "ddp" returns the
+    Both average gradients over ranks (PyTorch's default; see the module docstring).
+    trainable=False (a frozen reference model): "ddp" returns the
     model unwrapped (a full copy per rank, forward only); "fsdp" shards it too (4B: 8 GB of bf16 weights -> 1.3 GB per
     rank on 6 ranks).
     """
@@ -196,10 +206,14 @@ def wrap_model(model: torch.nn.Module, mode: str = "ddp", trainable: bool = True
         return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids, forward_sync_buffers=False)
     if mode == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
         # GPUs (nccl): compute in bf16 from the fp32 master shards, reduce gradients in fp32 (the usual FSDP2 setting).
         # CPU (gloo, the tests): all fp32, so the update can be compared with one process to float tolerance.
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-            if dist.get_backend() == "nccl" else MixedPrecisionPolicy()
+        mp = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if dist.get_backend() == "nccl"
+            else MixedPrecisionPolicy()
+        )
         for layer in model.model.layers:
             fully_shard(layer, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
@@ -214,6 +228,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def is_sharded(model: torch.nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
+
     return isinstance(model, FSDPModule)
 
 
@@ -223,6 +238,7 @@ def full_state_dict(model: torch.nn.Module) -> dict:
     if not is_sharded(model):
         return unwrap(model).state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
@@ -232,6 +248,7 @@ def optimizer_state_dict(model: torch.nn.Module, optimizer) -> dict:
     if not is_sharded(model):
         return optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
@@ -241,4 +258,5 @@ def load_optimizer_state_dict(model: torch.nn.Module, optimizer, state: dict) ->
         optimizer.load_state_dict(state)
         return
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))

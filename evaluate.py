@@ -59,16 +59,27 @@ def powers_of_two(n: int) -> list[int]:
     return ks if ks[-1] == n else ks + [n]
 
 
-def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temperature: float = 1.0,
-             max_new_tokens: int = 160, tokenizer=None, output_dir: str | None = None, step: int = 0,
-             batch_size: int = 256, sampler=None, rollouts_path: str | None = None) -> dict:
+def evaluate(
+    model,
+    problems,
+    n: int = 64,
+    ks: Sequence[int] | None = None,
+    temperature: float = 1.0,
+    max_new_tokens: int = 160,
+    tokenizer=None,
+    output_dir: str | None = None,
+    step: int = 0,
+    batch_size: int = 256,
+    sampler=None,
+    rollouts_path: str | None = None,
+) -> dict:
     """Sample n responses per problem (question-only prompt), grade them with answer_reward, return pass@k.
 
     `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
     writes output_dir/pass_at_k.json = {"step", "n", "num_problems", "pass@k": {"1": ..., "2": ...},
     "correct_counts", "seconds"}. `sampler` (e.g. a VLLMSampler holding the same weights) replaces the default
     HFSampler on `model`. With rollouts_path, also writes every rollout as one JSONL line {"id", "question",
-    "reference", "answer", "response", "correct", "truncated"}: the fixed rollouts that calibrate.py and behaviour.py read.
+    "reference", "answer", "response", "correct", "truncated"}: the fixed rollouts the analyses (analysis/) read.
     """
     from common import load_model, write_json  # imported here: pass_at_k above needs no torch
     from data import policy_messages
@@ -79,15 +90,25 @@ def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temp
         model, tokenizer = load_model(model)
     ks = list(ks) if ks is not None else powers_of_two(n)
     start = time.time()
-    sampler = sampler or HFSampler(model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
-                                   batch_size=batch_size)
-    rollouts = sampler.sample(encode_prompts(tokenizer, [policy_messages(p) for p in problems]), n=n,
-                              temperature=temperature, max_new_tokens=max_new_tokens)
+    sampler = sampler or HFSampler(
+        model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
+    )
+    rollouts = sampler.sample(
+        encode_prompts(tokenizer, [policy_messages(p) for p in problems]),
+        n=n,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+    )
     correct = [answer_reward(r.text, problems[i // n].answer) for i, r in enumerate(rollouts)]
     counts = [int(sum(correct[i * n : (i + 1) * n])) for i in range(len(problems))]
-    result = {"step": step, "n": n, "num_problems": len(problems),
-              "pass@k": {str(k): v for k, v in pass_at_k_curve(counts, n, ks).items()},
-              "correct_counts": counts, "seconds": round(time.time() - start, 1)}
+    result = {
+        "step": step,
+        "n": n,
+        "num_problems": len(problems),
+        "pass@k": {str(k): v for k, v in pass_at_k_curve(counts, n, ks).items()},
+        "correct_counts": counts,
+        "seconds": round(time.time() - start, 1),
+    }
     if output_dir is not None:
         write_json(os.path.join(output_dir, "pass_at_k.json"), result)
     if rollouts_path is not None:
@@ -95,8 +116,20 @@ def evaluate(model, problems, n: int = 64, ks: Sequence[int] | None = None, temp
         with open(rollouts_path, "w") as f:
             for i, (r, ok) in enumerate(zip(rollouts, correct)):
                 p = problems[i // n]
-                f.write(json.dumps({"id": p.id, "question": p.question, "reference": p.reference, "answer": p.answer,
-                                    "response": r.text, "correct": bool(ok), "truncated": r.truncated}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "id": p.id,
+                            "question": p.question,
+                            "reference": p.reference,
+                            "answer": p.answer,
+                            "response": r.text,
+                            "correct": bool(ok),
+                            "truncated": r.truncated,
+                        }
+                    )
+                    + "\n"
+                )
     return result
 
 
@@ -106,8 +139,13 @@ def format_pass_at_k(result: dict) -> str:
 
 
 # The paper's analyses run from analysis/ (python -m analysis.calibrate ...); their old subcommands point there.
-MOVED = {"calibrate": "analysis.calibrate", "inject": "analysis.injection", "annotate": "analysis.behaviour annotate",
-         "compare": "analysis.behaviour compare", "plot": "analysis.plots"}
+MOVED = {
+    "calibrate": "analysis.calibrate",
+    "inject": "analysis.injection",
+    "annotate": "analysis.behaviour annotate",
+    "compare": "analysis.behaviour compare",
+    "plot": "analysis.plots",
+}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -119,24 +157,36 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(2)
     parser = argparse.ArgumentParser(
         description="pass@k of a checkpoint on a problem set (the analyses: python -m analysis.calibrate|injection|"
-                    "behaviour|plots --help)")
+        "behaviour|plots --help)"
+    )
     parser.add_argument("--model", default="toy", help="'toy' or a save_pretrained directory")
-    parser.add_argument("--data", default="toy:heldout", help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset")
+    parser.add_argument(
+        "--data", default="toy:heldout", help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset"
+    )
     parser.add_argument("--n", type=int, default=64, help="samples per problem (paper: 128)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 0.8)")
     parser.add_argument("--max_new_tokens", type=int, default=160, help="response length limit")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
     parser.add_argument("--output_dir", default=None, help="where pass_at_k.json is written")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--rollouts", default=None, help="also write every rollout to this JSONL (for calibrate/annotate)")
+    parser.add_argument(
+        "--rollouts", default=None, help="also write every rollout to this JSONL (for calibrate/annotate)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args(argv)
     from common import load_problem_set, seed_everything, set_threads
+
     set_threads(args.threads)
     seed_everything(args.seed)
-    result = evaluate(args.model, load_problem_set(args.data, limit=args.limit), n=args.n,
-                      temperature=args.temperature, max_new_tokens=args.max_new_tokens, output_dir=args.output_dir,
-                      rollouts_path=args.rollouts)
+    result = evaluate(
+        args.model,
+        load_problem_set(args.data, limit=args.limit),
+        n=args.n,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        output_dir=args.output_dir,
+        rollouts_path=args.rollouts,
+    )
     print(f"{result['num_problems']} problems, n={result['n']}, {result['seconds']}s:  {format_pass_at_k(result)}")
     return result
 

@@ -29,9 +29,17 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_size: int,
-                   with_entropy: bool = False, temperature: float = 1.0, share_prompts: bool = True,
-                   chunk_size: int | None = None):
+def token_logprobs(
+    model,
+    input_ids,
+    attention_mask,
+    response_mask,
+    micro_batch_size: int,
+    with_entropy: bool = False,
+    temperature: float = 1.0,
+    share_prompts: bool = True,
+    chunk_size: int | None = None,
+):
     """log pi(y_t | x, y_<t) of each realised response token, [B, L], zero off the response.
 
     Only response logits are computed: the model is called with `logits_to_keep` covering the columns from the first
@@ -52,8 +60,16 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
     lps, ents = [], []
     for start in range(0, input_ids.shape[0], micro_batch_size):
         rows = slice(start, start + micro_batch_size)
-        lp, ent = _logprobs_one_micro_batch(model, input_ids[rows], attention_mask[rows], response_mask[rows],
-                                            with_entropy, temperature, share_prompts, chunk_size)
+        lp, ent = _logprobs_one_micro_batch(
+            model,
+            input_ids[rows],
+            attention_mask[rows],
+            response_mask[rows],
+            with_entropy,
+            temperature,
+            share_prompts,
+            chunk_size,
+        )
         lps.append(lp)
         ents.append(ent)
     logprobs = torch.cat(lps, dim=0)  # [B, L]
@@ -62,8 +78,9 @@ def token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_
     return logprobs
 
 
-def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, with_entropy, temperature,
-                              share_prompts, chunk_size=None):
+def _logprobs_one_micro_batch(
+    model, input_ids, attention_mask, response_mask, with_entropy, temperature, share_prompts, chunk_size=None
+):
     """token_logprobs for one micro-batch (see there). Returns (logprobs [b, L], entropy [b, L] or None).
 
     A micro-batch without any response token (every rollout dropped) still runs the model, on its last two columns:
@@ -83,8 +100,9 @@ def _logprobs_one_micro_batch(model, input_ids, attention_mask, response_mask, w
         logits = _response_logits(model, input_ids, attention_mask, position_ids, p0, share).float()  # [b, L - p0, V]
         lp, h = _response_stats(logits, input_ids[:, p0:], keep, temperature, with_entropy)  # [b, L - p0] each
     else:
-        lp, h = _chunked_response_stats(model, input_ids, attention_mask, position_ids, keep, p0, share, temperature,
-                                        with_entropy, chunk_size)  # [b, L - p0] each
+        lp, h = _chunked_response_stats(
+            model, input_ids, attention_mask, position_ids, keep, p0, share, temperature, with_entropy, chunk_size
+        )  # [b, L - p0] each
     prompt_zeros = torch.zeros(b, p0, dtype=torch.float32, device=input_ids.device)  # [b, p0]
     logprobs = torch.cat([prompt_zeros, lp], dim=1)  # [b, L]
     entropy = torch.cat([prompt_zeros, h], dim=1) if with_entropy else None  # [b, L]
@@ -114,13 +132,23 @@ def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, sh
     if shared is None:
         # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
         # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                    logits_to_keep=L - p0 + 1, use_cache=False)
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=L - p0 + 1,
+            use_cache=False,
+        )
         return out.logits[:, :-1, :]
     # Fast path: the prompts ran once each (columns < p0); only the response columns run per row.
     cache, first = shared  # first [b, 1, V]: the last prompt column predicts the first response token
-    out = model(input_ids=input_ids[:, p0:], attention_mask=attention_mask, position_ids=position_ids[:, p0:],
-                past_key_values=cache, use_cache=True)
+    out = model(
+        input_ids=input_ids[:, p0:],
+        attention_mask=attention_mask,
+        position_ids=position_ids[:, p0:],
+        past_key_values=cache,
+        use_cache=True,
+    )
     return torch.cat([first, out.logits[:, :-1, :]], dim=1)  # [b, L - p0, V]
 
 
@@ -128,66 +156,84 @@ def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, sh
 # Loss
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
     """Per-token k3 estimate of KL(pi || pi_ref) from tokens sampled from pi ("low_var_kl" in PAPER.md).
 
     k3 = exp(ref - lp) - (ref - lp) - 1 >= 0 (Schulman, "Approximating KL divergence"); unbiased, low variance.
-    The log-ratio is clamped to [-20, 20] so one extreme token cannot overflow exp().
+    As in the authors' code (verl's "low_var_kl"): the log-ratio is clamped to [-20, 20] so one extreme token cannot
+    overflow exp(), and k3 itself to [-10, 10], so a token the base finds far likelier than the policy adds at most 10
+    to the loss and no gradient (the clamp's gradient is 0 there).
 
-    Example: lp = 0, ref = log 0.5 -> 0.5 - log 0.5 - 1 = log 2 - 0.5 ~= 0.1931.
+    Example: lp = 0, ref = log 0.5 -> 0.5 - log 0.5 - 1 = log 2 - 0.5 ~= 0.1931; lp = 0, ref = 3 -> e^3 - 4 = 16.09,
+    clamped to 10.
+        >>> kl_k3(torch.tensor([0.0, 0.0]), torch.tensor([math.log(0.5), 3.0]))
+        tensor([ 0.1931, 10.0000])
     """
     log_ratio = (ref_logprobs - logprobs).clamp(-20.0, 20.0)
-    return torch.exp(log_ratio) - log_ratio - 1.0
+    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-10.0, 10.0)
 
 
 def _masked_sum(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x, torch.zeros_like(x)).sum()
 
 
-def aggregation_denominator(mask: torch.Tensor, agg: str) -> int:
-    """What an aggregation divides by: masked tokens ("token-mean") or rows with >= 1 masked token (seq-mean-*).
+def aggregation_denominator(mask: torch.Tensor, agg: str, norm_length: int | None = None) -> int:
+    """What an aggregation divides by: masked tokens ("token-mean"), rows with >= 1 masked token
+    ("seq-mean-token-mean"), or the constant norm_length (default L) for "seq-mean-token-sum-norm" (0 if no token).
 
     grpo_step scales each micro-batch's loss by (its denominator / the batch's), so gradients add up exactly.
-    Example: mask [[1, 1, 0], [1, 0, 0]] -> token-mean 3, seq-mean-* 2.
+    Example: mask [[1, 1, 0], [1, 0, 0]] -> token-mean 3, seq-mean-token-mean 2, seq-mean-token-sum-norm 3 (= L).
     """
     if agg not in AGGREGATIONS:
         raise ValueError(f"unknown loss aggregation {agg!r}; valid: {', '.join(AGGREGATIONS)}")
     mask = mask.bool()
     if agg == "token-mean":
         return int(mask.sum())
-    return int(mask.any(dim=-1).sum())
+    if agg == "seq-mean-token-mean":
+        return int(mask.any(dim=-1).sum())
+    return (norm_length if norm_length is not None else mask.shape[-1]) if bool(mask.any()) else 0
 
 
-def aggregate(loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean",
-              norm_length: int | None = None) -> torch.Tensor:
+def aggregate(
+    loss_per_token: torch.Tensor, mask: torch.Tensor, agg: str = "token-mean", norm_length: int | None = None
+) -> torch.Tensor:
     """Reduce a [B, L] per-token loss over the masked tokens to a scalar.
 
     "token-mean"               sum over all masked tokens / their number (PAPER.md default; long responses weigh more)
     "seq-mean-token-mean"      mean over each row's tokens, then mean over rows (GRPO paper; each response weighs 1)
-    "seq-mean-token-sum-norm"  each row's token sum / norm_length (a constant; default L), then mean over rows
-                               (Dr. GRPO: no length bias)
-    Rows with no masked token (dropped trajectories) are not counted in the seq-mean variants.
+    "seq-mean-token-sum-norm"  sum over all rows and tokens / norm_length, a constant (default L): verl's definition
+                               under this name (Dr. GRPO: no length bias); it is NOT averaged over rows
+    Rows with no masked token (dropped trajectories) are not counted in seq-mean-token-mean.
 
     Example, loss [[1, 2, 9], [4, 9, 9]], mask [[1, 1, 0], [1, 0, 0]]:
         token-mean (1 + 2 + 4) / 3 = 7/3;  seq-mean-token-mean ((1 + 2)/2 + 4/1) / 2 = 2.75;
-        seq-mean-token-sum-norm ((1 + 2)/3 + 4/3) / 2 = 7/6
+        seq-mean-token-sum-norm (1 + 2 + 4) / 3 = 7/3 (L = 3)
     """
-    denom = max(aggregation_denominator(mask, agg), 1)
+    denom = max(aggregation_denominator(mask, agg, norm_length), 1)
     mask = mask.bool()
     masked = torch.where(mask, loss_per_token, torch.zeros_like(loss_per_token))  # [B, L]
-    if agg == "token-mean":
+    if agg in ("token-mean", "seq-mean-token-sum-norm"):
         return masked.sum() / denom
-    row_sums = masked.sum(dim=-1)  # [B]
-    if agg == "seq-mean-token-mean":
-        row_values = row_sums / mask.sum(dim=-1).clamp(min=1)  # [B]; empty rows give 0
-    else:
-        row_values = row_sums / (norm_length if norm_length is not None else mask.shape[-1])  # [B]
+    row_values = masked.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)  # [B]; empty rows give 0
     return row_values.sum() / denom
 
 
-def policy_loss(logprobs, old_logprobs, advantages, mask, clip_low: float = 0.2, clip_high: float = 0.28,
-                dual_clip: float | None = 3.0, ref_logprobs=None, kl_coef: float = 0.0, agg: str = "token-mean",
-                entropy=None, entropy_coef: float = 0.0, norm_length: int | None = None):
+def policy_loss(
+    logprobs,
+    old_logprobs,
+    advantages,
+    mask,
+    clip_low: float = 0.2,
+    clip_high: float = 0.28,
+    dual_clip: float | None = 3.0,
+    ref_logprobs=None,
+    kl_coef: float = 0.0,
+    agg: str = "token-mean",
+    entropy=None,
+    entropy_coef: float = 0.0,
+    norm_length: int | None = None,
+):
     """Clipped GRPO/PPO loss with decoupled clip bounds, dual clip, k3 KL penalty and entropy bonus; all [B, L] inputs.
 
     Per token (PAPER.md "Optimiser"; DAPO's decoupled clip; dual clip from Ye et al. 2020):
@@ -283,8 +329,16 @@ class LossConfig:
     chunk_size: int | None = None  # LM head over this many response tokens at a time (token_logprobs); None = at once
 
 
-def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size: int,
-              max_grad_norm: float | None = 1.0, loss_scale: float = 1.0, apply: bool = True) -> dict:
+def grpo_step(
+    model,
+    optimizer,
+    batch: dict,
+    loss: LossConfig,
+    micro_batch_size: int,
+    max_grad_norm: float | None = 1.0,
+    loss_scale: float = 1.0,
+    apply: bool = True,
+) -> dict:
     """One optimiser step of the GRPO loss over a whole mini-batch, with gradient accumulation over micro-batches.
 
     batch: input_ids, attention_mask, response_mask, advantages ([B, L] each, layout in the module docstring);
@@ -309,22 +363,44 @@ def grpo_step(model, optimizer, batch: dict, loss: LossConfig, micro_batch_size:
     if loss.kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError("grpo_step: kl_coef > 0 needs batch['ref_logprobs'] (log-probs of the frozen base)")
     want_entropy = loss.entropy_coef != 0.0 or loss.log_entropy
-    total_denom = max(aggregation_denominator(response_mask, loss.agg), 1)
+    total_denom = max(aggregation_denominator(response_mask, loss.agg, loss.norm_length), 1)
     total_tokens = max(int(response_mask.bool().sum()), 1)
 
     loss_sum, sums = 0.0, {}
     for start in range(0, input_ids.shape[0], micro_batch_size):
         rows = slice(start, start + micro_batch_size)
         mask = response_mask[rows]
-        out = token_logprobs(model, input_ids[rows], attention_mask[rows], mask, micro_batch_size,
-                             with_entropy=want_entropy, temperature=loss.temperature, chunk_size=loss.chunk_size)
+        out = token_logprobs(
+            model,
+            input_ids[rows],
+            attention_mask[rows],
+            mask,
+            micro_batch_size,
+            with_entropy=want_entropy,
+            temperature=loss.temperature,
+            chunk_size=loss.chunk_size,
+        )
         lp, ent = out if want_entropy else (out, None)  # [b, L] each
         old = lp.detach() if old_logprobs is None else old_logprobs[rows]
         ref = None if ref_logprobs is None else ref_logprobs[rows]
-        micro_loss, metrics = policy_loss(lp, old, advantages[rows], mask, loss.clip_low, loss.clip_high,
-                                          loss.dual_clip, ref, loss.kl_coef, loss.agg, ent, loss.entropy_coef,
-                                          loss.norm_length)
-        share = aggregation_denominator(mask, loss.agg) / total_denom  # 0 for a micro-batch of dropped rollouts
+        micro_loss, metrics = policy_loss(
+            lp,
+            old,
+            advantages[rows],
+            mask,
+            loss.clip_low,
+            loss.clip_high,
+            loss.dual_clip,
+            ref,
+            loss.kl_coef,
+            loss.agg,
+            ent,
+            loss.entropy_coef,
+            loss.norm_length,
+        )
+        share = (
+            aggregation_denominator(mask, loss.agg, loss.norm_length) / total_denom
+        )  # 0 for a micro-batch of dropped rollouts
         (micro_loss * (share * loss_scale)).backward()  # share * 1.0 == share exactly: one process is unchanged
         loss_sum += micro_loss.item() * share * loss_scale
         n_tokens = int(mask.bool().sum())
@@ -368,8 +444,13 @@ def prefill_distinct_prompts(model, input_ids: torch.Tensor, attention_mask: tor
     if unique_rows.shape[0] == b:
         return None
     ids, mask = unique_rows[:, :P], unique_rows[:, P:]  # [u, P] each
-    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
-                use_cache=True, logits_to_keep=logits_to_keep)
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+        use_cache=True,
+        logits_to_keep=logits_to_keep,
+    )
     out.past_key_values.reorder_cache(row_to_prompt)  # [u, ...] -> [b, ...] in every layer
     return out.past_key_values, out.logits[row_to_prompt]
 
@@ -391,30 +472,50 @@ def can_share_prompts(model) -> bool:
 # time by _ChunkedHead, which keeps no logits for backward and recomputes them there, chunk by chunk.
 
 
-def _chunked_response_stats(model, input_ids, attention_mask, position_ids, keep, p0, share, temperature, with_entropy,
-                            chunk_size):
+def _chunked_response_stats(
+    model, input_ids, attention_mask, position_ids, keep, p0, share, temperature, with_entropy, chunk_size
+):
     """What `_response_stats(_response_logits(...))` returns, without a [b, L - p0, V] tensor: (lp, entropy or None)."""
     if chunk_size < 1:
         raise ValueError(f"token_logprobs: chunk_size must be >= 1 or None, got {chunk_size}")
     if getattr(unwrap(model).config, "final_logit_softcapping", None) is not None:
-        raise ValueError(f"token_logprobs: chunk_size is not supported for {type(unwrap(model)).__name__}, whose "
-                         "config.final_logit_softcapping transforms the logits after the LM head; use chunk_size=None")
+        raise ValueError(
+            f"token_logprobs: chunk_size is not supported for {type(unwrap(model)).__name__}, whose "
+            "config.final_logit_softcapping transforms the logits after the LM head; use chunk_size=None"
+        )
     L = input_ids.shape[1]
     targets = input_ids[:, p0:]  # [b, m], m = L - p0
     head = (temperature, with_entropy, chunk_size)
     shared = prefill_distinct_prompts(model, input_ids[:, :p0], attention_mask[:, :p0]) if share else None
     if shared is None:
         # The head sees columns p0 - 1 .. L - 1 and scores the first m of them (column t - 1 predicts token t).
-        stats = _stats_from_head(model, targets, keep, *head, input_ids=input_ids, attention_mask=attention_mask,
-                                 position_ids=position_ids, logits_to_keep=L - p0 + 1, use_cache=False)  # [b, m, 2]
+        stats = _stats_from_head(
+            model,
+            targets,
+            keep,
+            *head,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            logits_to_keep=L - p0 + 1,
+            use_cache=False,
+        )  # [b, m, 2]
     else:
         # Prompt sharing: the last prompt column's logits [b, 1, V] score the first response token (one column: no
         # chunks needed); the response columns run on the shared cache, column p0 + j predicting token p0 + j + 1.
         cache, first = shared
         lp0, h0 = _response_stats(first.float(), targets[:, :1], keep[:, :1], temperature, with_entropy)  # [b, 1]
-        rest = _stats_from_head(model, targets[:, 1:], keep[:, 1:], *head, input_ids=input_ids[:, p0:],
-                                attention_mask=attention_mask, position_ids=position_ids[:, p0:],
-                                past_key_values=cache, use_cache=True)  # [b, m - 1, 2]
+        rest = _stats_from_head(
+            model,
+            targets[:, 1:],
+            keep[:, 1:],
+            *head,
+            input_ids=input_ids[:, p0:],
+            attention_mask=attention_mask,
+            position_ids=position_ids[:, p0:],
+            past_key_values=cache,
+            use_cache=True,
+        )  # [b, m - 1, 2]
         stats = torch.cat([torch.stack([lp0, h0 if with_entropy else torch.zeros_like(lp0)], dim=-1), rest], dim=1)
     return stats[..., 0], (stats[..., 1] if with_entropy else None)  # [b, m] each
 
@@ -439,8 +540,9 @@ def _stats_from_head(model, targets, keep, temperature, with_entropy, chunk_size
 
     def give_stats(module, args, output):
         hidden = box.pop("hidden")[:, : targets.shape[1]]  # [b, m, H]
-        lp, ent = _ChunkedHead.apply(hidden[keep], module.weight, module.bias, targets[keep], temperature, with_entropy,
-                                     chunk_size)  # [N] each, N = real response tokens
+        lp, ent = _ChunkedHead.apply(
+            hidden[keep], module.weight, module.bias, targets[keep], temperature, with_entropy, chunk_size
+        )  # [N] each, N = real response tokens
         stats = torch.zeros(*keep.shape, 2, dtype=torch.float32, device=hidden.device)  # [b, m, 2]
         box["stats"] = stats.index_put((keep,), torch.stack([lp, ent], dim=-1))
         return box["stats"]
@@ -453,8 +555,10 @@ def _stats_from_head(model, targets, keep, temperature, with_entropy, chunk_size
         for handle in handles:
             handle.remove()
     if "stats" not in box or logits.shape != box["stats"].shape or not torch.equal(logits, box["stats"]):
-        raise ValueError(f"token_logprobs: chunk_size is not supported for {type(unwrap(model)).__name__}: its forward "
-                         "does not return the LM head's output unchanged; use chunk_size=None")
+        raise ValueError(
+            f"token_logprobs: chunk_size is not supported for {type(unwrap(model)).__name__}: its forward "
+            "does not return the LM head's output unchanged; use chunk_size=None"
+        )
     return logits  # the tensor the model returned: FSDP2's backward hooks sit on it
 
 
@@ -478,11 +582,11 @@ class _ChunkedHead(torch.autograd.Function):
         lp = torch.zeros(h.shape[0], dtype=torch.float32, device=h.device)  # [N]
         ent = torch.zeros_like(lp)  # [N]; stays 0 without with_entropy
         for s in range(0, h.shape[0], chunk_size):
-            z = _chunk_logits(h[s:s + chunk_size], weight, bias, temperature)  # [k, V]
+            z = _chunk_logits(h[s : s + chunk_size], weight, bias, temperature)  # [k, V]
             log_z = torch.logsumexp(z, dim=-1)  # [k]
-            lp[s:s + chunk_size] = z.gather(-1, targets[s:s + chunk_size, None]).squeeze(-1) - log_z
+            lp[s : s + chunk_size] = z.gather(-1, targets[s : s + chunk_size, None]).squeeze(-1) - log_z
             if with_entropy:
-                ent[s:s + chunk_size] = log_z - (torch.softmax(z, dim=-1) * z).sum(dim=-1)
+                ent[s : s + chunk_size] = log_z - (torch.softmax(z, dim=-1) * z).sum(dim=-1)
         ctx.save_for_backward(h, weight, bias, targets)
         ctx.temperature, ctx.with_entropy, ctx.chunk_size = temperature, with_entropy, chunk_size
         return lp, ent
@@ -496,20 +600,20 @@ class _ChunkedHead(torch.autograd.Function):
         product = torch.empty_like(weight)  # [V, H] one chunk's g_z^T h, reused (no new [V, H] tensor per chunk)
         grad_b = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)  # [V]
         for s in range(0, h.shape[0], k):
-            log_p = _chunk_logits(h[s:s + k], weight, bias, ctx.temperature)  # [k, V] recomputed z ...
+            log_p = _chunk_logits(h[s : s + k], weight, bias, ctx.temperature)  # [k, V] recomputed z ...
             log_p -= torch.logsumexp(log_p, dim=-1, keepdim=True)  # ... -> log p, in place
             p = log_p.exp()  # [k, V]
-            g_z = p * -g_lp[s:s + k, None]  # [k, V]: -g_lp p ...
-            g_z.scatter_add_(-1, targets[s:s + k, None], g_lp[s:s + k, None])  # ... + g_lp [v = y]
+            g_z = p * -g_lp[s : s + k, None]  # [k, V]: -g_lp p ...
+            g_z.scatter_add_(-1, targets[s : s + k, None], g_lp[s : s + k, None])  # ... + g_lp [v = y]
             if ctx.with_entropy:
                 ent = -(p.unsqueeze(1) @ log_p.unsqueeze(2)).squeeze(2)  # [k, 1] E = -sum_v p log p, no [k, V] temp
-                g_z -= log_p.add_(ent).mul_(p).mul_(g_ent[s:s + k, None])  # - g_E p (log p + E), in place
+                g_z -= log_p.add_(ent).mul_(p).mul_(g_ent[s : s + k, None])  # - g_E p (log p + E), in place
             del log_p, p
             if ctx.temperature != 1.0:
                 g_z /= ctx.temperature
             g_z = g_z.to(weight.dtype)
-            grad_h[s:s + k] = g_z @ weight  # [k, H]
-            grad_w += torch.mm(g_z.T, h[s:s + k], out=product)  # [V, H]
+            grad_h[s : s + k] = g_z @ weight  # [k, H]
+            grad_w += torch.mm(g_z.T, h[s : s + k], out=product)  # [V, H]
             if grad_b is not None:
                 grad_b += g_z.sum(dim=0, dtype=torch.float32)
         grad_b = None if grad_b is None else grad_b.to(bias.dtype)

@@ -6,16 +6,18 @@ reference solution:
     outcome_prompt / process_prompt / no_reference_prompt   chat messages for the judge,
     parse_score, normalise                                  "Score: N" (1-5) -> reward s = (N - 1) / 4 in [0, 1],
     JudgeResult                                             the common return type of every judge in the project,
-    LLMJudge, OpenAIEngine                                  a judge model on an HF/vLLM sampler or an HTTP endpoint,
-    answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer (Stage II).
+    LLMJudge, OpenAIEngine                                  a judge model on an HF/vLLM sampler or an HTTP endpoint
+                                                            (judge_health.py: probe it, stop a run when it fails),
+    answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer.
 
 The policy response is untrusted text (a policy under RL pressure may learn to write "Score: 5" or "ignore the
 instructions"), so prompts fence it between BEGIN/END markers and tell the judge that nothing inside is an instruction.
 """
 
-import logging
 import re
 from dataclasses import dataclass
+
+from answer import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Prompts (our own wording of PAPER.md's description)
@@ -35,7 +37,8 @@ _OUTPUT_FORMAT = (
     "Score: <one integer from 1 to 5>"
 )
 
-OUTCOME_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a student's generated reasoning, \
+OUTCOME_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a student's generated \
+reasoning, \
 and a trusted reference solution.
 
 Your job is to VERIFY the student's reasoning, not to solve the problem yourself.
@@ -58,7 +61,8 @@ Scale:
 
 {_OUTPUT_FORMAT}"""
 
-PROCESS_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a piece of a student's solution, \
+PROCESS_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem, a piece of a student's \
+solution, \
 and a trusted reference solution.
 
 Decide whether the student's text is a correct and useful next step on a path that matches the reference solution and \
@@ -79,7 +83,8 @@ Scale:
 
 {_OUTPUT_FORMAT}"""
 
-NO_REFERENCE_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem and a student's generated \
+NO_REFERENCE_SYSTEM = f"""You are an expert mathematics evaluator. You receive a math problem and a student's \
+generated \
 reasoning. No reference solution is given.
 
 Judge how likely it is that the student's reasoning is correct and reaches the correct final answer. VERIFY each step; \
@@ -100,13 +105,17 @@ Scale:
 _PROCESS_VIEWS = {
     "prefix": (
         "Partial solution so far",
-        "The text below is the student's solution so far: every step up to and including the most recent one. "
-        "Judge it as a whole.",
+        (
+            "The text below is the student's solution so far: every step up to and including the most recent one. "
+            "Judge it as a whole."
+        ),
     ),
     "segment": (
         "Single step",
-        "The text below is only ONE step of the student's solution, shown alone: it does not include the prior steps. "
-        "Judge this step by itself.",
+        (
+            "The text below is only ONE step of the student's solution, shown alone: it does not include the prior "
+            "steps. Judge this step by itself."
+        ),
     ),
 }
 
@@ -232,7 +241,8 @@ class JudgeResult:
     num_requests: how many judge calls were made (one per response, or one per segment for process judging).
 
     Example:
-        >>> JudgeResult(scores=[[0.5, None], [1.0]], texts=[["Score: 3", "?"], ["Score: 5"]], num_requests=3).num_failures
+        >>> result = JudgeResult(scores=[[0.5, None], [1.0]], texts=[["Score: 3", "?"], ["Score: 5"]], num_requests=3)
+        >>> result.num_failures
         1
     """
 
@@ -245,39 +255,101 @@ class JudgeResult:
         return _count_none(self.scores)
 
 
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Running a judge model
+
 
 class OpenAIEngine:
     """A judge served behind an OpenAI-compatible chat endpoint (e.g. `vllm serve` on the judge GPUs).
 
-    Requests run concurrently in threads (at most `concurrency` at a time); each has a timeout and `max_retries`
-    retries (the openai client backs off between them). A request that still fails returns "" and is counted as a
-    parse failure by the judge, never a crash.
+    Requests run concurrently in threads (at most `concurrency` at a time); each has `timeout` seconds to answer (and
+    `connect_timeout` to connect, so an unreachable host fails in seconds, not minutes) and `max_retries` retries (the
+    openai client backs off between them: about 0.5 s, 1 s, 2 s, ...). A request that still fails returns "", which the
+    judge counts as a parse failure: never a crash, and nothing is logged per request. Instead, each `chat` call leaves
+    `last_failures` (how many of its requests failed) and `last_errors` (up to MAX_ERRORS distinct one-line messages)
+    for judge_health.JudgeMonitor and judge_health.probe_judge to report. The constructor checks that the openai
+    package is installed and makes no connection; the HTTP client is built on the first `chat`.
+
+    Example (a closed port: the request fails, the call does not):
+        >>> engine = OpenAIEngine("http://127.0.0.1:9/v1", "judge", max_retries=0)
+        >>> engine.chat([[{"role": "user", "content": "hi"}]], max_tokens=8), engine.last_failures
+        ([''], 1)
+        >>> engine.last_errors[0].split(" (")[0]
+        'APIConnectionError: Connection error.'
     """
 
-    def __init__(self, base_url: str, model: str, api_key: str = "EMPTY", timeout: float = 600.0,
-                 max_retries: int = 3, concurrency: int = 64):
-        from openai import OpenAI  # lazy: only HTTP judging needs the openai package
+    MAX_ERRORS = 3  # distinct error messages kept per call
 
-        self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries)
-        self.model, self.concurrency = model, concurrency
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str = "EMPTY",
+        timeout: float = 600.0,
+        max_retries: int = 3,
+        concurrency: int = 64,
+        connect_timeout: float = 10.0,
+    ):
+        try:
+            import openai  # noqa: F401  (lazy: only HTTP judging needs the openai package)
+        except ImportError:
+            raise ImportError("an HTTP judge needs the openai package: pip install openai") from None
+        self.base_url, self.model, self.api_key = base_url, model, api_key
+        self.timeout, self.max_retries, self.concurrency = timeout, max_retries, concurrency
+        self.connect_timeout = connect_timeout
+        self.client = None  # built on the first chat()
+        self.last_failures, self.last_errors = 0, []
+
+    def with_options(self, **changes) -> "OpenAIEngine":
+        """A new engine on the same server and model with some constructor arguments changed (e.g. max_retries=0)."""
+        names = ("base_url", "model", "api_key", "timeout", "max_retries", "concurrency", "connect_timeout")
+        return OpenAIEngine(**({name: getattr(self, name) for name in names} | changes))
 
     def chat(self, messages_list: list[list[dict]], max_tokens: int) -> list[str]:
+        """Greedy answers to a batch of chat prompts, in order; "" for a request that failed (see last_errors)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        def one(messages):
+        if self.client is None:
+            from openai import OpenAI, Timeout
+
+            timeout = Timeout(self.timeout, connect=min(self.connect_timeout, self.timeout))
+            self.client = OpenAI(
+                base_url=self.base_url, api_key=self.api_key, timeout=timeout, max_retries=self.max_retries
+            )
+
+        def one(messages) -> tuple[str, str | None]:  # (answer, error message or None)
             try:
-                out = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
-                                                          max_tokens=max_tokens)
-                return out.choices[0].message.content or ""
+                out = self.client.chat.completions.create(
+                    model=self.model, messages=messages, temperature=0.0, max_tokens=max_tokens
+                )
+                return out.choices[0].message.content or "", None
             except Exception as error:  # noqa: BLE001  (a lost request is a parse failure, not a crashed run)
-                logging.getLogger(__name__).warning("judge request failed: %s", error)
-                return ""
+                return "", describe_error(error)
 
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(one, messages_list))
+            answers = list(pool.map(one, messages_list))
+        errors = [error for _, error in answers if error is not None]
+        self.last_failures = len(errors)
+        self.last_errors = list(dict.fromkeys(errors))[: self.MAX_ERRORS]
+        return [text for text, _ in answers]
+
+
+def describe_error(error: BaseException, limit: int = 200) -> str:
+    """One short line for an exception: its type, its message and its cause (where the real reason often is).
+
+    Example:
+        >>> try:
+        ...     raise ValueError("bad\\nvalue") from OSError("[Errno 111] Connection refused")
+        ... except ValueError as error:
+        ...     describe_error(error)
+        'ValueError: bad value ([Errno 111] Connection refused)'
+    """
+    text = f"{type(error).__name__}: {error}"
+    cause = error.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" ({cause})"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class LLMJudge:
@@ -307,16 +379,16 @@ class LLMJudge:
         return [normalise(parse_score(t)) for t in texts], texts
 
     def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
-        scores, texts = self._score([outcome_prompt(q, r, y)
-                                    for q, r, y in zip(questions, references, responses)])
+        scores, texts = self._score([outcome_prompt(q, r, y) for q, r, y in zip(questions, references, responses)])
         return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
     def score_no_reference(self, questions: list[str], responses: list[str]) -> JudgeResult:
         scores, texts = self._score([no_reference_prompt(q, y) for q, y in zip(questions, responses)])
         return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
-    def score_process(self, questions: list[str], references: list[str], segments: list[list[str]],
-                      view: str = "prefix") -> JudgeResult:
+    def score_process(
+        self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
+    ) -> JudgeResult:
         """One request per segment: view "prefix" judges y_<=t (PAPER), "segment" judges segment t alone (CODE)."""
         messages, owner = [], []
         for i, (q, r, segs) in enumerate(zip(questions, references, segments)):
@@ -330,6 +402,3 @@ class LLMJudge:
             scores[i].append(s)
             texts[i].append(t)
         return JudgeResult(scores=scores, texts=texts, num_requests=len(messages))
-
-
-from answer import answer_reward, last_boxed  # noqa: E402,F401  (re-exported: the rule-based reward)

@@ -8,6 +8,7 @@ by group, so rollouts[i * n : (i + 1) * n] belong to prompt i, the layout `advan
 
 `to_batch` turns rollouts into the padded [B, L] tensors that grpo.py trains on.
 """
+
 from dataclasses import dataclass
 
 import torch
@@ -32,8 +33,11 @@ def encode_prompts(tokenizer, messages_list: list[list[dict]], **chat_template_k
     thinking mode off).
     """
     return [
-        list(tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=False,
-                                           **chat_template_kwargs))
+        list(
+            tokenizer.apply_chat_template(
+                m, add_generation_prompt=True, tokenize=True, return_dict=False, **chat_template_kwargs
+            )
+        )
         for m in messages_list
     ]
 
@@ -48,8 +52,8 @@ def left_pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, tor
     mask = torch.zeros((len(sequences), width), dtype=torch.long)  # [B, P]
     for i, s in enumerate(sequences):
         if s:
-            ids[i, width - len(s):] = torch.tensor(s)
-            mask[i, width - len(s):] = 1
+            ids[i, width - len(s) :] = torch.tensor(s)
+            mask[i, width - len(s) :] = 1
     return ids, mask
 
 
@@ -99,18 +103,39 @@ class HFSampler:
     the copied KV cache; `generate` then runs the last prompt column per row.
     """
 
-    def __init__(self, model, tokenizer, max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0,
-                 batch_size: int = 256, share_prompts: bool = True):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        batch_size: int = 256,
+        share_prompts: bool = True,
+    ):
         self.model, self.tokenizer, self.share_prompts = model, tokenizer, share_prompts
-        self.max_new_tokens, self.temperature, self.top_p, self.batch_size = max_new_tokens, temperature, top_p, batch_size
+        self.max_new_tokens, self.temperature, self.top_p, self.batch_size = (
+            max_new_tokens,
+            temperature,
+            top_p,
+            batch_size,
+        )
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        eos = model.generation_config.eos_token_id if model.generation_config.eos_token_id is not None \
+        eos = (
+            model.generation_config.eos_token_id
+            if model.generation_config.eos_token_id is not None
             else tokenizer.eos_token_id
+        )
         self.eos_ids = set(eos) if isinstance(eos, (list, tuple)) else {eos}
 
     @torch.no_grad()
-    def sample(self, prompt_ids: list[list[int]], n: int = 1, temperature: float | None = None,
-               max_new_tokens: int | None = None) -> list[Rollout]:
+    def sample(
+        self,
+        prompt_ids: list[list[int]],
+        n: int = 1,
+        temperature: float | None = None,
+        max_new_tokens: int | None = None,
+    ) -> list[Rollout]:
         """n rollouts for each prompt, ordered group by group. temperature=0 means greedy (the judge's setting)."""
         temperature = self.temperature if temperature is None else temperature
         max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
@@ -122,18 +147,28 @@ class HFSampler:
             chunk = rows[start : start + self.batch_size]
             input_ids, attention_mask = left_pad(chunk, self.pad_id)  # [b, P]
             device = self.model.device
-            sampling = {"do_sample": True, "temperature": temperature, "top_p": self.top_p, "top_k": 0} \
-                if temperature > 0 else {"do_sample": False}
+            sampling = (
+                {"do_sample": True, "temperature": temperature, "top_p": self.top_p, "top_k": 0}
+                if temperature > 0
+                else {"do_sample": False}
+            )
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-            shared = prefill_distinct_prompts(self.model, input_ids[:, :-1], attention_mask[:, :-1]) \
-                if self.share_prompts and input_ids.shape[1] > 1 else None
+            shared = (
+                prefill_distinct_prompts(self.model, input_ids[:, :-1], attention_mask[:, :-1])
+                if self.share_prompts and input_ids.shape[1] > 1
+                else None
+            )
             cache = shared[0] if shared else None  # None: generate reads every row's prompt itself
             out = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                max_new_tokens=max_new_tokens, pad_token_id=self.pad_id, eos_token_id=sorted(self.eos_ids),
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                past_key_values=cache,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids),
                 **sampling,
             )  # [b, P + new]
-            for prompt, row in zip(chunk, out[:, input_ids.shape[1]:].tolist()):
+            for prompt, row in zip(chunk, out[:, input_ids.shape[1] :].tolist()):
                 response, truncated = split_response(row, self.eos_ids)
                 text = self.tokenizer.decode(response, skip_special_tokens=True)
                 rollouts.append(Rollout(list(prompt), response, text, truncated))
@@ -163,10 +198,20 @@ class VLLMSampler:
     gpu_memory_utilization).
     """
 
-    def __init__(self, model_path: str, max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0,
-                 seed: int = 0, gpu_memory_utilization: float = 0.5, enforce_eager: bool = False,
-                 enable_prefix_caching: bool = True, **engine_kwargs):
+    def __init__(
+        self,
+        model_path: str,
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        gpu_memory_utilization: float = 0.5,
+        enforce_eager: bool = False,
+        enable_prefix_caching: bool = True,
+        **engine_kwargs,
+    ):
         import os
+
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # read when the engine starts: must come first
         import vllm
 
@@ -175,14 +220,25 @@ class VLLMSampler:
             # max_num_batched_tokens, 4096 by default on CPU) rewinds the seeded request's CPU generator, which fails
             # ("CPU Generator does not use offset"). A larger budget keeps each step's prefill in one piece.
             engine_kwargs.setdefault("max_num_batched_tokens", 65536)
-        self.llm = vllm.LLM(model=model_path, seed=seed, gpu_memory_utilization=gpu_memory_utilization,
-                            enforce_eager=enforce_eager, enable_prefix_caching=enable_prefix_caching, **engine_kwargs)
+        self.llm = vllm.LLM(
+            model=model_path,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=enforce_eager,
+            enable_prefix_caching=enable_prefix_caching,
+            **engine_kwargs,
+        )
         self.tokenizer = self.llm.get_tokenizer()
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
         self.seeds = torch.Generator().manual_seed(seed)
 
-    def sample(self, prompt_ids: list[list[int]], n: int = 1, temperature: float | None = None,
-               max_new_tokens: int | None = None) -> list[Rollout]:
+    def sample(
+        self,
+        prompt_ids: list[list[int]],
+        n: int = 1,
+        temperature: float | None = None,
+        max_new_tokens: int | None = None,
+    ) -> list[Rollout]:
         """n rollouts for each prompt, ordered group by group. temperature=0 means greedy (the judge's setting)."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -193,12 +249,20 @@ class VLLMSampler:
         params = [
             # top_k=0 disables top-k in this vLLM; we decode ourselves below (detokenize=False), with the same rule as
             # HFSampler, so both engines give identical text for identical tokens.
-            SamplingParams(n=n, temperature=temperature, top_p=self.top_p if temperature > 0 else 1.0, top_k=0,
-                           max_tokens=max_new_tokens, seed=s, detokenize=False)
+            SamplingParams(
+                n=n,
+                temperature=temperature,
+                top_p=self.top_p if temperature > 0 else 1.0,
+                top_k=0,
+                max_tokens=max_new_tokens,
+                seed=s,
+                detokenize=False,
+            )
             for s in seeds
         ]
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params,
-                                    use_tqdm=False)  # one RequestOutput per prompt, in prompt order
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompt_ids], params, use_tqdm=False
+        )  # one RequestOutput per prompt, in prompt order
         rollouts = []
         for prompt, output in zip(prompt_ids, outputs):
             for completion in sorted(output.outputs, key=lambda c: c.index):
@@ -231,11 +295,14 @@ def sync_weights(model: torch.nn.Module, sampler: VLLMSampler, mode: str = "auto
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     # Views, no copy. Under FSDP2 (distributed.py) the state dict holds shards (DTensor): each full tensor is gathered
     # only when the engine reads it, so at most one extra full tensor per rank exists at a time (NOT run on GPUs yet).
-    weights = ((name, t.full_tensor() if hasattr(t, "full_tensor") else t.detach()) for name, t in model.state_dict().items())
+    weights = (
+        (name, t.full_tensor() if hasattr(t, "full_tensor") else t.detach()) for name, t in model.state_dict().items()
+    )
     llm = sampler.llm
 
     def has_inplace_reload(worker) -> bool:  # runs on the engine's worker; older vLLM had reload_weights() from disk
         import inspect
+
         reload = getattr(getattr(worker, "model_runner", None), "reload_weights", None)
         return reload is not None and "weights_iterator" in inspect.signature(reload).parameters
 
@@ -250,8 +317,10 @@ def sync_weights(model: torch.nn.Module, sampler: VLLMSampler, mode: str = "auto
             raise ValueError(f"sync_weights: mode must be 'auto', 'reload' or 'load_weights', got {mode!r}")
     except (AttributeError, NotImplementedError) as error:
         import vllm
+
         raise RuntimeError(
-            f"sync_weights(mode={mode!r}) needs vLLM internals that vllm {vllm.__version__} does not offer here (tested "
+            f"sync_weights(mode={mode!r}) needs vLLM internals that vllm {vllm.__version__} does not offer here "
+            f"(tested "
             f"with vLLM 0.32.0; on the CPU backend only mode='reload' works). The engine's weights may now be partly "
             f"updated: restart it. Cause: {error}"
         ) from error

@@ -26,6 +26,7 @@ from common import (
     write_json,
 )
 from evaluate import evaluate, format_pass_at_k
+from judge_health import JudgeError
 from rollout import sync_weights
 
 PHASES = ("sample", "judge", "update")
@@ -87,13 +88,20 @@ class Run:
         if args.eval_before and self.start == 0:
             self.evals["before"] = self.evaluate(0)
         # The data order: one shuffle, the same on every rank (rank 0's), saved in checkpoints.
-        self.order = self.resumed[1]["data_order"] if self.resumed else \
-            distributed.broadcast_object(torch.randperm(self.num_problems).tolist())
+        self.order = (
+            self.resumed[1]["data_order"]
+            if self.resumed
+            else distributed.broadcast_object(torch.randperm(self.num_problems).tolist())
+        )
         if self.world > 1 and not self.resumed:
             seed_everything(args.seed * self.world + self.rank)  # ranks sample different rollouts for their prompts
         name = os.path.basename(os.path.normpath(args.output_dir))
-        self.bar = tqdm(range(self.start + 1, args.steps + 1), desc=f"{name} {args.reward}", dynamic_ncols=True,
-                        disable=not self.is_main)
+        self.bar = tqdm(
+            range(self.start + 1, args.steps + 1),
+            desc=f"{name} {args.reward}",
+            dynamic_ncols=True,
+            disable=not self.is_main,
+        )
         for step in self.bar:
             self.lap_start, self.laps = time.time(), {}
             yield step
@@ -110,8 +118,16 @@ class Run:
         self.laps[f"time_{phase}"] = now - self.lap_start
         self.lap_start = now
 
-    def log(self, step: int, metrics: dict, token_weighted: tuple = (), num_tokens: int = 1, num_rollouts: int = 1,
-            sample: dict | None = None, group: dict | None = None) -> dict:
+    def log(
+        self,
+        step: int,
+        metrics: dict,
+        token_weighted: tuple = (),
+        num_tokens: int = 1,
+        num_rollouts: int = 1,
+        sample: dict | None = None,
+        group: dict | None = None,
+    ) -> dict:
         """Reduce a step's metrics over ranks, write metrics.jsonl (rank 0), show them in the progress bar.
 
         Over ranks: means weighted by rollouts, `token_weighted` keys by response tokens, counts summed, the loss
@@ -120,8 +136,12 @@ class Run:
         """
         metrics = {**metrics, **self.laps, "time_step": sum(self.laps.values())}
         metrics = distributed.reduce_metrics(
-            metrics, weights={k: num_tokens for k in token_weighted}, default_weight=num_rollouts,
-            sums=("judge_parse_failures", "dropped_rollouts", "loss"), maxes=tuple(k for k in metrics if k[:5] == "time_"))
+            metrics,
+            weights={k: num_tokens for k in token_weighted},
+            default_weight=num_rollouts,
+            sums=("judge_parse_failures", "dropped_rollouts", "loss"),
+            maxes=tuple(k for k in metrics if k[:5] == "time_"),
+        )
         if self.is_main:
             self.metrics_log.log(step, metrics)
             if sample is not None:
@@ -129,9 +149,31 @@ class Run:
             if group is not None:
                 self.group_log.log(step, group)
         self.timings.append({k: metrics[k] for k in ("time_sample", "time_judge", "time_update", "time_step")})
-        self.bar.set_postfix(score=f"{metrics['judge_score']:.3f}", acc=f"{metrics['answer_accuracy']:.3f}",
-                             unsolved=f"{metrics['fully_unsolved']:.2f}", len=f"{metrics['response_length']:.0f}")
+        self.bar.set_postfix(
+            score=f"{metrics['judge_score']:.3f}",
+            acc=f"{metrics['answer_accuracy']:.3f}",
+            unsolved=f"{metrics['fully_unsolved']:.2f}",
+            len=f"{metrics['response_length']:.0f}",
+        )
         return metrics
+
+    def check_judge(self, step: int, monitor, judged, engine=None) -> None:
+        """After a step's judging: a one-line summary of failed judge requests (never one line per request), a warning
+        when many gave no score, and, when the judge gave nothing for `patience` steps in a row (JudgeMonitor), a
+        resumable checkpoint of the last good state (step - 1; --resume redoes this step) and JudgeError. The
+        decision is taken on every rank alike, so all ranks stop together."""
+        error, warning = None, None
+        try:
+            warning = monitor.update(judged, engine)
+        except JudgeError as caught:
+            error = caught
+        if distributed.all_reduce_sum(float(error is not None)) > 0:
+            self.checkpoint(os.path.join(self.args.output_dir, "checkpoints", f"step_{step - 1:06d}"), step - 1)
+            raise error or JudgeError(f"judge {self.args.judge}: another rank's judge gave no score")
+        failed = getattr(engine, "last_failures", 0)
+        if warning or failed:
+            errors = "; ".join(getattr(engine, "last_errors", []) or [])
+            tqdm.write(f"step {step}: {warning or f'{failed} judge requests failed: {errors}'}")
 
     def evaluate_and_checkpoint(self, step: int) -> None:
         """Evaluate every --eval_every steps, write a resumable checkpoint every --save_every steps."""
@@ -155,8 +197,10 @@ class Run:
         self.evals["after"] = self.evaluate(args.steps)
         if self.evals["before"] and self.evals["after"]:
             for name in ("before", "after"):
-                print(f"held-out {name:6s}: pass@1 {self.evals[name]['pass@k']['1']:.3f}  "
-                      f"pass@16 {self.evals[name]['pass@k'].get('16', float('nan')):.3f}")
+                print(
+                    f"held-out {name:6s}: pass@1 {self.evals[name]['pass@k']['1']:.3f}  "
+                    f"pass@16 {self.evals[name]['pass@k'].get('16', float('nan')):.3f}"
+                )
         distributed.barrier()  # the other ranks wait for rank 0's evaluation
         return self.evals
 
@@ -169,10 +213,17 @@ class Run:
         if not self.eval_problems or not self.is_main:
             return None
         tag = f"step_{step:04d}"
-        result = evaluate(self.policy, self.eval_problems, n=args.eval_n, temperature=args.temperature,
-                          max_new_tokens=args.max_new_tokens, tokenizer=self.tokenizer,
-                          output_dir=os.path.join(args.output_dir, "eval", tag), step=step,
-                          sampler=None if args.engine == "hf" else self.sampler)
+        result = evaluate(
+            self.policy,
+            self.eval_problems,
+            n=args.eval_n,
+            temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens,
+            tokenizer=self.tokenizer,
+            output_dir=os.path.join(args.output_dir, "eval", tag),
+            step=step,
+            sampler=None if args.engine == "hf" else self.sampler,
+        )
         tqdm.write(f"[eval {tag}] {format_pass_at_k(result)}")
         return result
 
@@ -192,8 +243,9 @@ def step_metrics(args, rollouts, correct, judged, keep, spans) -> dict:
     answer_groups = [correct[g : g + G] for g in range(0, len(correct), G)]
     metrics = {
         "judge_score": sum(valid) / max(len(valid), 1),
-        "zero_std_groups": 0.0 if args.reward == "self_distill" else
-        sum(len({r for r in grp if r is not None}) <= 1 for grp in groups) / len(groups),
+        "zero_std_groups": 0.0
+        if args.reward == "self_distill"
+        else sum(len({r for r in grp if r is not None}) <= 1 for grp in groups) / len(groups),
         "judge_parse_failures": judged.num_failures,
         "dropped_rollouts": keep.count(False),
         "answer_accuracy": sum(correct) / len(correct),
@@ -226,21 +278,37 @@ def group_record(args, problems, rollouts, spans, judged, advantages, correct, k
             segment_values = [sum(advantages[i]) / max(len(advantages[i]), 1)]
         else:
             spans_i, segment_values = spans[i], advantages[i]
-        segments = [{"text": tokenizer.decode(r.response_ids[a:b], skip_special_tokens=True),
-                     "score": segment_scores[t] if args.reward == "process" else segment_scores[0],
-                     "advantage": float(segment_values[t]),
-                     "judge_text": segment_texts[t] if args.reward == "process" else segment_texts[0]}
-                    for t, (a, b) in enumerate(spans_i)]
-        rows.append({"text": r.text, "segments": segments,
-                     "score": segment_scores[-1] if segment_scores else None,
-                     "advantage": None if args.reward == "process" else float(segment_values[0] if segment_values else 0),
-                     "judge_text": "" if args.reward == "process" else segment_texts[0],
-                     "answer_reward": float(correct[i]), "truncated": r.truncated, "dropped": not keep[i]})
+        segments = [
+            {
+                "text": tokenizer.decode(r.response_ids[a:b], skip_special_tokens=True),
+                "score": segment_scores[t] if args.reward == "process" else segment_scores[0],
+                "advantage": float(segment_values[t]),
+                "judge_text": segment_texts[t] if args.reward == "process" else segment_texts[0],
+            }
+            for t, (a, b) in enumerate(spans_i)
+        ]
+        rows.append(
+            {
+                "text": r.text,
+                "segments": segments,
+                "score": segment_scores[-1] if segment_scores else None,
+                "advantage": None if args.reward == "process" else float(segment_values[0] if segment_values else 0),
+                "judge_text": "" if args.reward == "process" else segment_texts[0],
+                "answer_reward": float(correct[i]),
+                "truncated": r.truncated,
+                "dropped": not keep[i],
+            }
+        )
     p = problems[0]
-    return {"reward": args.reward, "advantage": args.advantage if args.reward == "process" else "group",
-            "process_view": args.process_view, "question": p.question, "reference": p.reference, "answer": p.answer,
-            "rollouts": rows}
-
+    return {
+        "reward": args.reward,
+        "advantage": args.advantage if args.reward == "process" else "group",
+        "process_view": args.process_view,
+        "question": p.question,
+        "reference": p.reference,
+        "answer": p.answer,
+        "rollouts": rows,
+    }
 
 
 def print_timings(timings: list[dict]) -> None:

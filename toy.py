@@ -20,6 +20,7 @@ progress but (after mining) never a fully correct answer, the situation ExpRL is
 Also here: a character-level tokenizer and a tiny Llama model as Hugging Face objects (save_pretrained round-trip,
 chat template included), `pretrain_base`, and the oracle `CheckpointJudge` with the LLM judge's 1-5 interface.
 """
+
 import json
 import math
 import os
@@ -96,16 +97,22 @@ def reference_solution(start: int, ops: list[tuple[str, int]]) -> str:
     return " ".join(sentences) + f" The answer is {values[-1]}."
 
 
-def make_toy_problems(n: int, min_ops: int, max_ops: int, seed: int, prefix: str = "toy",
-                      max_operand: int = 9) -> list[Problem]:
+def make_toy_problems(
+    n: int, min_ops: int, max_ops: int, seed: int, prefix: str = "toy", max_operand: int = 9
+) -> list[Problem]:
     """n seeded problems with min_ops..max_ops operations, in the record format data.py loads."""
     rng = random.Random(seed)
     problems = []
     for i in range(n):
         start, ops = random_chain(rng, rng.randint(min_ops, max_ops), max_operand)
-        problems.append(Problem(id=f"{prefix}-{seed}-{i}", question=question_text(start, ops),
-                                reference=reference_solution(start, ops),
-                                answer=str(intermediate_values(start, ops)[-1])))
+        problems.append(
+            Problem(
+                id=f"{prefix}-{seed}-{i}",
+                question=question_text(start, ops),
+                reference=reference_solution(start, ops),
+                answer=str(intermediate_values(start, ops)[-1]),
+            )
+        )
     return problems
 
 
@@ -118,8 +125,12 @@ def parse_question(question: str) -> tuple[int, list[tuple[str, int]]]:
 # ------------------------------------------------------------------------------------ tokenizer and model
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<|user|>", "<|assistant|>"]
 MULTI_CHAR_TOKENS = ["###", "\\boxed{"]  # single tokens, so a step boundary is one token
-CHARS = list("0123456789+-*=:.,;!?'\"()[]{}\\/<>_#$%&^| ") + list("abcdefghijklmnopqrstuvwxyz") \
-    + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ") + ["\n"]
+CHARS = (
+    list("0123456789+-*=:.,;!?'\"()[]{}\\/<>_#$%&^| ")
+    + list("abcdefghijklmnopqrstuvwxyz")
+    + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    + ["\n"]
+)
 # The toy model has no system role: the template keeps the user turn only (the system prompt of PAPER.md is still
 # passed by data.policy_messages, as it is for real models, and simply not rendered here).
 CHAT_TEMPLATE = (
@@ -135,8 +146,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="?"))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")  # every character its own token
     core.decoder = decoders.Fuse()  # join without spaces
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>",
-                                        unk_token="?", chat_template=CHAT_TEMPLATE)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="?", chat_template=CHAT_TEMPLATE
+    )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS[2:]})
     tokenizer.add_tokens(MULTI_CHAR_TOKENS)  # matched before the per-character split
     return tokenizer
@@ -146,10 +158,17 @@ def build_tiny_model(tokenizer, hidden_size: int = 128, num_layers: int = 4, see
     """A tiny Llama (head_dim 64, which vLLM's CPU backend also accepts), built from a config."""
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=4 * hidden_size,
-        num_hidden_layers=num_layers, num_attention_heads=hidden_size // 64, num_key_value_heads=hidden_size // 64,
-        max_position_embeddings=512, tie_word_embeddings=False, pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=hidden_size // 64,
+        num_key_value_heads=hidden_size // 64,
+        max_position_embeddings=512,
+        tie_word_embeddings=False,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
     )
     return LlamaForCausalLM(config)
 
@@ -163,9 +182,15 @@ class PretrainArgs:
     lr: float = field(default=2e-3, metadata={"help": "peak AdamW learning rate (linear warm-up, cosine decay)"})
     min_ops: int = field(default=1, metadata={"help": "fewest operations in an EASY problem"})
     max_ops: int = field(default=4, metadata={"help": "most operations in an EASY problem"})
-    long_fraction: float = field(default=0.05, metadata={
-        "help": "share of longer chains (max_ops+1 .. long_max_ops) so the base attempts long problems at all"})
-    long_max_ops: int = field(default=7, metadata={"help": "most operations in the long share (HARD problems have more)"})
+    long_fraction: float = field(
+        default=0.05,
+        metadata={
+            "help": "share of longer chains (max_ops+1 .. long_max_ops) so the base attempts long problems at all"
+        },
+    )
+    long_max_ops: int = field(
+        default=7, metadata={"help": "most operations in the long share (HARD problems have more)"}
+    )
     max_operand: int = field(default=9, metadata={"help": "largest +/- operand"})
     hidden_size: int = field(default=128, metadata={"help": "model width"})
     num_layers: int = field(default=4, metadata={"help": "transformer layers"})
@@ -173,11 +198,12 @@ class PretrainArgs:
 
 
 def sft_batch(tokenizer, prompts: list[str], completions: list[str]) -> dict[str, torch.Tensor]:
-    """(user text, assistant text) pairs -> right-padded input_ids/attention_mask/labels, loss on the completion only."""
+    """(user text, assistant text) pairs -> right-padded input_ids/attention_mask/labels; loss on the completion."""
     rows, label_rows = [], []
     for prompt, completion in zip(prompts, completions):
-        prompt_ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                   tokenize=True, return_dict=False)
+        prompt_ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         completion_ids = tokenizer(completion, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         rows.append(list(prompt_ids) + completion_ids)
         label_rows.append([-100] * len(prompt_ids) + completion_ids)
@@ -288,8 +314,9 @@ class CheckpointJudge:
         texts = [self._judge_prefix(ref, resp) for ref, resp in zip(references, responses)]
         return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts)
 
-    def score_process(self, questions: list[str], references: list[str], segments: list[list[str]],
-                      view: str = "prefix") -> JudgeResult:
+    def score_process(
+        self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
+    ) -> JudgeResult:
         if view not in ("prefix", "segment"):
             raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
         texts = []
@@ -306,8 +333,10 @@ class CheckpointJudge:
         if not checkpoints:
             return "Reasoning: the reference states no checkpoints; cannot judge."
         k = count_in_order(checkpoints, stated_results(text))
-        return f"Reasoning: {k} of {len(checkpoints)} reference checkpoints {checkpoints} established in order.\n" \
-               f"Score: {likert(k, len(checkpoints))}"
+        return (
+            f"Reasoning: {k} of {len(checkpoints)} reference checkpoints {checkpoints} established in order.\n"
+            f"Score: {likert(k, len(checkpoints))}"
+        )
 
     @staticmethod
     def _judge_segment(reference: str, segment: str) -> str:
@@ -372,15 +401,21 @@ def make_data(args: DataArgs) -> dict:
     save_problems(train, os.path.join(args.output_dir, "stage1_train.jsonl"))
     save_problems(heldout, os.path.join(args.output_dir, "heldout.jsonl"))
     save_problems(easy, os.path.join(args.output_dir, "easy.jsonl"))
-    report = {"candidates": len(candidates), "kept": len(train), "candidates_pass@k": mined["pass@k"],
-              "seconds": mined["seconds"]}
+    report = {
+        "candidates": len(candidates),
+        "kept": len(train),
+        "candidates_pass@k": mined["pass@k"],
+        "seconds": mined["seconds"],
+    }
     print(json.dumps(report, indent=2))
     return report
 
 
 if __name__ == "__main__":
     import sys
+
     from common import set_threads
+
     command = sys.argv.pop(1) if len(sys.argv) > 1 else ""
     if command == "pretrain":
         (pretrain_args,) = HfArgumentParser(PretrainArgs).parse_args_into_dataclasses()

@@ -11,6 +11,7 @@ Args) and calls train_stage1.main, so the two stages can never drift apart.
     python train_stage2.py                   # Stage II from it -> runs/stage2
     python train_stage2.py --model toy --output_dir runs/stage2_from_base   # the base-primed control
 """
+
 import os
 from dataclasses import dataclass, field
 
@@ -21,13 +22,24 @@ from common import fail, parse_cli
 
 @dataclass
 class Args(train_stage1.Args):
-    model: str = field(default="runs/stage1/checkpoint", metadata={"help": "starting checkpoint: a Stage-I (or SFT, self-distillation) checkpoint directory, or 'toy' for the base"})
-    output_dir: str = field(default="runs/stage2", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"})
-    reward: str = field(default="sparse", metadata={"help": "Stage II is sparse by definition (0/1 final answer)",
-                                                    "choices": ["sparse"]})
+    model: str = field(
+        default="runs/stage1/checkpoint",
+        metadata={
+            "help": "starting checkpoint: a Stage-I (or SFT, self-distillation) checkpoint, or 'toy' for the base"
+        },
+    )
+    output_dir: str = field(
+        default="runs/stage2", metadata={"help": "run directory: config.json, metrics.jsonl, eval/, checkpoint/"}
+    )
+    reward: str = field(
+        default="sparse",
+        metadata={"help": "Stage II is sparse by definition (0/1 final answer)", "choices": ["sparse"]},
+    )
     judge: str = field(default="", metadata={"help": "unused in Stage II (no judge)"})
     # PAPER.md Stage II, scaled to the toy world: 8 x 8 rollouts instead of 32 x 32, lr 1e-4 instead of 1e-6.
-    scale_advantages: bool = field(default=False, metadata={"help": "False: A = r - group mean (PAPER); True: divide by the group std too"})
+    scale_advantages: bool = field(
+        default=False, metadata={"help": "False: A = r - group mean (PAPER); True: divide by the group std too"}
+    )
     kl_coef: float = field(default=0.0, metadata={"help": "no KL in Stage II (PAPER)"})
     entropy_coef: float = field(default=1e-4, metadata={"help": "entropy bonus (PAPER: 1e-4)"})
     max_grad_norm: float = field(default=0.3, metadata={"help": "gradient-norm clip (PAPER: 0.3)"})
@@ -36,9 +48,26 @@ class Args(train_stage1.Args):
 
 
 # PAPER.md, "Stage II", for Qwen3-4B on a GPU node; flags given explicitly still win.
-PRESETS = {"paper-4b": dict(group_size=32, prompts_per_step=32, steps=500, lr=1e-6, weight_decay=0.01, kl_coef=0.0,
-                            entropy_coef=1e-4, max_grad_norm=0.3, temperature=0.8, max_new_tokens=16384,
-                            updates_per_step=1, engine="vllm", micro_batch_size=4, eval_n=128, eval_limit=0, threads=0)}
+PRESETS = {
+    "paper-4b": dict(
+        group_size=32,
+        prompts_per_step=32,
+        steps=500,
+        lr=1e-6,
+        weight_decay=0.01,
+        kl_coef=0.0,
+        entropy_coef=1e-4,
+        max_grad_norm=0.3,
+        temperature=0.8,
+        max_new_tokens=16384,
+        updates_per_step=1,
+        engine="vllm",
+        micro_batch_size=4,
+        eval_n=128,
+        eval_limit=0,
+        threads=0,
+    )
+}
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -52,8 +81,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
         if "model" not in given or "train_data" not in given:
             fail(f"--preset {args.preset} needs --model (the Stage-I checkpoint) and --train_data")
     if args.model != "toy" and not os.path.isfile(os.path.join(args.model, "config.json")):
-        fail(f"--model {args.model!r}: no checkpoint there (config.json missing). Run Stage I first (python "
-             "train_stage1.py writes runs/stage1/checkpoint) or pass --model toy for the base.")
+        fail(
+            f"--model {args.model!r}: no checkpoint there (config.json missing). Run Stage I first (python "
+            "train_stage1.py writes runs/stage1/checkpoint) or pass --model toy for the base."
+        )
     train_stage1.check_args(args)
     return args
 

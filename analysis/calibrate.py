@@ -23,6 +23,7 @@ The toy CheckpointJudge has no no-reference mode: it reads nothing but the refer
 condition is that judge with an empty reference, which has no checkpoints to read and fails to parse on every rollout,
 so FPR/FNR are n/a there (reported as such, not invented).
 """
+
 import argparse
 import json
 import math
@@ -33,10 +34,9 @@ THRESHOLD = 0.75  # a 1-5 score >= 4, normalised by (N - 1) / 4
 CONDITIONS = ("reference", "no_reference", "wrong_reference")
 
 
-
 # ------------------------------------------------------------------------------------------------- rollouts
 def load_rollouts(paths: list[str], limit: int | None = None) -> list[dict]:
-    """Rows of one or more rollout JSONL files (evaluate.py --rollouts): question, reference, answer, response, correct."""
+    """Rows of rollout JSONL files (evaluate.py --rollouts): question, reference, answer, response, correct."""
     rows = []
     for path in paths:
         with open(path) as f:
@@ -78,17 +78,31 @@ def rates(scores: list, correct: list[bool], threshold: float = THRESHOLD) -> di
     fnr = sum(right) / len(right) if right else None
     high = [s is not None and s >= threshold for s in scores]
     num_correct = sum(map(bool, correct))
-    fpr_all = sum(h for h, c in zip(high, correct) if not c) / (len(correct) - num_correct) \
-        if num_correct < len(correct) else None
+    fpr_all = (
+        sum(h for h, c in zip(high, correct) if not c) / (len(correct) - num_correct)
+        if num_correct < len(correct)
+        else None
+    )
     fnr_all = sum(not h for h, c in zip(high, correct) if c) / num_correct if num_correct else None
-    return {"fpr": fpr, "fnr": fnr, "misplacement": None if fpr is None or fnr is None else (fpr + fnr) / 2,
-            "misplacement_failed_as_low": None if fpr_all is None or fnr_all is None else (fpr_all + fnr_all) / 2,
-            "parse_failure": sum(s is None for s in scores) / len(scores) if scores else None,
-            "num_correct": sum(map(bool, correct)), "num_incorrect": len(correct) - sum(map(bool, correct))}
+    return {
+        "fpr": fpr,
+        "fnr": fnr,
+        "misplacement": None if fpr is None or fnr is None else (fpr + fnr) / 2,
+        "misplacement_failed_as_low": None if fpr_all is None or fnr_all is None else (fpr_all + fnr_all) / 2,
+        "parse_failure": sum(s is None for s in scores) / len(scores) if scores else None,
+        "num_correct": sum(map(bool, correct)),
+        "num_incorrect": len(correct) - sum(map(bool, correct)),
+    }
 
 
-def bootstrap_ci(scores: list, correct: list[bool], num_samples: int = 1000, seed: int = 0, level: float = 0.95,
-                 threshold: float = THRESHOLD) -> dict[str, tuple[float, float] | None]:
+def bootstrap_ci(
+    scores: list,
+    correct: list[bool],
+    num_samples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    threshold: float = THRESHOLD,
+) -> dict[str, tuple[float, float] | None]:
     """Percentile bootstrap interval of each rate, resampling rollouts with replacement (seeded, so reproducible).
 
     A resample where a rate is undefined (no parsed correct rollout, say) is skipped for that rate.
@@ -128,15 +142,21 @@ def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_
     the model); anything else -> a save_pretrained directory on the HF engine (greedy, max_tokens new tokens)."""
     if spec == "toy":
         from toy import CheckpointJudge
+
         return CheckpointJudge()
     from judge import LLMJudge, OpenAIEngine
+
     if spec.startswith(("http://", "https://")):
         return LLMJudge(OpenAIEngine(spec, served_model), max_tokens=max_tokens)
     from common import load_model
     from rollout import HFSampler
+
     model, tokenizer = load_model(spec)
-    return LLMJudge(HFSampler(model, tokenizer, max_new_tokens=max_tokens, temperature=0.0, batch_size=batch_size),
-                    tokenizer, max_tokens=max_tokens)
+    return LLMJudge(
+        HFSampler(model, tokenizer, max_new_tokens=max_tokens, temperature=0.0, batch_size=batch_size),
+        tokenizer,
+        max_tokens=max_tokens,
+    )
 
 
 def score_condition(judge, rows: list[dict], condition: str, seed: int = 0):
@@ -153,16 +173,25 @@ def score_condition(judge, rows: list[dict], condition: str, seed: int = 0):
     raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
 
 
-def calibrate(judge, rows: list[dict], conditions=CONDITIONS, seed: int = 0, num_bootstrap: int = 1000,
-              threshold: float = THRESHOLD) -> dict:
+def calibrate(
+    judge,
+    rows: list[dict],
+    conditions=CONDITIONS,
+    seed: int = 0,
+    num_bootstrap: int = 1000,
+    threshold: float = THRESHOLD,
+) -> dict:
     """{condition: {"rates", "ci", "scores", "texts"}} for the rollouts in rows ("judged correct": s >= threshold)."""
     correct = [bool(r["correct"]) for r in rows]
     out = {}
     for condition in conditions:
         result = score_condition(judge, rows, condition, seed)
-        out[condition] = {"rates": rates(result.scores, correct, threshold),
-                          "ci": bootstrap_ci(result.scores, correct, num_bootstrap, seed, threshold=threshold),
-                          "scores": result.scores, "texts": result.texts}
+        out[condition] = {
+            "rates": rates(result.scores, correct, threshold),
+            "ci": bootstrap_ci(result.scores, correct, num_bootstrap, seed, threshold=threshold),
+            "scores": result.scores,
+            "texts": result.texts,
+        }
     return out
 
 
@@ -177,8 +206,17 @@ def select(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------------- process scores
-def prefix_calibration(policy, tokenizer, judge, rows: list[dict], k: int = 8, delimiter: str = "###",
-                       max_new_tokens: int = 160, temperature: float = 1.0, batch_size: int = 256) -> dict:
+def prefix_calibration(
+    policy,
+    tokenizer,
+    judge,
+    rows: list[dict],
+    k: int = 8,
+    delimiter: str = "###",
+    max_new_tokens: int = 160,
+    temperature: float = 1.0,
+    batch_size: int = 256,
+) -> dict:
     """Prefix scores s_t (judge, view "prefix") against the success rate of K policy continuations of each prefix.
 
     Every proper prefix y_<=t (t < T: the whole response's success is just its own correctness) is continued K times
@@ -196,22 +234,31 @@ def prefix_calibration(policy, tokenizer, judge, rows: list[dict], k: int = 8, d
         ids = tokenizer(r["response"], add_special_tokens=False).input_ids
         spans = segment_spans(ids, tokenizer, delimiter)
         segments.append([tokenizer.decode(ids[a:b], skip_special_tokens=True) for a, b in spans])
-        prefixes += [(prompt + ids[:b], tokenizer.decode(ids[:b], skip_special_tokens=True), r["answer"])
-                     for a, b in spans[:-1]]
+        prefixes += [
+            (prompt + ids[:b], tokenizer.decode(ids[:b], skip_special_tokens=True), r["answer"]) for a, b in spans[:-1]
+        ]
     judged = judge.score_process([r["question"] for r in rows], [r["reference"] for r in rows], segments, "prefix")
     scores = [s for row in judged.scores for s in row[:-1]]  # [num_prefixes], same order as prefixes
-    sampler = HFSampler(policy, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature,
-                        batch_size=batch_size)
+    sampler = HFSampler(
+        policy, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
+    )
     continuations = sampler.sample([p[0] for p in prefixes], n=k)  # [num_prefixes * k], group by group
-    success = [sum(answer_reward(text + c.text, answer) for c in continuations[i * k : (i + 1) * k]) / k
-               for i, (_, text, answer) in enumerate(prefixes)]
+    success = [
+        sum(answer_reward(text + c.text, answer) for c in continuations[i * k : (i + 1) * k]) / k
+        for i, (_, text, answer) in enumerate(prefixes)
+    ]
     pairs = [(s, p) for s, p in zip(scores, success) if s is not None]
     by_score = {}
     for s, p in pairs:
         by_score.setdefault(s, []).append(p)
-    return {"k": k, "pairs": pairs, "num_prefixes": len(prefixes), "parse_failures": len(scores) - len(pairs),
-            "pearson": pearson(*zip(*pairs)) if len(pairs) > 1 else None,
-            "by_score": {s: [sum(v) / len(v), len(v)] for s, v in sorted(by_score.items())}}
+    return {
+        "k": k,
+        "pairs": pairs,
+        "num_prefixes": len(prefixes),
+        "parse_failures": len(scores) - len(pairs),
+        "pearson": pearson(*zip(*pairs)) if len(pairs) > 1 else None,
+        "by_score": {s: [sum(v) / len(v), len(v)] for s, v in sorted(by_score.items())},
+    }
 
 
 # ------------------------------------------------------------------------------------------------- reporting
@@ -225,21 +272,27 @@ def percent_ci(value, ci) -> str:
 
 def calibration_table(results: dict, judge_name: str) -> str:
     """Markdown rows: judge | condition | FPR | FNR | misplacement (%, 95% CI) | parse failures | correct/incorrect."""
-    lines = ["| judge | condition | FPR % | FNR % | misplacement % | parse fail % | misplacement, failures as < 4 % "
-             "| correct / incorrect |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| judge | condition | FPR % | FNR % | misplacement % | parse fail % | misplacement, failures as < 4 % "
+        "| correct / incorrect |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for condition, res in results.items():
         r, ci = res["rates"], res["ci"]
-        lines.append(f"| {judge_name} | {condition} | {percent_ci(r['fpr'], ci['fpr'])} | "
-                     f"{percent_ci(r['fnr'], ci['fnr'])} | "
-                     f"{percent_ci(r['misplacement'], ci['misplacement'])} | {percent(r['parse_failure'])} | "
-                     f"{percent_ci(r['misplacement_failed_as_low'], ci['misplacement_failed_as_low'])} | "
-                     f"{r['num_correct']} / {r['num_incorrect']} |")
+        lines.append(
+            f"| {judge_name} | {condition} | {percent_ci(r['fpr'], ci['fpr'])} | "
+            f"{percent_ci(r['fnr'], ci['fnr'])} | "
+            f"{percent_ci(r['misplacement'], ci['misplacement'])} | {percent(r['parse_failure'])} | "
+            f"{percent_ci(r['misplacement_failed_as_low'], ci['misplacement_failed_as_low'])} | "
+            f"{r['num_correct']} / {r['num_incorrect']} |"
+        )
     return "\n".join(lines)
 
 
 def plot_histograms(results: dict, correct: list[bool], path: str, title: str = "", min_score: int = 4) -> None:
     """One panel per condition: how often each score 1..5 (and a parse failure) is given, correct vs incorrect."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -251,8 +304,13 @@ def plot_histograms(results: dict, correct: list[bool], path: str, title: str = 
             bins = [sum(s is not None and round(4 * s) + 1 == n for s in scores) for n in range(1, 6)]
             bins.append(sum(s is None for s in scores))
             total = max(len(scores), 1)
-            ax.bar([i + offset for i in range(6)], [b / total for b in bins], width=0.4, color=color,
-                   label=f"{'correct' if want else 'incorrect'} (n={len(scores)})")
+            ax.bar(
+                [i + offset for i in range(6)],
+                [b / total for b in bins],
+                width=0.4,
+                color=color,
+                label=f"{'correct' if want else 'incorrect'} (n={len(scores)})",
+            )
         ax.axvline(min_score - 1.5, color="gray", linestyle="--", linewidth=0.8)  # right of it: "judged correct"
         ax.set_xticks(range(6), labels)
         ax.set_title(condition)
@@ -268,6 +326,7 @@ def plot_histograms(results: dict, correct: list[bool], path: str, title: str = 
 def plot_prefix_calibration(result: dict, path: str, title: str = "") -> None:
     """Mean K-continuation success per prefix-score level (with counts), and the individual prefixes jittered."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -278,8 +337,13 @@ def plot_prefix_calibration(result: dict, path: str, title: str = "") -> None:
     levels = list(result["by_score"])
     ax.plot(levels, [result["by_score"][s][0] for s in levels], "o-", color="black", label="mean per score")
     for s in levels:
-        ax.annotate(f"n={result['by_score'][s][1]}", (s, result["by_score"][s][0]), fontsize=7,
-                    textcoords="offset points", xytext=(4, 4))
+        ax.annotate(
+            f"n={result['by_score'][s][1]}",
+            (s, result["by_score"][s][0]),
+            fontsize=7,
+            textcoords="offset points",
+            xytext=(4, 4),
+        )
     ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=0.8, label="perfect calibration")
     r = result["pearson"]
     ax.set_title(f"{title} r={'n/a' if r is None else f'{r:.2f}'}, K={result['k']}", fontsize=9)
@@ -296,7 +360,9 @@ def add_judge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollouts", nargs="+", required=True, help="rollout JSONL files (evaluate.py --rollouts)")
     parser.add_argument("--judge", default="toy", help="'toy', a save_pretrained directory, or an http(s):// endpoint")
     parser.add_argument("--served_model", default="", help="model name at the endpoint (HTTP judges)")
-    parser.add_argument("--max_tokens", type=int, default=256, help="judge output limit (paper: the judge's full budget)")
+    parser.add_argument(
+        "--max_tokens", type=int, default=256, help="judge output limit (paper: the judge's full budget)"
+    )
     parser.add_argument("--batch_size", type=int, default=16, help="judge prompts per HF generate call")
     parser.add_argument("--limit", type=int, default=0, help="use a balanced draw of this many rollouts (0 = all)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the draw, the wrong-reference shift, the bootstrap")
@@ -309,13 +375,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m analysis.calibrate", description=__doc__.split("\n\n")[0])
     add_judge_args(parser)
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    parser.add_argument("--min_score", type=int, default=4, help="a 1-5 score >= this counts as judged correct (paper: 4)")
-    parser.add_argument("--process_model", default="", help="policy for prefix continuations ('' skips the process part)")
+    parser.add_argument(
+        "--min_score", type=int, default=4, help="a 1-5 score >= this counts as judged correct (paper: 4)"
+    )
+    parser.add_argument(
+        "--process_model", default="", help="policy for prefix continuations ('' skips the process part)"
+    )
     parser.add_argument("--k", type=int, default=8, help="continuations per prefix (paper: 32)")
     parser.add_argument("--process_limit", type=int, default=16, help="rollouts whose prefixes are continued")
     parser.add_argument("--max_new_tokens", type=int, default=160, help="continuation length limit")
     args = parser.parse_args(argv)
     from common import seed_everything, set_threads, write_report
+
     set_threads(args.threads)
     seed_everything(args.seed)
     rows = select(load_rollouts(args.rollouts), args.limit, args.seed)
@@ -324,20 +395,30 @@ def main(argv: list[str] | None = None) -> dict:
     results = calibrate(judge, rows, seed=args.seed, num_bootstrap=args.bootstrap, threshold=(args.min_score - 1) / 4)
     os.makedirs(args.out, exist_ok=True)
     table = calibration_table(results, name)
-    plot_histograms(results, [bool(r["correct"]) for r in rows], os.path.join(args.out, "histogram.png"), name,
-                    args.min_score)
-    report = {"judge": args.judge, "rollouts": args.rollouts, "num_rollouts": len(rows), "min_score": args.min_score,
-              "conditions": results}
+    plot_histograms(
+        results, [bool(r["correct"]) for r in rows], os.path.join(args.out, "histogram.png"), name, args.min_score
+    )
+    report = {
+        "judge": args.judge,
+        "rollouts": args.rollouts,
+        "num_rollouts": len(rows),
+        "min_score": args.min_score,
+        "conditions": results,
+    }
     if args.process_model:
         from common import load_model
+
         policy, tokenizer = load_model(args.process_model)
         prefix_rows = select(rows, args.process_limit, args.seed)
-        report["process"] = prefix_calibration(policy, tokenizer, judge, prefix_rows, args.k,
-                                               max_new_tokens=args.max_new_tokens)
+        report["process"] = prefix_calibration(
+            policy, tokenizer, judge, prefix_rows, args.k, max_new_tokens=args.max_new_tokens
+        )
         plot_prefix_calibration(report["process"], os.path.join(args.out, "prefix_calibration.png"), name)
-        table += (f"\n\nprefix scores vs success of K={args.k} continuations: Pearson r = "
-                  f"{report['process']['pearson']}, {report['process']['num_prefixes']} prefixes; mean success per "
-                  f"score: {report['process']['by_score']}")
+        table += (
+            f"\n\nprefix scores vs success of K={args.k} continuations: Pearson r = "
+            f"{report['process']['pearson']}, {report['process']['num_prefixes']} prefixes; mean success per "
+            f"score: {report['process']['by_score']}"
+        )
     write_report(args.out, "calibration", report, table)
     return report
 

@@ -6,6 +6,7 @@ Figure 3 of the paper).
 Each RUN_DIR holds the metrics.jsonl that train_stage1.py writes. A metric a run did not log (segments per response
 exists only for process rewards; KL to the base only with --kl_coef > 0) is simply absent from that run's line.
 """
+
 import argparse
 import json
 import os
@@ -34,14 +35,18 @@ def smooth(values: list[float], window: int) -> list[float]:
         >>> smooth([0.0, 2.0, 4.0, 6.0], 2)
         [0.0, 1.0, 3.0, 5.0]
     """
-    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
-            for i in range(len(values))]
+    return [
+        sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+        for i in range(len(values))
+    ]
 
 
-def plot_runs(run_dirs: list[str], out: str, labels: list[str] | None = None, window: int = 5,
-              panels: dict[str, str] = PANELS) -> list[str]:
+def plot_runs(
+    run_dirs: list[str], out: str, labels: list[str] | None = None, window: int = 5, panels: dict[str, str] = PANELS
+) -> list[str]:
     """One panel per metric, one line per run (shared step axis); returns the metrics that were drawn."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -61,7 +66,7 @@ def plot_runs(run_dirs: list[str], out: str, labels: list[str] | None = None, wi
                 ax.plot(steps, smooth(list(values), window), label=label, color=f"C{i % 10}")
         ax.set_title(panels[key], fontsize=9)
         ax.set_xlabel("step")
-    for ax in list(axes.flat)[len(drawn):]:
+    for ax in list(axes.flat)[len(drawn) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
@@ -73,7 +78,9 @@ def plot_runs(run_dirs: list[str], out: str, labels: list[str] | None = None, wi
 
 def main(argv: list[str] | None = None) -> list[str]:
     """python -m analysis.plots RUN_DIR [RUN_DIR ...] --out fig.png [--labels a b ...] [--window 5]"""
-    parser = argparse.ArgumentParser(prog="python -m analysis.plots", description="training diagnostics of runs, shared axes")
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.plots", description="training diagnostics of runs, shared axes"
+    )
     parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
     parser.add_argument("--out", default="runs/diagnostics.png", help="PNG to write")
     parser.add_argument("--labels", nargs="*", default=None, help="one label per run (default: directory names)")

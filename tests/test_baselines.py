@@ -1,4 +1,5 @@
-"""Baselines (SFT, self-distillation) and Stage II: hand-checked pieces, then one real step each that moves the weights."""
+"""Baselines (SFT, self-distillation) and Stage II: hand-checked pieces, then one real step each moving the weights."""
+
 import copy
 import json
 import os
@@ -8,12 +9,12 @@ import torch
 from safetensors.torch import load_file
 
 import toy
-from baselines import (DistillArgs, SFTArgs, distill_signal, main as baselines_main, sft_batch, sft_step,
-                       teacher_messages, train_sft)
+from baselines import DistillArgs, SFTArgs, distill_signal, sft_batch, sft_step, teacher_messages, train_sft
+from baselines import main as baselines_main
 from common import TOY_BASE
 from data import Problem, save_problems
 from grpo import LossConfig, grpo_step, token_logprobs
-from rollout import HFSampler, Rollout, encode_prompts, to_batch
+from rollout import HFSampler, encode_prompts, to_batch
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +57,9 @@ def test_sft_gradient_does_not_depend_on_micro_batch_size(toy_model):
 
 
 def test_sft_run_changes_weights_and_lowers_the_reference_loss(tmp_path, tiny_problems):
-    args = SFTArgs(train_data=tiny_problems, eval_data="", output_dir=str(tmp_path), epochs=2, batch_size=2,
-                   threads=1, lr=1e-3)
+    args = SFTArgs(
+        train_data=tiny_problems, eval_data="", output_dir=str(tmp_path), epochs=2, batch_size=2, threads=1, lr=1e-3
+    )
     train_sft(args)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["epoch"] for r in rows] == [0, 0, 1, 1]
@@ -105,17 +107,43 @@ def test_distill_as_advantage_has_the_gradient_of_the_papers_loss(toy_model):
     # the same through grpo_step: SGD with lr 1 makes the weight change equal to minus the gradient
     m2 = copy.deepcopy(model)
     before = [p.detach().clone() for p in m2.parameters()]
-    grpo_step(m2, torch.optim.SGD(m2.parameters(), lr=1.0), {**batch, "advantages": -signal}, LossConfig(dual_clip=None),
-              64, max_grad_norm=None)
+    grpo_step(
+        m2,
+        torch.optim.SGD(m2.parameters(), lr=1.0),
+        {**batch, "advantages": -signal},
+        LossConfig(dual_clip=None),
+        64,
+        max_grad_norm=None,
+    )
     got = torch.cat([(b - p.detach()).flatten() for p, b in zip(m2.parameters(), before)])
     assert expected.abs().max() > 0
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
 
 
 def test_one_self_distill_step_changes_weights(tmp_path, tiny_problems):
-    baselines_main(["self_distill", "--train_data", tiny_problems, "--eval_data", "", "--output_dir", str(tmp_path),
-                    "--group_size", "2", "--prompts_per_step", "2", "--steps", "1", "--threads", "1", "--lr", "1e-3",
-                    "--weight_decay", "0"])
+    baselines_main(
+        [
+            "self_distill",
+            "--train_data",
+            tiny_problems,
+            "--eval_data",
+            "",
+            "--output_dir",
+            str(tmp_path),
+            "--group_size",
+            "2",
+            "--prompts_per_step",
+            "2",
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--lr",
+            "1e-3",
+            "--weight_decay",
+            "0",
+        ]
+    )
     row = json.loads(open(tmp_path / "metrics.jsonl").readline())
     assert row["judge_score"] > 0  # mean d_t: the base is more confident without the reference than with it
     assert weight_change(tmp_path / "checkpoint") > 0
@@ -127,9 +155,15 @@ def test_one_self_distill_step_changes_weights(tmp_path, tiny_problems):
 # ------------------------------------------------------------------------------------------------------ Stage II
 def test_stage2_defaults_follow_the_paper_and_reject_judge_rewards():
     from train_stage2 import parse_args
+
     args = parse_args(["--model", "toy"])
-    assert (args.reward, args.kl_coef, args.entropy_coef, args.max_grad_norm, args.scale_advantages) == \
-        ("sparse", 0.0, 1e-4, 0.3, False)
+    assert (args.reward, args.kl_coef, args.entropy_coef, args.max_grad_norm, args.scale_advantages) == (
+        "sparse",
+        0.0,
+        1e-4,
+        0.3,
+        False,
+    )
     with pytest.raises(SystemExit, match="--reward: invalid choice: 'outcome'"):
         parse_args(["--model", "toy", "--reward", "outcome"])
     with pytest.raises(SystemExit, match="Run Stage I first"):
@@ -142,11 +176,33 @@ def test_one_stage2_step_from_a_checkpoint_changes_weights(tmp_path):
     """Stage II on problems the base solves about half the time (7 ops), so groups have mixed 0/1 rewards and a
     gradient (on 2-op problems every rollout is right: no advantage, and --skip_no_signal skips the step)."""
     from train_stage2 import main, parse_args
+
     data = tmp_path / "easy.jsonl"
     save_problems(toy.make_toy_problems(4, 7, 7, seed=1), str(data))
-    args = parse_args(["--model", "toy", "--train_data", str(data), "--eval_data", "", "--output_dir",
-                       str(tmp_path / "run"), "--group_size", "4", "--prompts_per_step", "4", "--steps", "1",
-                       "--threads", "1", "--lr", "1e-3", "--weight_decay", "0"])
+    args = parse_args(
+        [
+            "--model",
+            "toy",
+            "--train_data",
+            str(data),
+            "--eval_data",
+            "",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--group_size",
+            "4",
+            "--prompts_per_step",
+            "4",
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--lr",
+            "1e-3",
+            "--weight_decay",
+            "0",
+        ]
+    )
     main(args)
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
     assert 0 < row["answer_accuracy"] < 1 and row["judge_score"] == row["answer_accuracy"]
@@ -159,12 +215,34 @@ def test_stage2_step_without_any_correct_rollout_leaves_weights_alone(tmp_path, 
     """All rewards 0 -> all advantages 0; the only gradient is the 1e-4 entropy bonus, which Adam would scale up to a
     full lr-sized step on every weight. --skip_no_signal (default) makes that step a no-op; turned off, it moves."""
     from train_stage2 import main, parse_args
+
     problems = [Problem(p.id, p.question, p.reference, "-1") for p in toy.make_toy_problems(2, 2, 2, seed=1)]
     data = tmp_path / "unsolvable.jsonl"  # the toy world's values are 0..99: an answer of -1 is never produced
     save_problems(problems, str(data))
-    args = parse_args(["--model", "toy", "--train_data", str(data), "--eval_data", "", "--output_dir",
-                       str(tmp_path / "run"), "--group_size", "2", "--prompts_per_step", "2", "--steps", "1",
-                       "--threads", "1", "--max_new_tokens", "40", "--skip_no_signal", str(skip)])
+    args = parse_args(
+        [
+            "--model",
+            "toy",
+            "--train_data",
+            str(data),
+            "--eval_data",
+            "",
+            "--output_dir",
+            str(tmp_path / "run"),
+            "--group_size",
+            "2",
+            "--prompts_per_step",
+            "2",
+            "--steps",
+            "1",
+            "--threads",
+            "1",
+            "--max_new_tokens",
+            "40",
+            "--skip_no_signal",
+            str(skip),
+        ]
+    )
     main(args)
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
     assert row["answer_accuracy"] == 0 and row["zero_std_groups"] == 1.0

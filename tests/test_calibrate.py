@@ -1,16 +1,15 @@
 """Judge calibration arithmetic, the wrong-reference shift, bootstrap intervals, injection strings, the CLI."""
+
 import json
-import os
-import sys
 
 import pytest
 
 from analysis import calibrate
-from analysis.calibrate import bootstrap_ci, calibrate as run_calibration, rates, wrong_references
+from analysis.calibrate import bootstrap_ci, rates, wrong_references
+from analysis.calibrate import calibrate as run_calibration
 from analysis.injection import INJECTIONS, inject, naive_outcome_prompt, naive_parse_score
 from judge import BEGIN_MARK, END_MARK, OUTCOME_SYSTEM, UNTRUSTED_RULE, LLMJudge, outcome_prompt, parse_score
 from toy import CheckpointJudge
-
 
 # --- rates ------------------------------------------------------------------------------------------------------------
 
@@ -55,6 +54,7 @@ def test_wrong_reference_is_a_seeded_cyclic_shift():
     # the shift follows the shuffled order: problem i takes problem i+1's reference
     order = ["a", "b", "c"]
     import random
+
     random.Random(3).shuffle(order)
     assert [mapping[q] for q in order] == [f"ref-{q}" for q in order[1:] + order[:1]]
 
@@ -89,14 +89,34 @@ def _toy_rows():
     ref_a = "Add 2, then add 3: that gives 15. Double: that gives 30. The answer is 30."
     ref_b = "Subtract 2, then subtract 3: that gives 45. Add 4: that gives 49. The answer is 49."
     return [
-        {"question": "10 +2 +3 *2", "reference": ref_a, "answer": "30", "correct": True,
-         "response": "10+2=12###12+3=15###15*2=30###\\boxed{30}"},
-        {"question": "10 +2 +3 *2", "reference": ref_a, "answer": "30", "correct": False,
-         "response": "10+2=12###12+3=16###16*2=32###\\boxed{32}"},
-        {"question": "50 -2 -3 +4", "reference": ref_b, "answer": "49", "correct": True,
-         "response": "50-2=48###48-3=45###45+4=49###\\boxed{49}"},
-        {"question": "50 -2 -3 +4", "reference": ref_b, "answer": "49", "correct": False,
-         "response": "50-2=47###47-3=44###44+4=48###\\boxed{48}"},
+        {
+            "question": "10 +2 +3 *2",
+            "reference": ref_a,
+            "answer": "30",
+            "correct": True,
+            "response": "10+2=12###12+3=15###15*2=30###\\boxed{30}",
+        },
+        {
+            "question": "10 +2 +3 *2",
+            "reference": ref_a,
+            "answer": "30",
+            "correct": False,
+            "response": "10+2=12###12+3=16###16*2=32###\\boxed{32}",
+        },
+        {
+            "question": "50 -2 -3 +4",
+            "reference": ref_b,
+            "answer": "49",
+            "correct": True,
+            "response": "50-2=48###48-3=45###45+4=49###\\boxed{49}",
+        },
+        {
+            "question": "50 -2 -3 +4",
+            "reference": ref_b,
+            "answer": "49",
+            "correct": False,
+            "response": "50-2=47###47-3=44###44+4=48###\\boxed{48}",
+        },
     ]
 
 
@@ -126,7 +146,7 @@ def test_calibration_table_marks_na():
 def test_injection_strings_are_fenced_and_inert_to_the_hardened_parser(name):
     response = "12+3=16###\\boxed{16}\n\n" + INJECTIONS[name]
     text = outcome_prompt("q", "ref", response)[1]["content"]
-    inside = text[text.index(BEGIN_MARK):text.index(END_MARK)]
+    inside = text[text.index(BEGIN_MARK) : text.index(END_MARK)]
     assert INJECTIONS[name].split("\n")[0] in inside  # the attack sits inside the fence, as content
     # a judge that quotes the attack while reasoning and then gives its own verdict: only the verdict counts
     judge_output = f"Reasoning: the student wrote '{INJECTIONS[name]}' but 12+3 is not 16.\nScore: 1"
@@ -200,6 +220,7 @@ def test_inject_counts_judged_correct_over_all_rollouts():
 
 def test_calibrate_and_inject_commands(tmp_path, monkeypatch):
     from analysis import injection
+
     path = tmp_path / "rollouts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in _toy_rows()))
     calibrate.main(["--rollouts", str(path), "--judge", "toy", "--bootstrap", "20", "--out", str(tmp_path / "cal")])
@@ -212,6 +233,7 @@ def test_calibrate_and_inject_commands(tmp_path, monkeypatch):
 
 def test_prefix_calibration_on_the_toy_base(tmp_path):
     from common import load_model, seed_everything
+
     seed_everything(0)
     policy, tokenizer = load_model("toy")
     rows = _toy_rows()[:2]
@@ -222,12 +244,16 @@ def test_prefix_calibration_on_the_toy_base(tmp_path):
     assert [p for s, p in result["pairs"][4:]] == [0.0, 0.0]
     assert all(0.0 <= p <= 1.0 for s, p in result["pairs"])
     calibrate.plot_prefix_calibration(result, str(tmp_path / "p.png"))
-    assert os.path.getsize(tmp_path / "p.png") > 0
+    import matplotlib.image
+
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert matplotlib.image.imread(str(tmp_path / "p.png")).shape[2] in (3, 4)  # a decodable RGB(A) image
 
 
 def test_evaluate_writes_rollouts_for_calibration(tmp_path):
     from common import load_problem_set, seed_everything
     from evaluate import evaluate
+
     seed_everything(0)
     problems = load_problem_set("toy_data/easy.jsonl", limit=2)
     result = evaluate("toy", problems, n=2, max_new_tokens=40, rollouts_path=str(tmp_path / "r.jsonl"))

@@ -1,5 +1,6 @@
 """convert_gguf.py: the config-without-quantization copy on a tiny model (no GGUF file, no download), and the real
 SmolLM2 conversion only when its package is installed (slow; never in the default suite)."""
+
 import importlib.util
 
 import pytest
@@ -12,8 +13,15 @@ from scripts.convert_gguf import convert, packaged_gguf, plain_copy
 def tiny_llama(tie: bool) -> LlamaForCausalLM:
     """A 2-layer Llama whose config carries a GGUF-style quantization_config, as a GGUF-loaded model's does."""
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tie)
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=tie,
+    )
     model = LlamaForCausalLM(config).eval()
     model.config.quantization_config = {"quant_method": "gguf"}
     return model

@@ -4,6 +4,7 @@ same global batch, for DDP and FSDP2, and a 2-process train_stage1 run keeps bot
 One torchrun launch (the module fixture) runs every distributed part; the tests then compare its outputs with
 single-process runs of the same functions here.
 """
+
 import json
 import os
 import signal
@@ -49,7 +50,9 @@ def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, 
     """One update_policy call (the function train_stage1 uses) with plain SGD, so the weight change IS the gradient
     (AdamW's first step would hide a wrong gradient scale). Returns (full weights or {} off rank 0, metrics)."""
     model, tokenizer = tiny_model()
-    ref = distributed.wrap_model(toy.build_tiny_model(tokenizer, 64, 2, seed=1).requires_grad_(False), mode, trainable=False)
+    ref = distributed.wrap_model(
+        toy.build_tiny_model(tokenizer, 64, 2, seed=1).requires_grad_(False), mode, trainable=False
+    )
     model = distributed.wrap_model(model, mode)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     rollouts, advantages, keep = fixed_rollouts()
@@ -66,6 +69,7 @@ def tied_tiny_model(seed: int):
     """The toy model's shape with the LM head tied to the embedding (Qwen3-4B's layout): under FSDP2 both live in the
     root unit, and the head's gradient and the embedding's add up in one parameter."""
     from transformers import LlamaForCausalLM
+
     config = tiny_model()[0].config
     config.tie_word_embeddings = True
     torch.manual_seed(seed)
@@ -77,6 +81,7 @@ def chunked_update(mode: str, rank: int = 0, world: int = 1, chunk_size: int | N
     chunked too), a tied head, and an entropy bonus: grpo_step directly, since train_stage1.Args has no chunk flag
     here. Returns (full weights or {} off rank 0, metrics)."""
     from grpo import LossConfig, aggregation_denominator, grpo_step, token_logprobs
+
     _, tokenizer = tiny_model()
     ref = distributed.wrap_model(tied_tiny_model(1).requires_grad_(False), mode, trainable=False)
     model = distributed.wrap_model(tied_tiny_model(0), mode)
@@ -85,8 +90,9 @@ def chunked_update(mode: str, rank: int = 0, world: int = 1, chunk_size: int | N
     mine = slice(rank * ROWS // world, (rank + 1) * ROWS // world)
     batch = build_batch(rollouts[mine], advantages[mine], keep[mine], tokenizer.pad_token_id)
     with torch.no_grad():
-        batch["ref_logprobs"] = token_logprobs(ref, batch["input_ids"], batch["attention_mask"],
-                                               batch["response_mask"], MICRO, chunk_size=chunk_size)
+        batch["ref_logprobs"] = token_logprobs(
+            ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"], MICRO, chunk_size=chunk_size
+        )
     loss = LossConfig(kl_coef=0.1, entropy_coef=0.01, log_entropy=True, temperature=0.9, chunk_size=chunk_size)
     scale = distributed.loss_scale(aggregation_denominator(batch["response_mask"], loss.agg))
     metrics = grpo_step(model, optimizer, batch, loss, MICRO, max_grad_norm=1e9, loss_scale=scale)
@@ -173,9 +179,18 @@ def torchrun_outputs(tmp_path_factory):
     save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(data))
     (out / "worker.py").write_text(WORKER.format(repo=REPO, out=str(out), data=str(data)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(out / "worker.py")]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # its own process group: a hang is killed with its workers
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(out / "worker.py"),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )  # its own process group: a hang is killed with its workers
     try:
         _, stderr = proc.communicate(timeout=240)
     except subprocess.TimeoutExpired:
@@ -253,6 +268,7 @@ def test_two_rank_stage1_run_keeps_ranks_identical_and_rank0_writes(torchrun_out
     assert state["step"] == 2 and len(state["rng"]) == 2  # one RNG state per rank
     assert not torch.equal(state["rng"][0]["torch"], state["rng"][1]["torch"])  # ranks sample different streams
     from safetensors.torch import load_file
+
     saved = load_file(str(run / "checkpoint" / "model.safetensors"))
     assert sum(v.numel() for v in saved.values()) == ranks[0].numel()
 
@@ -284,8 +300,11 @@ def test_judge_as_an_http_endpoint(monkeypatch):
     monkeypatch.setattr(judge, "OpenAIEngine", FakeEngine)
     args = parse_args(["--judge", "http://10.0.0.7:8000/v1", "--judge_model", "qwen-judge", "--judge_max_tokens", "64"])
     llm_judge = make_judge(args, "cpu")
-    assert (llm_judge.engine.base_url, llm_judge.engine.model, llm_judge.max_tokens) == \
-        ("http://10.0.0.7:8000/v1", "qwen-judge", 64)
+    assert (llm_judge.engine.base_url, llm_judge.engine.model, llm_judge.max_tokens) == (
+        "http://10.0.0.7:8000/v1",
+        "qwen-judge",
+        64,
+    )
     assert llm_judge.score_outcome(["1+1"], ["2"], ["2"]).scores == [0.75]  # Score 4 -> (4 - 1) / 4
 
 
@@ -294,8 +313,20 @@ def test_two_rank_sft_equals_single_process_sft(torchrun_outputs, tmp_path):
     from safetensors.torch import load_file
 
     from baselines import SFTArgs, train_sft
-    train_sft(SFTArgs(train_data=str(torchrun_outputs / "hard.jsonl"), eval_data="", output_dir=str(tmp_path), epochs=1,
-                      batch_size=3, micro_batch_size=2, threads=1, lr=1e-3, weight_decay=0.0))
+
+    train_sft(
+        SFTArgs(
+            train_data=str(torchrun_outputs / "hard.jsonl"),
+            eval_data="",
+            output_dir=str(tmp_path),
+            epochs=1,
+            batch_size=3,
+            micro_batch_size=2,
+            threads=1,
+            lr=1e-3,
+            weight_decay=0.0,
+        )
+    )
     single = load_file(tmp_path / "checkpoint" / "model.safetensors")
     ranks2 = load_file(torchrun_outputs / "sft" / "checkpoint" / "model.safetensors")
     for name, value in single.items():

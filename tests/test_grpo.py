@@ -16,6 +16,7 @@ AGGS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 # helpers
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny matrices: thread start-up costs more than the maths on a busy 2-core machine. Restored afterwards."""
@@ -27,14 +28,21 @@ def one_thread():
 
 def tiny_model(seed=0):
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=2)
+    config = LlamaConfig(
+        vocab_size=32,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+    )
     return LlamaForCausalLM(config)
 
 
 def gpt2_model():
     """GPT-2 has learned ABSOLUTE position embeddings, so wrong positions under left padding change its outputs."""
     from transformers import GPT2Config, GPT2LMHeadModel
+
     torch.manual_seed(0)
     config = GPT2Config(vocab_size=32, n_positions=16, n_embd=16, n_layer=1, n_head=2, bos_token_id=1, eos_token_id=2)
     return GPT2LMHeadModel(config).eval()  # eval: GPT-2 has dropout
@@ -52,8 +60,7 @@ def make_batch(prompts=PROMPTS, responses=RESPONSES, pad=0):
         rows.append([pad] * (P - len(p)) + p + r + [pad] * (R - len(r)))
         attn.append([0] * (P - len(p)) + [1] * (len(p) + len(r)) + [0] * (R - len(r)))
         resp.append([0] * P + [1] * len(r) + [0] * (R - len(r)))
-    return {"input_ids": torch.tensor(rows), "attention_mask": torch.tensor(attn),
-            "response_mask": torch.tensor(resp)}
+    return {"input_ids": torch.tensor(rows), "attention_mask": torch.tensor(attn), "response_mask": torch.tensor(resp)}
 
 
 class GradRecorder:
@@ -81,6 +88,7 @@ def one_token_loss(ratio, adv, **kwargs):
 # ----------------------------------------------------------------------------------------------------------------------
 # policy_loss: clipping
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def test_positive_advantage_clip_high():
     # A = 1, ratio 1.27 < 1 + 0.28: loss = -A * ratio = -1.27; d/dlp (-ratio) = -ratio = -1.27
@@ -134,6 +142,7 @@ def test_clip_bounds_are_arguments():
 # k3 KL, KL and entropy terms
 # ----------------------------------------------------------------------------------------------------------------------
 
+
 def test_kl_k3_hand_computed():
     # lp = 0, ref = log 0.5: exp(log 0.5) - log 0.5 - 1 = 0.5 + 0.693147 - 1 = 0.193147
     # lp = log 0.5, ref = 0: exp(log 2) - log 2 - 1 = 2 - 0.693147 - 1 = 0.306853
@@ -141,18 +150,29 @@ def test_kl_k3_hand_computed():
     ref = torch.tensor([math.log(0.5), 0.0, -1.3])
     k = kl_k3(lp, ref)
     assert torch.allclose(k, torch.tensor([0.5 + math.log(2) - 1, 2 - math.log(2) - 1, 0.0]), atol=1e-6)
-    # ref - lp = 100 is clamped to 20: exp(20) - 20 - 1, finite
-    big = kl_k3(torch.tensor([0.0]), torch.tensor([100.0]))
-    assert torch.isfinite(big).all() and big.item() == pytest.approx(math.exp(20) - 21, rel=1e-6)
+    # verl's low_var_kl: k3 is clamped to [-10, 10]. lp = 0, ref = 3: e^3 - 3 - 1 = 16.09 -> 10, and no gradient
+    lp = torch.tensor([0.0, 0.0, 0.0], requires_grad=True)
+    k = kl_k3(lp, torch.tensor([3.0, 100.0, 1.0]))
+    assert k[:2].tolist() == [10.0, 10.0] and k[2].item() == pytest.approx(math.e - 2, abs=1e-6)
+    k.sum().backward()
+    # d/dlp of e^(ref - lp) - (ref - lp) - 1 = 1 - e^(ref - lp): 0 where clamped, 1 - e = -1.718 at ref - lp = 1
+    assert lp.grad[:2].tolist() == [0.0, 0.0] and lp.grad[2].item() == pytest.approx(1 - math.e, abs=1e-6)
 
 
 def test_kl_and_entropy_terms_enter_the_loss():
     # one token, on-policy (ratio 1), A = 0: pg = 0; loss = 0.1 * k3 - 0.01 * H
     # lp = 0, ref = log 0.5 -> k3 = 0.193147; H = 2 -> loss = 0.0193147 - 0.02
     one = torch.ones(1, 1)
-    loss, m = policy_loss(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), one,
-                          ref_logprobs=torch.full((1, 1), math.log(0.5)), kl_coef=0.1,
-                          entropy=torch.full((1, 1), 2.0), entropy_coef=0.01)
+    loss, m = policy_loss(
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        torch.zeros(1, 1),
+        one,
+        ref_logprobs=torch.full((1, 1), math.log(0.5)),
+        kl_coef=0.1,
+        entropy=torch.full((1, 1), 2.0),
+        entropy_coef=0.01,
+    )
     assert loss.item() == pytest.approx(0.1 * (math.log(2) - 0.5) - 0.02, abs=1e-7)
     assert m["kl_ref"] == pytest.approx(math.log(2) - 0.5, abs=1e-6) and m["entropy"] == 2.0
     assert m["approx_kl"] == 0.0 and m["pg_loss"] == 0.0
@@ -166,12 +186,23 @@ MASK = torch.tensor([[1, 1, 0], [1, 0, 0]])
 ADV = torch.tensor([[-1.0, -2.0, 0.0], [-4.0, 0.0, 0.0]])  # on-policy (ratio 1): per-token loss = -A = [[1, 2], [4]]
 
 
-@pytest.mark.parametrize("agg, kwargs, expected", [
-    ("token-mean", {}, 7 / 3),  # (1 + 2 + 4) / 3 tokens
-    ("seq-mean-token-mean", {}, 2.75),  # ((1 + 2) / 2 + 4 / 1) / 2 rows
-    ("seq-mean-token-sum-norm", {}, 7 / 6),  # ((1 + 2) / 3 + 4 / 3) / 2 rows, norm_length = L = 3
-    ("seq-mean-token-sum-norm", {"norm_length": 2}, 1.75),  # ((1 + 2) / 2 + 4 / 2) / 2
-])
+def test_seq_mean_token_sum_norm_is_verls_definition():
+    # B = 2, L = 1, lp = old = 0, A = -1: per-token loss 1 on both rows -> (1 + 1) / L = 2.0 (a row mean would give 1.0)
+    loss, _ = policy_loss(
+        torch.zeros(2, 1), torch.zeros(2, 1), -torch.ones(2, 1), torch.ones(2, 1), agg="seq-mean-token-sum-norm"
+    )
+    assert loss.item() == 2.0
+
+
+@pytest.mark.parametrize(
+    "agg, kwargs, expected",
+    [
+        ("token-mean", {}, 7 / 3),  # (1 + 2 + 4) / 3 tokens
+        ("seq-mean-token-mean", {}, 2.75),  # ((1 + 2) / 2 + 4 / 1) / 2 rows
+        ("seq-mean-token-sum-norm", {}, 7 / 3),  # (1 + 2 + 4) / L, L = 3: verl sums rows, it does not average them
+        ("seq-mean-token-sum-norm", {"norm_length": 2}, 3.5),  # (1 + 2 + 4) / 2
+    ],
+)
 def test_aggregations_hand_computed(agg, kwargs, expected):
     zeros = torch.zeros(2, 3)
     loss, m = policy_loss(zeros, zeros, ADV, MASK, agg=agg, **kwargs)
@@ -194,8 +225,7 @@ def test_masked_garbage_does_not_leak():
     ent = torch.where(MASK.bool(), torch.ones(2, 3), torch.full((2, 3), float("inf")))
     for agg in AGGS:
         lp.grad = None
-        loss, m = policy_loss(lp, old, adv, MASK, ref_logprobs=ref, kl_coef=0.5, entropy=ent, entropy_coef=0.1,
-                              agg=agg)
+        loss, m = policy_loss(lp, old, adv, MASK, ref_logprobs=ref, kl_coef=0.5, entropy=ent, entropy_coef=0.1, agg=agg)
         loss.backward()
         assert torch.isfinite(loss) and all(math.isfinite(v) for v in m.values())
         assert torch.isfinite(lp.grad).all()
@@ -208,6 +238,7 @@ def test_masked_garbage_does_not_leak():
 # ----------------------------------------------------------------------------------------------------------------------
 # token_logprobs
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def naive_row(model, prompt, response):
     """Unpadded, full-logits reference: log p and entropy of each response token of one sequence."""
@@ -225,16 +256,23 @@ def test_token_logprobs_matches_naive_unpadded(micro_batch_size):
     batch = make_batch()
     P = batch["input_ids"].shape[1] - max(map(len, RESPONSES))
     with torch.no_grad():
-        lp, ent = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
-                                 micro_batch_size, with_entropy=True)
-        only_lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"],
-                                 micro_batch_size)
+        lp, ent = token_logprobs(
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            micro_batch_size,
+            with_entropy=True,
+        )
+        only_lp = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size
+        )
     assert lp.shape == ent.shape == batch["input_ids"].shape and torch.equal(lp, only_lp)
     for b, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
         want_lp, want_ent = naive_row(model, prompt, response)
         n = len(response)
-        assert torch.allclose(lp[b, P:P + n], want_lp, atol=1e-5)
-        assert torch.allclose(ent[b, P:P + n], want_ent, atol=1e-5)
+        assert torch.allclose(lp[b, P : P + n], want_lp, atol=1e-5)
+        assert torch.allclose(ent[b, P : P + n], want_ent, atol=1e-5)
     off = batch["response_mask"] == 0
     assert (lp[off] == 0).all() and (ent[off] == 0).all()
 
@@ -249,7 +287,7 @@ def test_token_logprobs_left_padding_with_absolute_positions():
         lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 4)
     for b, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
         want, _ = naive_row(model, prompt, response)
-        assert torch.allclose(lp[b, P:P + len(response)], want, atol=1e-5)
+        assert torch.allclose(lp[b, P : P + len(response)], want, atol=1e-5)
 
 
 def test_token_logprobs_temperature():
@@ -257,8 +295,9 @@ def test_token_logprobs_temperature():
     model = tiny_model()
     batch = make_batch(PROMPTS[:1], RESPONSES[:1])
     with torch.no_grad():
-        lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 1,
-                           temperature=0.5)
+        lp = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 1, temperature=0.5
+        )
         logp = torch.log_softmax(model(torch.tensor([PROMPTS[0] + RESPONSES[0]])).logits[0] / 0.5, dim=-1)
     want = torch.stack([logp[1 + i, tok] for i, tok in enumerate(RESPONSES[0])])
     assert torch.allclose(lp[0, 2:], want, atol=1e-5)
@@ -283,8 +322,15 @@ def test_shared_prompts_same_logprobs_and_gradients_less_work(make_model):
     for share in (False, True):
         model.zero_grad()
         positions.clear()
-        lp, ent = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], B,
-                                 with_entropy=True, share_prompts=share)
+        lp, ent = token_logprobs(
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            B,
+            with_entropy=True,
+            share_prompts=share,
+        )
         (lp.sum() + 0.1 * ent.sum()).backward()
         results[share] = (lp.detach(), ent.detach(), [p.grad.clone() for p in model.parameters()], sum(positions))
     hook.remove()
@@ -296,7 +342,7 @@ def test_shared_prompts_same_logprobs_and_gradients_less_work(make_model):
     for b, (prompt, response) in enumerate(zip(GROUP_PROMPTS, GROUP_RESPONSES)):
         with torch.no_grad():
             want, _ = naive_row(model, prompt, response)
-        assert torch.allclose(lp1[b, P:P + len(response)], want, atol=1e-5)
+        assert torch.allclose(lp1[b, P : P + len(response)], want, atol=1e-5)
     assert (lp1[batch["response_mask"] == 0] == 0).all()
 
 
@@ -309,14 +355,16 @@ def test_shared_prompts_off_with_gradient_checkpointing():
     lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 6)
     model.gradient_checkpointing_disable()
     with torch.no_grad():
-        want = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 6,
-                              share_prompts=False)
+        want = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 6, share_prompts=False
+        )
     assert torch.allclose(lp.detach(), want, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # grpo_step
 # ----------------------------------------------------------------------------------------------------------------------
+
 
 def training_batch(model):
     """The shared batch with advantages, and old/ref log-probs perturbed so clipping and KL are active."""
@@ -334,8 +382,14 @@ def training_batch(model):
 def step_grads(batch, micro_batch_size, agg):
     model = tiny_model()
     recorder = GradRecorder(model)
-    metrics = grpo_step(model, recorder, batch, LossConfig(kl_coef=0.1, agg=agg, entropy_coef=0.01), micro_batch_size,
-                        max_grad_norm=None)
+    metrics = grpo_step(
+        model,
+        recorder,
+        batch,
+        LossConfig(kl_coef=0.1, agg=agg, entropy_coef=0.01),
+        micro_batch_size,
+        max_grad_norm=None,
+    )
     return recorder.grads, metrics
 
 
@@ -360,10 +414,17 @@ def test_naive_micro_batch_averaging_would_fail_the_test_above():
     model = tiny_model()
     for b in range(3):
         rows = slice(b, b + 1)
-        lp = token_logprobs(model, batch["input_ids"][rows], batch["attention_mask"][rows],
-                            batch["response_mask"][rows], 1)
-        loss, _ = policy_loss(lp, batch["old_logprobs"][rows], batch["advantages"][rows], batch["response_mask"][rows],
-                              ref_logprobs=batch["ref_logprobs"][rows], kl_coef=0.1)
+        lp = token_logprobs(
+            model, batch["input_ids"][rows], batch["attention_mask"][rows], batch["response_mask"][rows], 1
+        )
+        loss, _ = policy_loss(
+            lp,
+            batch["old_logprobs"][rows],
+            batch["advantages"][rows],
+            batch["response_mask"][rows],
+            ref_logprobs=batch["ref_logprobs"][rows],
+            kl_coef=0.1,
+        )
         (loss / 3).backward()
     naive = [p.grad for p in model.parameters()]
     assert max((a - b).abs().max().item() for a, b in zip(full, naive)) > 1e-4
@@ -392,7 +453,7 @@ def test_grad_clipping_caps_the_norm():
     batch = training_batch(model)
     recorder = GradRecorder(model)
     metrics = grpo_step(model, recorder, batch, LossConfig(kl_coef=0.1), micro_batch_size=2, max_grad_norm=1e-3)
-    applied = torch.sqrt(sum((g ** 2).sum() for g in recorder.grads)).item()
+    applied = torch.sqrt(sum((g**2).sum() for g in recorder.grads)).item()
     assert metrics["grad_norm"] > 1e-3  # reported before clipping
     assert applied == pytest.approx(1e-3, rel=1e-4)
 

@@ -1,7 +1,8 @@
 """The reproduction driver end to end in a tiny configuration: every method's commands run, results.md and plots."""
+
+import glob
 import json
 import os
-import time
 
 import pytest
 
@@ -37,8 +38,20 @@ def test_tiny_reproduction_all_methods(tmp_path):
 
 
 def _tiny_reproduction(tmp_path, methods: str):
-    args = Args(output_dir=str(tmp_path), methods=methods, seeds="0", mine_candidates=6, mine_k=2, stage1_steps=1, stage2_steps=1,
-                group_size=2, prompts_per_step=2, eval_n=2, eval_limit=2, sft_epochs=1)
+    args = Args(
+        output_dir=str(tmp_path),
+        methods=methods,
+        seeds="0",
+        mine_candidates=6,
+        mine_k=2,
+        stage1_steps=1,
+        stage2_steps=1,
+        group_size=2,
+        prompts_per_step=2,
+        eval_n=2,
+        eval_limit=2,
+        sft_epochs=1,
+    )
     text = main(args)
     for title in ("After Stage I", "After Stage I + the same Stage II", "During training"):
         assert title in text
@@ -48,7 +61,11 @@ def _tiny_reproduction(tmp_path, methods: str):
     assert " of 1 |" in outcome_row and " -> " in outcome_row  # its Stage-II skipped count and unsolved trend
     assert os.path.getsize(tmp_path / "passk.png") > 1000 and os.path.getsize(tmp_path / "stage1_training.png") > 1000
     result = json.load(open(tmp_path / "s0" / "outcome" / "stage2" / "eval" / "step_0001" / "pass_at_k.json"))
-    assert result["n"] == 2 and result["num_problems"] == 2 and 0.0 <= result["pass@k"]["1"] <= 1.0
-    start = time.time()
+    assert result["n"] == 2 and result["num_problems"] == 2
+    # the reported pass@1 is the mean fraction correct of the saved per-problem counts (n = 2 samples each)
+    assert result["pass@k"]["1"] == sum(c / 2 for c in result["correct_counts"]) / 2
+    logs = sorted(glob.glob(str(tmp_path / "**" / "log.txt"), recursive=True))
+    stamps = [os.stat(path).st_mtime_ns for path in logs]
+    assert len(logs) >= 2 * len(methods.split(","))  # a Stage I (or SFT / evaluation) and a Stage II log per method
     main(args)  # every run has its done marker: nothing is rerun
-    assert time.time() - start < 30
+    assert [os.stat(path).st_mtime_ns for path in logs] == stamps

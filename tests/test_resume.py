@@ -1,5 +1,6 @@
 """Checkpoint / resume: 2S steps in one go == S steps, an interruption, then --resume (metrics and weights), and a
 checkpoint whose writer was killed mid-write (kill -9) is ignored in favour of the previous one."""
+
 import json
 import os
 import shutil
@@ -24,8 +25,22 @@ def problems(tmp_path_factory):
 
 def run(problems: str, output_dir, steps: int, **overrides) -> None:
     torch.set_num_threads(1)
-    main(Args(model="toy", train_data=problems, eval_data="", output_dir=str(output_dir), group_size=4,
-              prompts_per_step=2, steps=steps, max_new_tokens=100, lr=1e-3, threads=1, seed=0, **overrides))
+    main(
+        Args(
+            model="toy",
+            train_data=problems,
+            eval_data="",
+            output_dir=str(output_dir),
+            group_size=4,
+            prompts_per_step=2,
+            steps=steps,
+            max_new_tokens=100,
+            lr=1e-3,
+            threads=1,
+            seed=0,
+            **overrides,
+        )
+    )
 
 
 def rows_without_timing(path) -> list[dict]:
@@ -76,7 +91,10 @@ def test_resume_equals_uninterrupted_run_and_skips_a_killed_checkpoint(tmp_path,
     # --resume continues after step 1: step 2 is redone and its old metrics row dropped
     with pytest.warns(UserWarning):
         run(problems, cut, steps=2, save_every=1, resume=True)
-    full_rows, cut_rows = rows_without_timing(tmp_path / "full" / "metrics.jsonl"), rows_without_timing(cut / "metrics.jsonl")
+    full_rows, cut_rows = (
+        rows_without_timing(tmp_path / "full" / "metrics.jsonl"),
+        rows_without_timing(cut / "metrics.jsonl"),
+    )
     assert [r["step"] for r in cut_rows] == [1, 2]
     assert cut_rows == full_rows  # every metric of every step, exactly (timing fields aside)
     assert full_rows[1]["grad_norm"] > 0  # step 2 did learn something (not an all-zero-advantage step)

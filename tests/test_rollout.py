@@ -1,4 +1,5 @@
 """rollout.py: padding layouts by hand; HFSampler: left padding, EOS and truncation, seeding, group layout."""
+
 import pytest
 import torch
 
@@ -76,7 +77,7 @@ def test_shared_prompt_prefill_same_rollouts_less_prompt_work(toy_model, prompts
         runs[share] = ([r.response_ids for r in sampler.sample(prompts, n=4, temperature=0)], list(positions))
     hook.remove()
     (plain, plain_calls), (shared, shared_calls) = runs[False], runs[True]
-    assert shared == plain and all(len(set(map(tuple, shared[i:i + 4]))) == 1 for i in range(0, len(shared), 4))
+    assert shared == plain and all(len(set(map(tuple, shared[i : i + 4]))) == 1 for i in range(0, len(shared), 4))
     P = max(map(len, prompts))
     assert plain_calls[0] == (4 * len(prompts), P)  # every row reads the whole prompt
     assert shared_calls[0] == (len(prompts), P - 1) and shared_calls[1] == (4 * len(prompts), 1)

@@ -1,7 +1,7 @@
 """The toy world: task generator, tokenizer/model round trips, the checkpoint judge, pretraining cache."""
+
 import json
 import os
-import random
 
 import pytest
 import torch
@@ -119,19 +119,29 @@ def test_pretrain_base_trains_saves_and_reuses_cache(tmp_path):
 def test_sft_batch_masks_prompt_and_padding():
     tok = toy.build_tokenizer()
     batch = toy.sft_batch(tok, ["1 +2", "10 +20 +3"], ["1+2=3", "x"])
-    prompt_len = len(tok.apply_chat_template([{"role": "user", "content": "1 +2"}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=False))
+    prompt_len = len(
+        tok.apply_chat_template(
+            [{"role": "user", "content": "1 +2"}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+    )
     labels = batch["labels"][0].tolist()
     assert labels[:prompt_len] == [-100] * prompt_len
     assert labels[prompt_len : prompt_len + 6] == tok("1+2=3", add_special_tokens=False).input_ids + [tok.eos_token_id]
-    assert batch["attention_mask"].sum(1).tolist() == [prompt_len + 6, len(tok.apply_chat_template(
-        [{"role": "user", "content": "10 +20 +3"}], add_generation_prompt=True, tokenize=True, return_dict=False)) + 2]
+    assert batch["attention_mask"].sum(1).tolist() == [
+        prompt_len + 6,
+        len(
+            tok.apply_chat_template(
+                [{"role": "user", "content": "10 +20 +3"}], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        )
+        + 2,
+    ]
 
 
 @pytest.mark.slow
 def test_pretraining_reproduces_the_committed_base(tmp_path):
     """Rebuild toy_base/ from its recorded arguments; the easy-problem accuracy must match (slow: ~20 min here)."""
-    from common import TOY_BASE, load_model, seed_everything
+    from common import TOY_BASE, seed_everything
     from evaluate import evaluate
 
     recorded = json.load(open(os.path.join(TOY_BASE, "toy_info.json")))["pretrain_args"]

