@@ -2,6 +2,7 @@
 
     python -m scripts.logprob_memory                                   # vocab 49,152, responses of 1k / 4k / 8k tokens
     python -m scripts.logprob_memory --lengths 4096 --chunks 0 256 1024 --vocab 151936
+    python -m scripts.logprob_memory --toy_step                      # the toy world's update: does chunking cost time?
 
 Each configuration runs in a FRESH subprocess (peak memory is a per-process high-water mark): it builds a
 random-init Llama-style model from a config (fp32, CPU), one row of `--prompt` prompt tokens plus R response tokens,
@@ -11,6 +12,10 @@ entropies `--repeats` times, and reports the peak RSS again. "above baseline" is
 gradient cost. Times are medians over the repeats (the first included: it allocates fresh memory), as process CPU
 seconds (all threads; steadier than wall time on a shared machine) and wall seconds.
 Prints a markdown table; chunk 0 means chunk_size=None (one [1, R, V] logits tensor).
+
+--toy_step instead times grpo.grpo_step on a toy-world update in this process: the committed toy base (vocabulary 99),
+64 rows = 8 groups of 8 sharing a 28-token prompt, responses of 40-120 tokens, entropy logged; the chunk sizes
+interleaved, `--repeats` rounds, median process CPU seconds.
 """
 
 import argparse
@@ -97,6 +102,51 @@ def run_one(args, length: int, chunk: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def toy_step(args) -> str:
+    """Median CPU seconds of one grpo_step on a toy-sized batch per chunk size (see the module docstring)."""
+    import torch
+
+    from common import load_model
+    from grpo import LossConfig, grpo_step
+
+    torch.set_num_threads(args.threads)
+    model, _ = load_model("toy")
+    g = torch.Generator().manual_seed(0)
+    B, P, R = 64, 28, 120
+    input_ids = torch.randint(5, 90, (B, P + R), generator=g)  # [B, L]
+    input_ids[:, :P] = input_ids[::8, :P].repeat_interleave(8, dim=0)  # 8 groups of 8 rows share a prompt
+    lengths = torch.randint(40, R + 1, (B,), generator=g).tolist()
+    attention_mask = torch.ones(B, P + R, dtype=torch.long)  # [B, L]
+    response_mask = torch.zeros(B, P + R, dtype=torch.long)  # [B, L]
+    for i, n in enumerate(lengths):
+        attention_mask[i, P + n :] = 0
+        response_mask[i, P : P + n] = 1
+    batch = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "response_mask": response_mask,
+        "advantages": torch.randn(B, P + R, generator=g) * response_mask,
+    }
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # the weights stay the same for every round
+    seconds = {chunk: [] for chunk in args.chunks}
+    for _ in range(args.repeats):
+        for chunk in args.chunks:
+            start = time.process_time()
+            grpo_step(model, optimizer, batch, LossConfig(log_entropy=True, chunk_size=chunk or None), B)
+            seconds[chunk].append(time.process_time() - start)
+    lines = [
+        f"toy grpo_step, {B} rows, {sum(lengths)} response tokens, {args.threads} thread(s), median of {args.repeats}",
+        "",
+        "| chunk_size | CPU s | vs None |",
+        "|---:|---:|---:|",
+    ]
+    base = statistics.median(seconds[0]) if 0 in seconds else None
+    for chunk, values in seconds.items():
+        ratio = f"{statistics.median(values) / base:.2f}x" if base and chunk else ""
+        lines.append(f"| {chunk or 'None'} | {statistics.median(values):.3f} | {ratio} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict], args) -> str:
     """Markdown: one line per configuration, the chunked ones compared with chunk_size=None at the same length."""
     plain = {r["length"]: r for r in rows if r["chunk"] == 0}
@@ -131,12 +181,16 @@ def main(argv=None):
     parser.add_argument("--prompt", type=int, default=64, help="prompt tokens")
     parser.add_argument("--repeats", type=int, default=3, help="timed forward + backward runs per configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--toy_step", action="store_true", help="time grpo_step on a toy-world batch instead")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--length", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
+        return
+    if args.toy_step:
+        print(toy_step(args))
         return
     rows = []
     for length in args.lengths:
