@@ -548,6 +548,8 @@ def _stats_from_head(model, targets, keep, temperature, with_entropy, chunk_size
         return box["stats"]
 
     head = unwrap(model).get_output_embeddings()
+    if head is None:
+        raise ValueError(f"token_logprobs: chunk_size needs an LM head module; {type(unwrap(model)).__name__} has none")
     handles = [head.register_forward_pre_hook(take_input), head.register_forward_hook(give_stats)]
     try:
         logits = model(**model_inputs).logits
