@@ -11,9 +11,20 @@
 # packages of requirements.txt that are missing there are listed at the top of the results (the tests needing them
 # fail). About 8 minutes at most: each part has its own time limit. Exit status 0 unless the results file is missing.
 # GPU_CHECK_SUITE=0 skips part 2 (a quick rerun of the GPU measurements).
+#
+# A GPU image without math-verify fails the Stage-I step (every rollout's answer reward imports it). Wheels in .whl/
+# are installed into a temporary directory first, without the network; to bring math-verify along, run this on a
+# machine with pip access, in the repository root (and carry .whl to the GPU machine):
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+#         math-verify==0.9.0 latex2sympy2_extended==1.11.0 antlr4-python3-runtime==4.13.2
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1
+if compgen -G ".whl/*.whl" > /dev/null; then
+    SITE=$(mktemp -d)
+    ${PYTHON:-python3} -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl \
+        && export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
 OUT_FILE=${1:-results/gpu_check.md}
 mkdir -p "$(dirname "$OUT_FILE")"
 GPU_CHECK_DIR=$(mktemp -d)
