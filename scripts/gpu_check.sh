@@ -7,9 +7,8 @@
 #    checkpointing) updates of a random-init Qwen3-0.6B-shaped model with chunked and unchunked log-probs at 4k / 8k /
 #    16k response tokens, torch.cuda.max_memory_allocated and step time next to scripts/memory_budget.py's prediction;
 # 2. the default suite without the `gpu` tests (they ran in 1), as `python -m pytest -q` runs it on that machine.
-# Nothing is downloaded and nothing is installed: it uses the machine's own Python (PyTorch, transformers). Python
-# packages of requirements.txt that are missing there are listed at the top of the results (the tests needing them
-# fail). About 8 minutes at most: each part has its own time limit. Exit status 0 unless the results file is missing.
+# Nothing is downloaded and nothing goes into the machine's own Python (PyTorch, transformers), which it uses as it is.
+# Packages of requirements.txt missing there are listed at the top of the results (the tests needing them fail). About 8 minutes at most: each part has its own time limit. Exit status 0 unless the results file is missing.
 # GPU_CHECK_SUITE=0 skips part 2 (a quick rerun of the GPU measurements).
 #
 # A GPU image without math-verify fails the Stage-I step (every rollout's answer reward imports it). Wheels in .whl/
@@ -41,7 +40,7 @@ echo "== environment"
     "$PY" - <<'EOF'
 import importlib.util
 modules = {"torch": "torch", "transformers": "transformers", "numpy": "numpy", "math_verify": "math-verify",
-           "datasets": "datasets", "matplotlib": "matplotlib", "tqdm": "tqdm", "pytest": "pytest"}
+           "datasets": "datasets", "matplotlib": "matplotlib", "tqdm": "tqdm", "pytest": "pytest", "openai": "openai"}
 missing = [package for module, package in modules.items() if importlib.util.find_spec(module) is None]
 print("missing from requirements.txt:", ", ".join(missing) if missing else "none")
 EOF
