@@ -33,6 +33,7 @@ from common import (
     set_threads,
     write_json,
 )
+from config import check_args
 from data import Problem, policy_messages
 from evaluate import evaluate, format_pass_at_k
 from grpo import token_logprobs
@@ -316,7 +317,8 @@ def main(argv: list[str] | None = None) -> dict:
     if command == "sft":
         return train_sft(parse_cli(SFTArgs, rest)[0])
     args, _ = parse_cli(DistillArgs, rest)
-    train_stage1.check_args(args)
+    check_args(args)
+    check_model_path(args.model, "--model")  # before the teacher loads it
     teacher = DistillTeacher(args.model, args.device, args.micro_batch_size, args.temperature)
     return train_stage1.main(args, teacher=teacher)
 

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import field
 
 import numpy as np
 import torch
@@ -52,6 +53,15 @@ class _OneLineParser(HfArgumentParser):
 
     def error(self, message: str):
         fail(message)
+
+
+def arg(default, help: str, choices=None):
+    """A documented dataclass field of a script's arguments; with `choices`, any other value stops the command line.
+
+    Example: `reward: str = arg("outcome", "outcome | process | sparse", choices=("outcome", "process", "sparse"))`
+    """
+    metadata = {"help": help} if choices is None else {"help": help, "choices": list(choices)}
+    return field(default=default, metadata=metadata)
 
 
 def parse_cli(dataclass_type, argv: list[str] | None = None):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grpo import prefill_distinct_prompts
+from logprobs import prefill_distinct_prompts
 
 
 @dataclass

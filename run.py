@@ -26,7 +26,7 @@ from common import (
     write_json,
 )
 from evaluate import evaluate, format_pass_at_k
-from judge_health import JudgeError
+from judge_health import JudgeError, JudgeMonitor
 from rollout import sync_weights
 
 PHASES = ("sample", "judge", "update")
@@ -51,6 +51,7 @@ class Run:
             write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
         self.start, self.resumed, self.order, self.timings = 0, None, None, []
         self.evals = {"before": None, "after": None}
+        self.judge_monitor = JudgeMonitor(args.judge, patience=args.judge_patience)
 
     # ------------------------------------------------------------------------------------------------- set-up
     def prepare(self, policy, ref_model, sampler, num_problems: int):
@@ -118,36 +119,26 @@ class Run:
         self.laps[f"time_{phase}"] = now - self.lap_start
         self.lap_start = now
 
-    def log(
-        self,
-        step: int,
-        metrics: dict,
-        token_weighted: tuple = (),
-        num_tokens: int = 1,
-        num_rollouts: int = 1,
-        sample: dict | None = None,
-        group: dict | None = None,
-    ) -> dict:
-        """Reduce a step's metrics over ranks, write metrics.jsonl (rank 0), show them in the progress bar.
+    def log(self, step: int, metrics: dict, update_metrics: dict, batch: dict, judge_sample: dict | None) -> dict:
+        """Reduce a step's metrics over ranks, write metrics.jsonl (rank 0), show them in the progress bar; one raw
+        judge output to judge_samples.jsonl.
 
-        Over ranks: means weighted by rollouts, `token_weighted` keys by response tokens, counts summed, the loss
+        Over ranks: means weighted by rollouts, the update's metrics by response tokens, counts summed, the loss
         summed (each rank's part of the global token-mean), times maxed (the slowest rank sets the pace).
-        `sample` (one raw judge output) goes to judge_samples.jsonl, `group` (one whole GRPO group) to groups.jsonl.
         """
-        metrics = {**metrics, **self.laps, "time_step": sum(self.laps.values())}
+        metrics = {**metrics, **update_metrics, **self.laps, "time_step": sum(self.laps.values())}
+        num_tokens = int(batch["response_mask"].sum())
         metrics = distributed.reduce_metrics(
             metrics,
-            weights={k: num_tokens for k in token_weighted},
-            default_weight=num_rollouts,
+            weights={k: num_tokens for k in update_metrics},
+            default_weight=batch["input_ids"].shape[0],
             sums=("judge_parse_failures", "dropped_rollouts", "loss"),
             maxes=tuple(k for k in metrics if k[:5] == "time_"),
         )
         if self.is_main:
             self.metrics_log.log(step, metrics)
-            if sample is not None:
-                self.judge_log.log(step, sample)
-            if group is not None:
-                self.group_log.log(step, group)
+            if judge_sample is not None:
+                self.judge_log.log(step, judge_sample)
         self.timings.append({k: metrics[k] for k in ("time_sample", "time_judge", "time_update", "time_step")})
         self.bar.set_postfix(
             score=f"{metrics['judge_score']:.3f}",
@@ -157,14 +148,26 @@ class Run:
         )
         return metrics
 
-    def check_judge(self, step: int, monitor, judged, engine=None) -> None:
+    def show_group(self, step: int) -> bool:
+        """Whether this step logs one whole GRPO group: step 1 and every --log_group_every steps (0 = never)."""
+        every = self.args.log_group_every
+        return every > 0 and (step == 1 or step % every == 0)
+
+    def log_group(self, step: int, group: dict) -> None:
+        """One whole GRPO group to groups.jsonl (rank 0; python -m analysis.show_group draws it)."""
+        if self.is_main:
+            self.group_log.log(step, group)
+
+    def check_judge(self, step: int, judged, judge) -> None:
         """After a step's judging: a one-line summary of failed judge requests (never one line per request), a warning
         when many gave no score, and, when the judge gave nothing for `patience` steps in a row (JudgeMonitor), a
         resumable checkpoint of the last good state (step - 1; --resume redoes this step) and JudgeError. The
         decision is taken on every rank alike, so all ranks stop together."""
-        error, warning = None, None
+        if judge is None:  # sparse GRPO, self-distillation: no judge to watch
+            return
+        engine, error, warning = getattr(judge, "engine", None), None, None
         try:
-            warning = monitor.update(judged, engine)
+            warning = self.judge_monitor.update(judged, engine)
         except JudgeError as caught:
             error = caught
         if distributed.all_reduce_sum(float(error is not None)) > 0:

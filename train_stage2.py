@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import distributed
 import train_stage1
 from common import fail, parse_cli
+from config import check_args
 
 
 @dataclass
@@ -63,6 +64,7 @@ PRESETS = {
         updates_per_step=1,
         engine="vllm",
         micro_batch_size=4,
+        logprob_chunk_size=1024,
         eval_n=128,
         eval_limit=0,
         threads=0,
@@ -85,7 +87,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             f"--model {args.model!r}: no checkpoint there (config.json missing). Run Stage I first (python "
             "train_stage1.py writes runs/stage1/checkpoint) or pass --model toy for the base."
         )
-    train_stage1.check_args(args)
+    check_args(args)
     return args
 
 

@@ -11,7 +11,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import toy
-from grpo import LossConfig, _ChunkedHead, grpo_step, token_logprobs
+from grpo import LossConfig, grpo_step
+from logprobs import _ChunkedHead, token_logprobs
 from tests.test_grpo import GROUP_PROMPTS, GROUP_RESPONSES, GradRecorder, make_batch, training_batch
 
 

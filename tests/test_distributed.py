@@ -288,7 +288,7 @@ def test_judge_as_an_http_endpoint(monkeypatch):
     """The 6 + 2 GPU layout: --judge http://host:port/v1 --judge_model NAME reaches the judge server through
     judge.OpenAIEngine (replaced here by a stand-in: the openai client is not installed in this environment)."""
     import judge
-    from train_stage1 import make_judge, parse_args
+    from train_stage1 import build_judge, parse_args
 
     class FakeEngine:
         def __init__(self, base_url, model):
@@ -299,7 +299,7 @@ def test_judge_as_an_http_endpoint(monkeypatch):
 
     monkeypatch.setattr(judge, "OpenAIEngine", FakeEngine)
     args = parse_args(["--judge", "http://10.0.0.7:8000/v1", "--judge_model", "qwen-judge", "--judge_max_tokens", "64"])
-    llm_judge = make_judge(args, "cpu")
+    llm_judge = build_judge(args)
     assert (llm_judge.engine.base_url, llm_judge.engine.model, llm_judge.max_tokens) == (
         "http://10.0.0.7:8000/v1",
         "qwen-judge",

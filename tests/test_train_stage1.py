@@ -157,7 +157,7 @@ def test_paper_preset_fails_clearly_without_a_gpu_node():
     with vLLM, where the preset is meant to run)."""
     import importlib.util
 
-    from train_stage1 import check_hardware, parse_args
+    from config import check_hardware, parse_args
 
     has_vllm = importlib.util.find_spec("vllm") is not None
     if torch.cuda.is_available() and has_vllm:

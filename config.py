@@ -1,0 +1,256 @@
+"""The command line of Stage I (and, by subclassing, Stage II and self-distillation): the Args dataclass, the paper
+preset, and the checks that stop a bad command line or input with one line before anything is loaded.
+
+Every field has a help string; defaults run the toy world; the paper's value is named where it differs.
+"""
+
+import json
+from dataclasses import dataclass
+
+import torch
+
+from common import arg, check_model_path, fail, load_problem_set, parse_cli
+from grpo import AGGREGATIONS
+
+REWARDS = ("outcome", "process", "sparse")
+ADVANTAGES = ("delta", "delta_code", "delta_from_zero", "end", "group_norm")
+
+
+@dataclass
+class Args:
+    # --- what to train, on what
+    model: str = arg("toy", "policy: 'toy' (the committed toy base) or a directory")
+    judge: str = arg(
+        "toy",
+        "'toy' (checkpoint judge, toy world only), a judge model directory, or an OpenAI-compatible server URL "
+        "http://host:port/v1 (e.g. vLLM's api_server on the judge GPUs; needs `pip install openai`)",
+    )
+    judge_model: str = arg("judge", "with an http judge: the model name the server serves (its --served-model-name)")
+    train_data: str = arg("toy:train", "'toy:train', a JSONL file or an HF dataset (question/reference/answer)")
+    eval_data: str = arg("toy:heldout", "held-out problems for pass@k ('' to skip)")
+    output_dir: str = arg("runs/stage1", "run directory: config.json, metrics.jsonl, eval/, checkpoint/")
+    # --- the reward
+    reward: str = arg("outcome", "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer)", choices=REWARDS)
+    process_view: str = arg(
+        "prefix", "prefix (PAPER: judge y_<=t) | segment (CODE: judge segment t alone)", choices=("prefix", "segment")
+    )
+    advantage: str = arg(
+        "delta_from_zero",
+        "process advantages: delta (Eq. 2) | delta_code | delta_from_zero | end | group_norm (docs/results.md: why "
+        "the toy default is not Eq. 2)",
+        choices=ADVANTAGES,
+    )
+    delimiter: str = arg("###", "segment delimiter for process judging")
+    # --- sampling
+    group_size: int = arg(8, "rollouts per prompt, G (paper: 10 outcome, 16 process)")
+    prompts_per_step: int = arg(8, "prompts per step (paper: 36)")
+    temperature: float = arg(1.0, "sampling temperature (paper: 0.8)")
+    max_new_tokens: int = arg(160, "response length limit; over-length responses get reward/advantage 0 (paper: 16384)")
+    judge_max_tokens: int = arg(
+        2048, "judge output limit, greedy (paper: 2048); an output cut before its 'Score:' line fails to parse"
+    )
+    judge_patience: int = arg(
+        3,
+        "stop (after a resumable checkpoint) when every judge request of this many steps in a row failed or gave no "
+        "score; 0 = never stop",
+    )
+    # --- optimisation
+    steps: int = arg(60, "Stage-I steps (paper: 230)")
+    lr: float = arg(1e-4, "AdamW learning rate, constant (paper: 1e-6 for Qwen3-4B)")
+    weight_decay: float = arg(0.01, "AdamW weight decay")
+    updates_per_step: int = arg(
+        1, "mini-batches (optimiser steps) per step; 1 = fully on-policy (paper: 2 outcome, 1 process)"
+    )
+    micro_batch_size: int = arg(64, "rows per forward/backward (memory only; the gradient is the same)")
+    gradient_checkpointing: bool = arg(
+        False, "recompute each layer's activations in backward (long responses on GPUs; docs/real-models.md)"
+    )
+    logprob_chunk_size: int = arg(
+        0,
+        "LM head over this many response tokens at a time when computing log-probs (logprobs.py): memory grows with "
+        "tokens x hidden size instead of tokens x vocabulary; same numbers to float rounding; 0 = all at once (paper "
+        "preset: 1024; docs/memory-budget.md)",
+    )
+    clip_low: float = arg(0.2, "PPO clip, lower bound (ratio >= 1 - clip_low)")
+    clip_high: float = arg(0.28, "PPO clip, upper bound (paper: 0.28 outcome, 0.26 process)")
+    dual_clip: float = arg(3.0, "dual-clip constant for negative advantages (> 1)")
+    kl_coef: float = arg(0.001, "k3 KL to the frozen base in the loss (0 = no reference)")
+    max_grad_norm: float = arg(1.0, "gradient-norm clip")
+    loss_agg: str = arg("token-mean", "loss aggregation over the mini-batch (grpo.aggregate)", choices=AGGREGATIONS)
+    scale_advantages: bool = arg(
+        True, "outcome/sparse advantages divided by the group std (Stage I); False = r - group mean (Stage II)"
+    )
+    entropy_coef: float = arg(0.0, "entropy bonus (paper: 0 in Stage I, 1e-4 in Stage II)")
+    skip_no_signal: bool = arg(
+        True,
+        "no optimiser step for a mini-batch whose advantages are all 0: Adam would turn the KL / entropy term alone "
+        "into a full-lr step (docs/results.md)",
+    )
+    # --- bookkeeping
+    eval_before: bool = arg(True, "evaluate before training too")
+    eval_every: int = arg(0, "evaluate every N steps (0: only before and after)")
+    eval_n: int = arg(64, "samples per held-out problem for pass@k (paper: 128)")
+    eval_limit: int = arg(64, "held-out problems evaluated (0 = all)")
+    log_group_every: int = arg(
+        10,
+        "every N steps, one whole GRPO group (texts, segments, scores, advantages) to groups.jsonl; 0 = off (python "
+        "-m analysis.show_group RUN_DIR draws it)",
+    )
+    save_every: int = arg(
+        0, "resumable checkpoint every N steps in output_dir/checkpoints/step_N (0: only the final one)"
+    )
+    keep_last: int = arg(2, "periodic checkpoints kept, newest first (0 = all)")
+    resume: bool = arg(
+        False, "continue from the newest complete checkpoint in output_dir (same flags; later rows dropped)"
+    )
+    data_parallel: str = arg(
+        "auto",
+        "under torchrun: ddp | fsdp (FSDP2, needs --engine vllm) | auto; see distributed.py",
+        choices=("auto", "ddp", "fsdp"),
+    )
+    seed: int = arg(0, "seeds Python, NumPy, torch and sampling")
+    threads: int = arg(2, "torch CPU threads (0 = torch default; 1 on a busy machine)")
+    device: str = arg("cuda" if torch.cuda.is_available() else "cpu", "cpu | cuda", choices=("cpu", "cuda"))
+    engine: str = arg(
+        "hf",
+        "rollout engine: hf (generate; anywhere) | vllm (in-process vLLM, weights synced each step)",
+        choices=("hf", "vllm"),
+    )
+    vllm_memory: float = arg(0.3, "vLLM gpu_memory_utilization of the policy engine")
+    vllm_kwargs: str = arg("{}", "extra vllm.LLM arguments as a JSON object, e.g. '{\"enforce_eager\": true}'")
+    preset: str = arg(
+        "",
+        "'paper-4b': the paper's Stage-I settings (PAPER.md) for Qwen3-4B-Instruct-2507 on a GPU node with vLLM; "
+        "flags given explicitly still win",
+        choices=("", "paper-4b"),
+    )
+    benchmark: bool = arg(
+        False, "time the steps only: no evaluation, no checkpoint; print median/min/max seconds per phase"
+    )
+
+
+# PAPER.md, "Optimiser (Stage I)": shared settings, then the ones that differ between Outcome and Process.
+PRESETS = {
+    "paper-4b": {
+        "common": dict(
+            prompts_per_step=36,
+            lr=1e-6,
+            weight_decay=0.01,
+            clip_low=0.2,
+            kl_coef=0.001,
+            dual_clip=3.0,
+            max_grad_norm=1.0,
+            temperature=0.8,
+            max_new_tokens=16384,
+            steps=230,
+            loss_agg="token-mean",
+            engine="vllm",
+            micro_batch_size=4,
+            logprob_chunk_size=1024,
+            eval_n=128,
+            eval_limit=0,
+            advantage="delta",
+            threads=0,
+        ),
+        "outcome": dict(group_size=10, updates_per_step=2, clip_high=0.28),
+        "process": dict(group_size=16, updates_per_step=1, clip_high=0.26),
+        "sparse": dict(group_size=16, prompts_per_step=32, updates_per_step=2, clip_high=0.26),
+    }
+}
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    """Command line -> Args; a --preset fills every field the command line does not set explicitly. A bad flag or
+    value stops here with one line and exit status 2 (common.parse_cli, check_args), before anything is loaded."""
+    args, given = parse_cli(Args, argv)
+    if args.preset:
+        values = {**PRESETS[args.preset]["common"], **PRESETS[args.preset][args.reward]}
+        for name, value in values.items():
+            if name not in given:
+                setattr(args, name, value)
+        if "model" not in given or ("judge" not in given and args.reward != "sparse") or "train_data" not in given:
+            fail(
+                f"--preset {args.preset} needs --model and --judge (local Qwen3-4B-Instruct-2507 directories; the "
+                "paper's judge is a frozen copy of the base policy) and --train_data (your hard problems)"
+            )
+    check_args(args)
+    return args
+
+
+def check_args(args: Args) -> None:
+    """Every numeric flag in range, every JSON flag parseable; the first bad one stops the run (one line, exit 2)."""
+    rules = [
+        ("group_size", args.group_size >= 1, ">= 1"),
+        ("prompts_per_step", args.prompts_per_step >= 1, ">= 1"),
+        ("steps", args.steps >= 0, ">= 0"),
+        ("lr", args.lr > 0 and args.lr < float("inf"), "> 0 and finite"),
+        ("weight_decay", args.weight_decay >= 0, ">= 0"),
+        ("temperature", 0 < args.temperature < float("inf"), "> 0 and finite"),
+        ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"),
+        ("judge_max_tokens", args.judge_max_tokens >= 1, ">= 1"),
+        ("updates_per_step", args.updates_per_step >= 1, ">= 1"),
+        ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
+        ("logprob_chunk_size", args.logprob_chunk_size >= 0, ">= 0"),
+        ("clip_low", 0 <= args.clip_low < 1, "in [0, 1)"),
+        ("clip_high", args.clip_high >= 0, ">= 0"),
+        ("dual_clip", args.dual_clip > 1, "> 1"),
+        ("kl_coef", args.kl_coef >= 0, ">= 0"),
+        ("max_grad_norm", args.max_grad_norm > 0, "> 0"),
+        ("entropy_coef", args.entropy_coef >= 0, ">= 0"),
+        ("eval_every", args.eval_every >= 0, ">= 0"),
+        ("eval_n", args.eval_n >= 1, ">= 1"),
+        ("eval_limit", args.eval_limit >= 0, ">= 0"),
+        ("log_group_every", args.log_group_every >= 0, ">= 0"),
+        ("save_every", args.save_every >= 0, ">= 0"),
+        ("keep_last", args.keep_last >= 0, ">= 0"),
+        ("threads", args.threads >= 0, ">= 0"),
+        ("judge_patience", args.judge_patience >= 0, ">= 0"),
+        ("vllm_memory", 0 < args.vllm_memory <= 1, "in (0, 1]"),
+        ("delimiter", bool(args.delimiter), "a non-empty string"),
+    ]
+    for name, ok, expected in rules:
+        if not ok:  # NaN fails every comparison, so it lands here too
+            fail(f"--{name} {getattr(args, name)!r}: must be {expected}")
+    try:
+        assert isinstance(json.loads(args.vllm_kwargs), dict)
+    except (ValueError, AssertionError):
+        fail(f"--vllm_kwargs {args.vllm_kwargs!r}: must be a JSON object, e.g. '{{\"enforce_eager\": true}}'")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: no CUDA device is visible here (use --device cpu)")
+
+
+def check_hardware(args: Args) -> None:
+    """Fail early, with the reason, when the chosen engine cannot run here."""
+    if args.engine == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError:
+            fail("--engine vllm needs vLLM: `pip install vllm` on a GPU node (docs/real-models.md)")
+    if args.preset and not torch.cuda.is_available():
+        fail(
+            f"--preset {args.preset} is the paper's GPU setting (Qwen3-4B, 16k-token responses); no CUDA device is "
+            "visible here. Run the toy world on a CPU instead: python train_stage1.py"
+        )
+
+
+def load_inputs(args: Args, teacher=None):
+    """Every check before any model loads or anything is written: the flags (check_args), the hardware, the problem
+    files, the model paths. Returns (problems, held-out problems)."""
+    check_args(args)
+    check_hardware(args)
+    if args.reward == "self_distill" and teacher is None:
+        fail("--reward self_distill runs from baselines.py: python baselines.py self_distill")
+    problems = load_problem_set(args.train_data, flag="--train_data")
+    eval_problems = (
+        load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data") if args.eval_data else []
+    )
+    check_model_path(args.model, "--model")
+    judged = args.reward in ("outcome", "process")
+    if judged and args.judge != "toy" and not args.judge.startswith(("http://", "https://")):
+        check_model_path(args.judge, "--judge")
+    if judged and args.judge.startswith(("http://", "https://")):
+        import importlib.util
+
+        if importlib.util.find_spec("openai") is None:
+            fail(f"--judge {args.judge}: an HTTP judge needs the openai client: pip install openai")
+    return problems, eval_problems
