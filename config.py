@@ -4,6 +4,7 @@ preset, and the checks that stop a bad command line or input with one line befor
 Every field has a help string; defaults run the toy world; the paper's value is named where it differs.
 """
 
+import importlib.util
 import json
 from dataclasses import dataclass
 
@@ -124,6 +125,11 @@ class Args:
         "flags given explicitly still win",
         choices=("", "paper-4b"),
     )
+    report_to: str = arg(
+        "none",
+        "also log the metrics to tensorboard (output_dir/tensorboard) or wandb; metrics.jsonl is always kept",
+        choices=("none", "tensorboard", "wandb"),
+    )
     benchmark: bool = arg(
         False, "time the steps only: no evaluation, no checkpoint; print median/min/max seconds per phase"
     )
@@ -215,6 +221,10 @@ def check_args(args: Args) -> None:
         assert isinstance(json.loads(args.vllm_kwargs), dict)
     except (ValueError, AssertionError):
         fail(f"--vllm_kwargs {args.vllm_kwargs!r}: must be a JSON object, e.g. '{{\"enforce_eager\": true}}'")
+    if args.report_to != "none" and importlib.util.find_spec(args.report_to) is None:
+        fail(
+            f"--report_to {args.report_to}: the {args.report_to} package is not installed: pip install {args.report_to}"
+        )
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is visible here (use --device cpu)")
 
@@ -249,8 +259,6 @@ def load_inputs(args: Args, teacher=None):
     if judged and args.judge != "toy" and not args.judge.startswith(("http://", "https://")):
         check_model_path(args.judge, "--judge")
     if judged and args.judge.startswith(("http://", "https://")):
-        import importlib.util
-
         if importlib.util.find_spec("openai") is None:
             fail(f"--judge {args.judge}: an HTTP judge needs the openai client: pip install openai")
     return problems, eval_problems

@@ -16,6 +16,7 @@ from tqdm import tqdm
 import distributed
 from common import (
     MetricsLog,
+    Reporter,
     latest_checkpoint,
     load_model,
     prune_checkpoints,
@@ -78,6 +79,7 @@ class Run:
         self.metrics_log = MetricsLog(path.format("metrics")) if self.is_main else None
         self.judge_log = MetricsLog(path.format("judge_samples")) if self.is_main else None
         self.group_log = MetricsLog(path.format("groups")) if self.is_main else None
+        self.reporter = Reporter(args.report_to if self.is_main else "none", args.output_dir, asdict(args))
         self.num_problems, self.model, self.optimizer = num_problems, model, optimizer
         return model, ref_model, optimizer
 
@@ -137,6 +139,7 @@ class Run:
         )
         if self.is_main:
             self.metrics_log.log(step, metrics)
+            self.reporter.log(step, metrics)
             if judge_sample is not None:
                 self.judge_log.log(step, judge_sample)
         self.timings.append({k: metrics[k] for k in ("time_sample", "time_judge", "time_update", "time_step")})
@@ -204,6 +207,7 @@ class Run:
                     f"held-out {name:6s}: pass@1 {self.evals[name]['pass@k']['1']:.3f}  "
                     f"pass@16 {self.evals[name]['pass@k'].get('16', float('nan')):.3f}"
                 )
+        self.reporter.close()
         distributed.barrier()  # the other ranks wait for rank 0's evaluation
         return self.evals
 
@@ -227,6 +231,7 @@ class Run:
             step=step,
             sampler=None if args.engine == "hf" else self.sampler,
         )
+        self.reporter.log(step, {f"pass@{k}": v for k, v in result["pass@k"].items()}, prefix="eval")
         tqdm.write(f"[eval {tag}] {format_pass_at_k(result)}")
         return result
 

@@ -165,3 +165,49 @@ def test_paper_preset_fails_clearly_without_a_gpu_node():
     args = parse_args(["--preset", "paper-4b", "--model", "/q", "--judge", "/q", "--train_data", "h.jsonl"])
     with pytest.raises(SystemExit, match="pip install vllm" if not has_vllm else "no CUDA device"):
         check_hardware(args)
+
+
+def test_tensorboard_events_hold_the_metrics_jsonl_numbers(tmp_path, tiny_problems):
+    """--report_to tensorboard: a 2-step toy run's events, read back with TensorBoard's own reader, carry the numbers
+    of metrics.jsonl (as float32) at the same steps, and the held-out pass@k under eval/."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = Args(
+        model="toy",
+        train_data=tiny_problems,
+        eval_data="toy:heldout",
+        eval_limit=2,
+        eval_n=4,
+        output_dir=str(tmp_path),
+        group_size=4,
+        prompts_per_step=4,
+        steps=2,
+        threads=1,
+        seed=0,
+        report_to="tensorboard",
+    )
+    main(args)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    for key in ("judge_score", "answer_accuracy", "loss", "grad_norm", "kl_ref", "entropy", "response_length"):
+        logged = events.Scalars(f"train/{key}")
+        assert [e.step for e in logged] == [1, 2]
+        assert [e.value for e in logged] == pytest.approx([r[key] for r in rows], rel=1e-6, abs=1e-7), key
+    passk = json.load(open(tmp_path / "eval" / "step_0002" / "pass_at_k.json"))["pass@k"]
+    assert [e.step for e in events.Scalars("eval/pass@1")] == [0, 2]
+    assert events.Scalars("eval/pass@4")[-1].value == pytest.approx(passk["4"], rel=1e-6)
+
+
+def test_report_to_a_missing_package_is_one_line(monkeypatch, capsys):
+    import importlib.util
+
+    from config import parse_args
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real_find_spec(name, *a)
+    )
+    with pytest.raises(SystemExit, match="--report_to wandb: the wandb package is not installed: pip install wandb"):
+        parse_args(["--report_to", "wandb"])
