@@ -211,3 +211,38 @@ def test_report_to_a_missing_package_is_one_line(monkeypatch, capsys):
     )
     with pytest.raises(SystemExit, match="--report_to wandb: the wandb package is not installed: pip install wandb"):
         parse_args(["--report_to", "wandb"])
+
+
+def test_logged_group_round_trips_and_its_advantages_are_eq2_of_its_scores(tmp_path, tiny_problems):
+    """groups.jsonl from a real process step: one whole group, whose A_t are Eq. 2 (delta) of its own s_t, whose
+    segment texts make up each response, and which analysis.show_group loads and draws."""
+    from advantages import delta_advantages
+    from analysis.show_group import load_group
+    from analysis.show_group import main as show_group
+
+    args = Args(
+        model="toy",
+        train_data=tiny_problems,
+        eval_data="",
+        output_dir=str(tmp_path),
+        reward="process",
+        advantage="delta",
+        group_size=4,
+        prompts_per_step=4,
+        steps=1,
+        threads=1,
+        seed=0,
+        log_group_every=1,
+    )
+    main(args)
+    record = load_group(str(tmp_path))
+    assert record["step"] == 1 and record["reward"] == "process" and len(record["rollouts"]) == 4
+    for rollout in record["rollouts"]:
+        assert "".join(s["text"] for s in rollout["segments"]) == rollout["text"]
+        scores = [s["score"] for s in rollout["segments"]]
+        if rollout["dropped"] or rollout["truncated"] or not scores:
+            continue
+        assert [s["advantage"] for s in rollout["segments"]] == pytest.approx(delta_advantages(scores, "delta"))
+        assert rollout["score"] == scores[-1]  # s_T
+    written = show_group([str(tmp_path), "--out", str(tmp_path / "view")])
+    assert [os.path.basename(p) for p in written] == ["step_000001.html", "step_000001.png"]
