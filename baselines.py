@@ -23,6 +23,7 @@ import distributed
 import train_stage1
 from common import (
     MetricsLog,
+    check_flags,
     check_model_path,
     fail,
     load_model,
@@ -130,7 +131,7 @@ def sft_step(model, optimizer, batch: dict, micro_batch_size: int, max_grad_norm
 
 def check_sft_args(args: SFTArgs) -> None:
     """Numbers in range and the starting model present; the first bad flag stops with one line (exit status 2)."""
-    for name, ok, expected in [
+    rules = [
         ("epochs", args.epochs >= 1, ">= 1"),
         ("batch_size", args.batch_size >= 1, ">= 1"),
         ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
@@ -142,9 +143,8 @@ def check_sft_args(args: SFTArgs) -> None:
         ("eval_n", args.eval_n >= 1, ">= 1"),
         ("eval_limit", args.eval_limit >= 0, ">= 0"),
         ("threads", args.threads >= 0, ">= 0"),
-    ]:
-        if not ok:
-            fail(f"--{name} {getattr(args, name)!r}: must be {expected}")
+    ]
+    check_flags(args, rules)
     check_model_path(args.model, "--model")
 
 

@@ -3,6 +3,7 @@
 Kept deliberately small: helpers that several scripts need, nothing that hides the training loop.
 """
 
+import argparse
 import glob
 import json
 import os
@@ -46,6 +47,24 @@ def fail(message: str):
     loaded or written."""
     print(f"error: {message}", file=sys.stderr)
     raise UsageError(message)
+
+
+def check_flags(args, rules) -> None:
+    """rules: (flag name, condition, what the value must be); the first false condition stops with one line naming
+    the flag and its value. NaN fails every comparison, so `--lr nan` lands here too.
+
+    Example: check_flags(args, [("n", args.n >= 1, ">= 1")]) with n = 0 -> `error: --n 0: must be >= 1`, exit 2.
+    """
+    for name, ok, expected in rules:
+        if not ok:
+            fail(f"--{name} {getattr(args, name)!r}: must be {expected}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for the plain scripts (evaluate.py, analysis/): errors are one line, exit status 2, no usage block."""
+
+    def error(self, message: str):
+        fail(message)
 
 
 class _OneLineParser(HfArgumentParser):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from common import arg, check_model_path, fail, load_problem_set, parse_cli
+from common import arg, check_flags, check_model_path, fail, load_problem_set, parse_cli
 from grpo import AGGREGATIONS
 
 REWARDS = ("outcome", "process", "sparse")
@@ -214,9 +214,7 @@ def check_args(args: Args) -> None:
         ("vllm_memory", 0 < args.vllm_memory <= 1, "in (0, 1]"),
         ("delimiter", bool(args.delimiter), "a non-empty string"),
     ]
-    for name, ok, expected in rules:
-        if not ok:  # NaN fails every comparison, so it lands here too
-            fail(f"--{name} {getattr(args, name)!r}: must be {expected}")
+    check_flags(args, rules)
     try:
         assert isinstance(json.loads(args.vllm_kwargs), dict)
     except (ValueError, AssertionError):

@@ -5,7 +5,6 @@ k = 2^1..2^7. It does not name its estimator; we use the unbiased one of Chen et
 Language Models Trained on Code", Eq. 1.
 """
 
-import argparse
 import json
 import os
 import time
@@ -155,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     if argv and argv[0] in MOVED:
         print(f"evaluate.py: `{argv[0]}` moved: run `python -m {MOVED[argv[0]]} ...`", file=sys.stderr)
         raise SystemExit(2)
-    parser = argparse.ArgumentParser(
+    from common import ArgumentParser, check_flags, check_model_path, load_problem_set, seed_everything, set_threads
+
+    parser = ArgumentParser(
         description="pass@k of a checkpoint on a problem set (the analyses: python -m analysis.calibrate|injection|"
         "behaviour|plots --help)"
     )
@@ -174,13 +175,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     args = parser.parse_args(argv)
-    from common import load_problem_set, seed_everything, set_threads
+    rules = [("n", args.n >= 1, ">= 1"), ("temperature", 0 <= args.temperature < float("inf"), ">= 0 and finite"),
+             ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"), ("threads", args.threads >= 0, ">= 0"),
+             ("limit", args.limit is None or args.limit >= 1, ">= 1")]  # fmt: skip
+    check_flags(args, rules)
+    problems = load_problem_set(args.data, limit=args.limit, flag="--data")  # checked before the model loads
+    check_model_path(args.model, "--model")
 
     set_threads(args.threads)
     seed_everything(args.seed)
     result = evaluate(
         args.model,
-        load_problem_set(args.data, limit=args.limit),
+        problems,
         n=args.n,
         temperature=args.temperature,
         max_new_tokens=args.max_new_tokens,

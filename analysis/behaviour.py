@@ -11,9 +11,10 @@ no usable object is counted as invalid. A small local model (e.g. SmolLM2-135M) 
 labels are not meaningful.
 """
 
-import argparse
 import json
 import os
+
+from common import ArgumentParser
 
 # name -> (kind, the one-line rule the annotator is given); counts are integers >= 0, flags 0/1.
 BEHAVIOURS = {
@@ -267,7 +268,7 @@ def load_jsonl(path: str) -> list[dict]:
 
 def annotate_main(argv: list[str]) -> list[dict]:
     """python -m analysis.behaviour annotate --rollouts R.jsonl --annotator DIR|URL [--served_model M] --out A.jsonl"""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m analysis.behaviour annotate", description="behaviour annotation of rollouts"
     )
     parser.add_argument("--rollouts", nargs="+", required=True, help="rollout JSONL files (evaluate.py --rollouts)")
@@ -307,7 +308,7 @@ def annotate_main(argv: list[str]) -> list[dict]:
 
 def compare_main(argv: list[str]) -> dict:
     """python -m analysis.behaviour compare OLD_ann.jsonl NEW_ann.jsonl --names base exprl --out DIR"""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m analysis.behaviour compare", description="behaviours gained/lost per problem"
     )
     parser.add_argument("old", help="annotations of the reference checkpoint (e.g. the base)")

@@ -30,6 +30,8 @@ import math
 import os
 import random
 
+from common import ArgumentParser, check_flags, fail
+
 THRESHOLD = 0.75  # a 1-5 score >= 4, normalised by (N - 1) / 4
 CONDITIONS = ("reference", "no_reference", "wrong_reference")
 
@@ -356,6 +358,16 @@ def plot_prefix_calibration(result: dict, path: str, title: str = "") -> None:
 
 
 # ------------------------------------------------------------------------------------------------- commands
+def check_judge_args(args) -> None:
+    """The shared flags of the judge analyses in range and the rollout files present (one line, exit status 2)."""
+    rules = [("max_tokens", args.max_tokens >= 1, ">= 1"), ("batch_size", args.batch_size >= 1, ">= 1"),
+             ("limit", args.limit >= 0, ">= 0"), ("threads", args.threads >= 0, ">= 0")]  # fmt: skip
+    check_flags(args, rules)
+    for path in args.rollouts:
+        if not os.path.isfile(path):
+            fail(f"--rollouts {path}: no such file (write one with python evaluate.py ... --rollouts FILE)")
+
+
 def add_judge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollouts", nargs="+", required=True, help="rollout JSONL files (evaluate.py --rollouts)")
     parser.add_argument("--judge", default="toy", help="'toy', a save_pretrained directory, or an http(s):// endpoint")
@@ -372,7 +384,7 @@ def add_judge_args(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """python -m analysis.calibrate --rollouts R.jsonl --judge toy|DIR|URL [--process_model toy --k 8]"""
-    parser = argparse.ArgumentParser(prog="python -m analysis.calibrate", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m analysis.calibrate", description=__doc__.split("\n\n")[0])
     add_judge_args(parser)
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument(
@@ -385,6 +397,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--process_limit", type=int, default=16, help="rollouts whose prefixes are continued")
     parser.add_argument("--max_new_tokens", type=int, default=160, help="continuation length limit")
     args = parser.parse_args(argv)
+    check_judge_args(args)
+    rules = [("bootstrap", args.bootstrap >= 1, ">= 1"), ("min_score", 1 <= args.min_score <= 5, "in 1..5"),
+             ("k", args.k >= 1, ">= 1"), ("process_limit", args.process_limit >= 0, ">= 0")]  # fmt: skip
+    check_flags(args, rules)
     from common import seed_everything, set_threads, write_report
 
     set_threads(args.threads)

@@ -8,11 +8,11 @@ baseline that this file owns (`naive_outcome_prompt`: no fence, no untrusted-tex
     python -m analysis.injection --rollouts R.jsonl --judge toy|DIR|URL --limit 32
 """
 
-import argparse
 import os
 import random
 
-from analysis.calibrate import THRESHOLD, add_judge_args, build_judge, load_rollouts, percent
+from analysis.calibrate import THRESHOLD, add_judge_args, build_judge, check_judge_args, load_rollouts, percent
+from common import ArgumentParser
 from judge import _SCORE_LINE, _SCORE_VALUE, OUTCOME_SYSTEM, UNTRUSTED_RULE, JudgeResult, normalise
 
 
@@ -110,11 +110,12 @@ def injection_table(before: dict, after: dict, judge_name: str) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     """python -m analysis.injection --rollouts R.jsonl --judge toy|DIR|URL --limit 32"""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m analysis.injection", description="score rise from injections, before/after judge hardening"
     )
     add_judge_args(parser)
     args = parser.parse_args(argv)
+    check_judge_args(args)
     from common import seed_everything, set_threads, write_report
 
     set_threads(args.threads)

@@ -7,9 +7,10 @@ Each RUN_DIR holds the metrics.jsonl that train_stage1.py writes. A metric a run
 exists only for process rewards; KL to the base only with --kl_coef > 0) is simply absent from that run's line.
 """
 
-import argparse
 import json
 import os
+
+from common import ArgumentParser
 
 # metrics.jsonl column -> panel title
 PANELS = {
@@ -78,9 +79,7 @@ def plot_runs(
 
 def main(argv: list[str] | None = None) -> list[str]:
     """python -m analysis.plots RUN_DIR [RUN_DIR ...] --out fig.png [--labels a b ...] [--window 5]"""
-    parser = argparse.ArgumentParser(
-        prog="python -m analysis.plots", description="training diagnostics of runs, shared axes"
-    )
+    parser = ArgumentParser(prog="python -m analysis.plots", description="training diagnostics of runs, shared axes")
     parser.add_argument("runs", nargs="+", help="run directories (each with metrics.jsonl)")
     parser.add_argument("--out", default="runs/diagnostics.png", help="PNG to write")
     parser.add_argument("--labels", nargs="*", default=None, help="one label per run (default: directory names)")

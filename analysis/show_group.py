@@ -13,10 +13,11 @@ text at "###" to collect small increases) or as high scores s_t on responses who
 are dropped rollouts (judge score unparseable), which are out of the loss.
 """
 
-import argparse
 import html
 import json
 import os
+
+from common import ArgumentParser
 
 POSITIVE = (0x30, 0x40, 0xD0)  # full blue: A_t = +scale
 NEGATIVE = (0xD0, 0x40, 0x30)  # full red: A_t = -scale (POSITIVE mirrored)
@@ -294,7 +295,7 @@ def render_png(record: dict, path: str) -> None:
 
 def main(argv: list[str] | None = None) -> list[str]:
     """python -m analysis.show_group RUN_DIR [--step N] [--index I] [--out DIR]; returns the paths written."""
-    parser = argparse.ArgumentParser(prog="python -m analysis.show_group", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m analysis.show_group", description=__doc__.split("\n")[0])
     parser.add_argument("run_dir", help="run directory holding groups.jsonl")
     parser.add_argument("--step", type=int, default=None, help="training step to show (default: the last logged)")
     parser.add_argument("--index", type=int, default=0, help="which of the step's groups, in file order (default 0)")

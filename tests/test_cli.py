@@ -106,3 +106,30 @@ def test_scripts_exit_2_with_one_line_and_no_traceback(script, argv, expected):
     out = subprocess.run([sys.executable, script, *argv], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr.strip().splitlines() == [out.stderr.strip()] and out.stderr.startswith(expected), out.stderr
+
+
+def test_evaluate_and_the_analyses_check_their_flags_and_files(tmp_path, capsys):
+    import evaluate
+    from analysis import calibrate, injection, plots
+
+    rollouts = tmp_path / "r.jsonl"
+    rollouts.write_text("")
+    cases = [
+        (lambda: evaluate.main(["--n", "0"]), "error: --n 0: must be >= 1"),
+        (lambda: evaluate.main(["--temperature", "nan"]), "error: --temperature nan: must be >= 0 and finite"),
+        (lambda: evaluate.main(["--data", str(tmp_path / "none.jsonl")]), "error: --data: cannot read problems file"),
+        (lambda: evaluate.main(["--model", str(tmp_path)]), "error: --model: model"),
+        (lambda: evaluate.main(["--n", "x"]), "error: argument --n: invalid int value: 'x'"),
+        (
+            lambda: calibrate.main(["--rollouts", str(tmp_path / "x.jsonl")]),
+            f"error: --rollouts {tmp_path / 'x.jsonl'}: no such file",
+        ),
+        (
+            lambda: calibrate.main(["--rollouts", str(rollouts), "--min_score", "6"]),
+            "error: --min_score 6: must be in 1..5",
+        ),
+        (lambda: injection.main(["--rollouts", str(rollouts), "--limit", "-1"]), "error: --limit -1: must be >= 0"),
+        (lambda: plots.main([str(tmp_path), "--bogus"]), "error: unrecognized arguments: --bogus"),
+    ]
+    for call, expected in cases:
+        assert usage_error(call, capsys).startswith(expected)
