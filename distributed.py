@@ -32,15 +32,16 @@ import torch.distributed as dist
 
 # ---------------------------------------------------------------------------------------------------------- process
 def init() -> None:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1); nccl with CUDA, gloo on CPU. Idempotent."""
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); nccl with one GPU per rank, else gloo on the
+    CPU. Idempotent."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return
     # Rank 0 evaluates and writes checkpoints while the others wait at their next collective: allow it 2 hours.
     timeout = datetime.timedelta(hours=2)
-    if torch.cuda.is_available():
+    if torch.cuda.device_count() >= int(os.environ.get("LOCAL_WORLD_SIZE", "1")):  # one GPU per rank: nccl
         torch.cuda.set_device(local_rank())
         dist.init_process_group("nccl", timeout=timeout)
-    else:
+    else:  # no GPU, or fewer GPUs than ranks (e.g. the 2-process CPU tests on a 1-GPU machine): gloo on the CPU
         dist.init_process_group("gloo", timeout=timeout)
 
 
