@@ -12,6 +12,7 @@ import torch
 
 from common import arg, check_flags, check_model_path, fail, load_problem_set, parse_cli
 from grpo import AGGREGATIONS
+from toy_judge import TOY_JUDGES
 
 REWARDS = ("outcome", "process", "sparse")
 ADVANTAGES = ("delta", "delta_code", "delta_from_zero", "end", "group_norm")
@@ -23,8 +24,14 @@ class Args:
     model: str = arg("toy", "policy: 'toy' (the committed toy base) or a directory")
     judge: str = arg(
         "toy",
-        "'toy' (checkpoint judge, toy world only), a judge model directory, or an OpenAI-compatible server URL "
-        "http://host:port/v1 (e.g. vLLM's api_server on the judge GPUs; needs `pip install openai`)",
+        "'toy' (the rubric judge of toy_judge.py, toy world only), 'toy-progress' (the checkpoint-counting toy judge), "
+        "a judge model directory, or an OpenAI-compatible server URL http://host:port/v1 (e.g. vLLM's api_server on "
+        "the judge GPUs; needs `pip install openai`)",
+    )
+    judge_error_rate: float = arg(
+        0.0,
+        "--judge toy only: the share of judged texts scored against a misread reference (toy_judge.RubricJudge; "
+        "docs/analyses.md: misplacement per value)",
     )
     judge_model: str = arg("judge", "with an http judge: the model name the server serves (its --served-model-name)")
     train_data: str = arg("toy:train", "'toy:train', a JSONL file or an HF dataset (question/reference/answer)")
@@ -194,6 +201,8 @@ def check_args(args: Args) -> None:
         ("temperature", 0 < args.temperature < float("inf"), "> 0 and finite"),
         ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"),
         ("judge_max_tokens", args.judge_max_tokens >= 1, ">= 1"),
+        ("judge_error_rate", 0 <= args.judge_error_rate <= 1, "in [0, 1]"),
+        ("judge_error_rate", args.judge_error_rate == 0 or args.judge == "toy", "0 unless --judge toy"),
         ("updates_per_step", args.updates_per_step >= 1, ">= 1"),
         ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
         ("logprob_chunk_size", args.logprob_chunk_size >= 0, ">= 0"),
@@ -254,7 +263,7 @@ def load_inputs(args: Args, teacher=None):
     )
     check_model_path(args.model, "--model")
     judged = args.reward in ("outcome", "process")
-    if judged and args.judge != "toy" and not args.judge.startswith(("http://", "https://")):
+    if judged and args.judge not in TOY_JUDGES and not args.judge.startswith(("http://", "https://")):
         check_model_path(args.judge, "--judge")
     if judged and args.judge.startswith(("http://", "https://")):
         if importlib.util.find_spec("openai") is None:

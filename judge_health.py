@@ -15,8 +15,8 @@ import copy
 
 from judge import JudgeResult, OpenAIEngine
 
-# The probe's outcome request: a problem any judge scores, written so the toy checkpoint judge parses it too (its
-# reference states the checkpoint "that gives 2", the response reaches it with a valid equation).
+# The probe's outcome request: a problem any judge scores, written so both toy judges (toy_judge.py) parse it too (its
+# reference states the checkpoint "that gives 2", the response reaches it with a valid equation, 1+1=2, and boxes 2).
 PROBE_SAMPLE = ("What is 1+1?", "Add 1 to 1: that gives 2. The answer is 2.", "1+1=2. \\boxed{2}")
 # One retry: a server that drops one request (a restart, a transient 500) passes; a down server fails after two
 # connection attempts and one backoff of about 0.5 s.
@@ -41,7 +41,7 @@ def _quote(text: str, limit: int = 200) -> str:
 def probe_judge(judge, where: str, sample: tuple[str, str, str] = PROBE_SAMPLE) -> None:
     """Send ONE outcome request (question, reference, response) = `sample` through `judge`; JudgeError if no score.
 
-    `judge` is anything with score_outcome (LLMJudge on an OpenAIEngine or an HF/vLLM sampler, toy.CheckpointJudge).
+    `judge` is anything with score_outcome (LLMJudge on an OpenAIEngine or an HF/vLLM sampler, a toy judge).
     On an OpenAIEngine the probe runs on a copy with max_retries=PROBE_RETRIES (the engine's timeouts stay), so a
     closed port fails within about a second and a server that answers HTTP 500 costs exactly 2 requests. The judge's
     own max_tokens is kept: a judge whose verdict does not fit in it fails here, as it would in training.
@@ -54,8 +54,9 @@ def probe_judge(judge, where: str, sample: tuple[str, str, str] = PROBE_SAMPLE) 
                              The judge must end its answer with a 'Score: N' line (N = 1..5): ..."
 
     Example:
-        >>> from toy import CheckpointJudge
-        >>> probe_judge(CheckpointJudge(), "toy")  # the toy judge scores the sample 5: no error
+        >>> from toy_judge import CheckpointJudge, RubricJudge
+        >>> probe_judge(RubricJudge(), "toy")  # both toy judges score the sample 5: no error
+        >>> probe_judge(CheckpointJudge(), "toy-progress")
     """
     engine = getattr(judge, "engine", None)
     if isinstance(engine, OpenAIEngine):

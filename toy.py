@@ -18,14 +18,14 @@ operations) are the Stage-I set: the base gets the first steps right and loses t
 progress but (after mining) never a fully correct answer, the situation ExpRL is built for.
 
 Also here: a character-level tokenizer and a tiny Llama model as Hugging Face objects (save_pretrained round-trip,
-chat template included), `pretrain_base`, and the oracle `CheckpointJudge` with the LLM judge's 1-5 interface.
+chat template included), and `pretrain_base`. The toy judges (the rubric judge that stands in for the LLM judge,
+the progress-counting checkpoint judge, the no-reference judge) are in toy_judge.py and re-exported here.
 """
 
 import json
 import math
 import os
 import random
-import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -35,15 +35,25 @@ from transformers import HfArgumentParser, LlamaConfig, LlamaForCausalLM, PreTra
 
 from common import save_checkpoint
 from data import Problem
-from judge import JudgeResult, normalise, parse_score
+
+# The judges read the texts this file writes; they live in toy_judge.py and are re-exported here, so
+# `from toy import CheckpointJudge` keeps working. apply_op (one step of the task) is shared with them.
+from toy_judge import (  # noqa: F401
+    BOXED,
+    EQUATION,
+    CheckpointJudge,
+    NoReferenceJudge,
+    RubricJudge,
+    apply_op,
+    count_in_order,
+    likert,
+    reference_checkpoints,
+    stated_results,
+)
 
 # ----------------------------------------------------------------------------------------------- the task
 MAX_VALUE = 999
 OP_WORDS = {"+": "add {a}", "-": "subtract {a}", "*": "double"}
-
-
-def apply_op(value: int, op: str, operand: int) -> int:
-    return {"+": value + operand, "-": value - operand, "*": value * operand}[op]
 
 
 def random_chain(rng: random.Random, num_ops: int, max_operand: int = 9) -> tuple[int, list[tuple[str, int]]]:
@@ -263,96 +273,6 @@ def pretrain_base(args: PretrainArgs) -> str:
     info = {"pretrain_args": asdict(args), "seconds": round(time.time() - start_time, 1)}
     save_checkpoint(model, tokenizer, args.output_dir, extra_files={"toy_info.json": info})
     return args.output_dir
-
-
-# ------------------------------------------------------------------------------------- the checkpoint judge
-EQUATION = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)")
-BOXED = re.compile(r"\\boxed\{(\d+)\}")
-CHECKPOINT = re.compile(r"that gives (\d+)")
-
-
-def reference_checkpoints(reference: str) -> list[int]:
-    """The intermediate results a reference states ("... that gives 88."), in order; the last is its final answer."""
-    return [int(v) for v in CHECKPOINT.findall(reference)]
-
-
-def stated_results(text: str) -> list[int]:
-    """Results of the arithmetically VALID equations in a text, in order (a wrong equation establishes nothing)."""
-    return [int(c) for a, op, b, c in EQUATION.findall(text) if apply_op(int(a), op, int(b)) == int(c)]
-
-
-def count_in_order(checkpoints: list[int], results: list[int]) -> int:
-    """How many checkpoints the results establish in order (greedy subsequence match).
-
-    Example: count_in_order([88, 91, 154], [54, 88, 153, 154]) -> 2   (88, then 154; 91 is missing)
-    """
-    k = 0
-    for r in results:
-        if k < len(checkpoints) and r == checkpoints[k]:
-            k += 1
-    return k
-
-
-def likert(k: int, num_checkpoints: int) -> int:
-    """k of K checkpoints -> 1..5 (1 = none, 5 = all), rounding half up: with K = 4, score = 1 + k."""
-    return 1 + math.floor(4 * k / num_checkpoints + 0.5)
-
-
-class CheckpointJudge:
-    """The toy world's oracle judge, with the LLM judge's interface and 1-5 scale (PAPER.md, "Judge").
-
-    It reads ONLY the reference: the results the reference states are its checkpoints, and a response (outcome) or
-    a prefix (process, view "prefix") scores by how many of them it establishes in order with valid arithmetic.
-    View "segment" judges one step alone (the authors' code): 5 if it establishes a checkpoint, 3 for a valid but
-    unremarkable step, 1 for wrong arithmetic, 2 for no step at all (a boxed final checkpoint counts as 5). Like the
-    LLM judge, it writes "Reasoning: ... / Score: N", which is parsed with judge.parse_score, so parse failures (a
-    reference without checkpoints) flow through the same code as in a real run. Text inside the response such as
-    "Score: 5" is just text to it: it only counts valid equations.
-    """
-
-    def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
-        texts = [self._judge_prefix(ref, resp) for ref, resp in zip(references, responses)]
-        return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts)
-
-    def score_process(
-        self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
-    ) -> JudgeResult:
-        if view not in ("prefix", "segment"):
-            raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
-        texts = []
-        for ref, segs in zip(references, segments):
-            if view == "prefix":
-                texts.append([self._judge_prefix(ref, "".join(segs[: t + 1])) for t in range(len(segs))])
-            else:
-                texts.append([self._judge_segment(ref, seg) for seg in segs])
-        return JudgeResult(scores=[[normalise(parse_score(t)) for t in row] for row in texts], texts=texts)
-
-    @staticmethod
-    def _judge_prefix(reference: str, text: str) -> str:
-        checkpoints = reference_checkpoints(reference)
-        if not checkpoints:
-            return "Reasoning: the reference states no checkpoints; cannot judge."
-        k = count_in_order(checkpoints, stated_results(text))
-        return (
-            f"Reasoning: {k} of {len(checkpoints)} reference checkpoints {checkpoints} established in order.\n"
-            f"Score: {likert(k, len(checkpoints))}"
-        )
-
-    @staticmethod
-    def _judge_segment(reference: str, segment: str) -> str:
-        checkpoints = reference_checkpoints(reference)
-        if not checkpoints:
-            return "Reasoning: the reference states no checkpoints; cannot judge."
-        equations = EQUATION.findall(segment)
-        boxed = BOXED.findall(segment)
-        if equations:
-            valid = stated_results(segment)
-            score = 1 if len(valid) < len(equations) else 5 if set(valid) & set(checkpoints) else 3
-        elif boxed:
-            score = 5 if int(boxed[-1]) == checkpoints[-1] else 1
-        else:
-            score = 2
-        return f"Reasoning: step judged alone against checkpoints {checkpoints}.\nScore: {score}"
 
 
 # ---------------------------------------------------------------------------------- diagnostics and the CLI

@@ -23,6 +23,7 @@ from judge import JudgeResult, answer_reward
 from judge_health import JudgeError, probe_judge
 from rollout import HFSampler, encode_prompts, sync_weights, to_batch
 from run import Run, group_record, judge_sample, step_metrics
+from toy_judge import TOY_JUDGES, build_toy_judge
 
 
 def make_judge(args: Args):
@@ -36,12 +37,11 @@ def make_judge(args: Args):
 
 
 def build_judge(args: Args):
-    """'toy' -> the checkpoint judge; an http(s) URL -> an LLM judge (judge.py) behind that OpenAI-compatible server;
-    otherwise an LLM judge on the HF engine (a frozen model of its own)."""
-    if args.judge == "toy":
-        from toy import CheckpointJudge
-
-        return CheckpointJudge()
+    """'toy' -> the rubric judge, 'toy-progress' -> the progress-counting checkpoint judge (toy_judge.py); an http(s)
+    URL -> an LLM judge (judge.py) behind that OpenAI-compatible server; otherwise an LLM judge on the HF engine (a
+    frozen model of its own)."""
+    if args.judge in TOY_JUDGES:
+        return build_toy_judge(args.judge, args.judge_error_rate)
     from judge import LLMJudge, OpenAIEngine
 
     if args.judge.startswith(("http://", "https://")):  # the paper's layout: the judge served on its own GPUs

@@ -19,9 +19,12 @@ then report the Pearson correlation of s_t with that success rate and a calibrat
 
 Injection robustness is measured in analysis/injection.py.
 
-The toy CheckpointJudge has no no-reference mode: it reads nothing but the reference's checkpoints. Its no_reference
-condition is that judge with an empty reference, which has no checkpoints to read and fails to parse on every rollout,
-so FPR/FNR are n/a there (reported as such, not invented).
+The toy judges (toy_judge.py): `--judge toy` is the rubric judge; its no_reference condition is
+toy_judge.NoReferenceJudge, which checks the arithmetic and the chain it is shown and cannot tell a skipped or misread
+operation; `--judge_error_rate p` makes it score a share p of the rollouts against a misread reference. `--judge
+toy-progress` is the checkpoint-counting judge, which has no no-reference mode: it reads nothing but the reference's
+checkpoints, so its no_reference condition is that judge with an empty reference, which fails to parse on every
+rollout; FPR/FNR are n/a there (reported as such, not invented).
 """
 
 import argparse
@@ -139,13 +142,16 @@ def pearson(x: list[float], y: list[float]) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------- judging
-def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_size: int = 16):
-    """'toy' -> CheckpointJudge; 'http(s)://...' -> LLMJudge on an OpenAI-compatible endpoint (served_model names
-    the model); anything else -> a save_pretrained directory on the HF engine (greedy, max_tokens new tokens)."""
-    if spec == "toy":
-        from toy import CheckpointJudge
+def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_size: int = 16, error_rate: float = 0):
+    """'toy' -> toy_judge.RubricJudge(error_rate), 'toy-progress' -> toy_judge.CheckpointJudge; 'http(s)://...' ->
+    LLMJudge on an OpenAI-compatible endpoint (served_model names the model); anything else -> a save_pretrained
+    directory on the HF engine (greedy, max_tokens new tokens)."""
+    from toy_judge import TOY_JUDGES, build_toy_judge
 
-        return CheckpointJudge()
+    if spec in TOY_JUDGES:
+        return build_toy_judge(spec, error_rate)
+    if error_rate:
+        raise ValueError("--judge_error_rate applies to --judge toy only")
     from judge import LLMJudge, OpenAIEngine
 
     if spec.startswith(("http://", "https://")):
@@ -171,7 +177,7 @@ def score_condition(judge, rows: list[dict], condition: str, seed: int = 0):
     if condition == "no_reference":
         if hasattr(judge, "score_no_reference"):
             return judge.score_no_reference(questions, responses)
-        return judge.score_outcome(questions, [""] * len(rows), responses)  # CheckpointJudge: nothing to read
+        return judge.score_outcome(questions, [""] * len(rows), responses)  # toy-progress: nothing to read
     raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
 
 
@@ -370,7 +376,15 @@ def check_judge_args(args) -> None:
 
 def add_judge_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rollouts", nargs="+", required=True, help="rollout JSONL files (evaluate.py --rollouts)")
-    parser.add_argument("--judge", default="toy", help="'toy', a save_pretrained directory, or an http(s):// endpoint")
+    parser.add_argument(
+        "--judge", default="toy", help="'toy', 'toy-progress', a save_pretrained directory, or an http(s):// endpoint"
+    )
+    parser.add_argument(
+        "--judge_error_rate",
+        type=float,
+        default=0.0,
+        help="--judge toy only: share of rollouts scored against a misread reference (toy_judge.RubricJudge)",
+    )
     parser.add_argument("--served_model", default="", help="model name at the endpoint (HTTP judges)")
     parser.add_argument(
         "--max_tokens", type=int, default=256, help="judge output limit (paper: the judge's full budget)"
@@ -406,8 +420,9 @@ def main(argv: list[str] | None = None) -> dict:
     set_threads(args.threads)
     seed_everything(args.seed)
     rows = select(load_rollouts(args.rollouts), args.limit, args.seed)
-    judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size)
+    judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size, args.judge_error_rate)
     name = os.path.basename(os.path.normpath(args.judge))
+    name += f" (error rate {args.judge_error_rate})" if args.judge_error_rate else ""
     results = calibrate(judge, rows, seed=args.seed, num_bootstrap=args.bootstrap, threshold=(args.min_score - 1) / 4)
     os.makedirs(args.out, exist_ok=True)
     table = calibration_table(results, name)
@@ -416,6 +431,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     report = {
         "judge": args.judge,
+        "judge_error_rate": args.judge_error_rate,
         "rollouts": args.rollouts,
         "num_rollouts": len(rows),
         "min_score": args.min_score,

@@ -45,7 +45,7 @@ def naive_parse_score(judge_output: str) -> int | None:
 
 def naive_score_outcome(judge, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
     """Outcome scores through the naive prompt and parser, on an LLMJudge's engine. A judge that reads no prompt (the
-    toy CheckpointJudge) has nothing to harden: its own score_outcome is used."""
+    toy judges of toy_judge.py) has nothing to harden: its own score_outcome is used."""
     if not hasattr(judge, "generate"):
         return judge.score_outcome(questions, references, responses)
     texts = judge.generate([naive_outcome_prompt(q, r, y) for q, r, y in zip(questions, references, responses)])
@@ -65,7 +65,7 @@ def inject(judge, rows: list[dict], hardened: bool, injections: dict = INJECTION
 
     judged_correct is over ALL the rollouts (a parse failure is not "judged correct"), so an attack that makes a
     judge which never answers suddenly print "Score: 5" shows up there even when the clean mean is undefined.
-    hardened=False scores through the naive prompt and parser above; the CheckpointJudge reads no prompt, so it is
+    hardened=False scores through the naive prompt and parser above; the toy judges read no prompt, so they are
     unaffected.
     """
     score = judge.score_outcome if hardened else (lambda *texts: naive_score_outcome(judge, *texts))
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(args.seed)
     rows = [r for r in load_rollouts(args.rollouts) if not r["correct"]]
     rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows))) if args.limit else rows
-    judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size)
+    judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size, args.judge_error_rate)
     report = {
         "before": inject(judge, rows, hardened=False),
         "after": inject(judge, rows, hardened=True),

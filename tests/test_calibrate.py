@@ -9,7 +9,7 @@ from analysis.calibrate import bootstrap_ci, rates, wrong_references
 from analysis.calibrate import calibrate as run_calibration
 from analysis.injection import INJECTIONS, inject, naive_outcome_prompt, naive_parse_score
 from judge import BEGIN_MARK, END_MARK, OUTCOME_SYSTEM, UNTRUSTED_RULE, LLMJudge, outcome_prompt, parse_score
-from toy import CheckpointJudge
+from toy import CheckpointJudge, RubricJudge
 
 # --- rates ------------------------------------------------------------------------------------------------------------
 
@@ -133,6 +133,20 @@ def test_checkpoint_judge_calibration_by_hand():
     assert results["no_reference"]["rates"]["misplacement"] is None
 
 
+def test_rubric_judge_calibration_by_hand():
+    rows = _toy_rows()
+    results = run_calibration(RubricJudge(), rows, num_bootstrap=20)
+    # own reference: the correct rollouts follow every step (5); the incorrect ones leave the path before the first
+    # checkpoint (12+3=16 at step 2; 50-2=47 at step 1) and box a wrong answer (1)
+    assert results["reference"]["scores"] == [1.0, 0.0, 1.0, 0.0]
+    # no reference (NoReferenceJudge): the correct ones are valid and chained (5); each incorrect one has exactly one
+    # wrong equation (12+3=16; 50-2=47, after which 47-3=44 and 44+4=48 are right) (2)
+    assert results["no_reference"]["scores"] == [1.0, 0.25, 1.0, 0.25]
+    assert results["wrong_reference"]["scores"] == [0.0] * 4 and results["wrong_reference"]["rates"]["fnr"] == 1.0
+    # the dial at 1: every rollout judged against a misread reference, so the correct ones fail too
+    assert run_calibration(RubricJudge(error_rate=1.0), rows, num_bootstrap=20)["reference"]["rates"]["fnr"] == 1.0
+
+
 def test_calibration_table_marks_na():
     table = calibrate.calibration_table(run_calibration(CheckpointJudge(), _toy_rows(), num_bootstrap=20), "toy")
     assert "| toy | reference | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 0.0 [0.0, 0.0] | 0.0 |" in table
@@ -229,6 +243,15 @@ def test_calibrate_and_inject_commands(tmp_path, monkeypatch):
     assert (tmp_path / "cal" / "histogram.png").read_bytes()[:4] == b"\x89PNG"
     injection.main(["--rollouts", str(path), "--judge", "toy", "--out", str(tmp_path / "inj")])
     assert "| toy | score_line | 0.000 (+0.000)" in (tmp_path / "inj" / "injection.md").read_text()
+    # the progress judge has no no-reference mode (n/a); the dial shows in the table's judge name
+    calibrate.main(["--rollouts", str(path), "--judge", "toy-progress", "--bootstrap", "20", "--out", str(tmp_path)])
+    assert "| toy-progress | no_reference | n/a | n/a | n/a | 100.0 |" in (tmp_path / "calibration.md").read_text()
+    argv = ["--rollouts", str(path), "--judge_error_rate", "1", "--bootstrap", "20", "--out", str(tmp_path / "p1")]
+    report = calibrate.main(argv)
+    table = (tmp_path / "p1" / "calibration.md").read_text()
+    assert report["judge_error_rate"] == 1.0 and "| toy (error rate 1.0) | reference |" in table
+    with pytest.raises(ValueError):
+        calibrate.build_judge("toy-progress", error_rate=0.5)
 
 
 def test_prefix_calibration_on_the_toy_base(tmp_path):
