@@ -15,7 +15,8 @@ parsed; the parse-failure rate is reported beside them. 95% intervals come from 
 
 Process calibration: a prefix score s_t should track how likely the prefix is to end well. We estimate that by
 sampling K continuations of the prefix from the policy (the paper used K = 32) and counting correct final answers,
-then report the Pearson correlation of s_t with that success rate and a calibration plot.
+then report the Pearson correlation of s_t with that success rate and a calibration plot
+(analysis/prefix_calibration.py).
 
 Injection robustness is measured in analysis/injection.py.
 
@@ -33,6 +34,7 @@ import math
 import os
 import random
 
+from analysis.prefix_calibration import plot_prefix_calibration, prefix_calibration
 from common import ArgumentParser, check_flags, fail
 
 THRESHOLD = 0.75  # a 1-5 score >= 4, normalised by (N - 1) / 4
@@ -133,14 +135,6 @@ def _quantile(values: list[float], q: float) -> float:
     return v[lo] + (v[hi] - v[lo]) * (x - lo)
 
 
-def pearson(x: list[float], y: list[float]) -> float | None:
-    """Pearson correlation; None when either side is constant."""
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
-
-
 # ------------------------------------------------------------------------------------------------- judging
 def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_size: int = 16, error_rate: float = 0):
     """'toy' -> toy_judge.RubricJudge(error_rate), 'toy-progress' -> toy_judge.CheckpointJudge; 'http(s)://...' ->
@@ -213,62 +207,6 @@ def select(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
     return good + bad
 
 
-# ------------------------------------------------------------------------------------------- process scores
-def prefix_calibration(
-    policy,
-    tokenizer,
-    judge,
-    rows: list[dict],
-    k: int = 8,
-    delimiter: str = "###",
-    max_new_tokens: int = 160,
-    temperature: float = 1.0,
-    batch_size: int = 256,
-) -> dict:
-    """Prefix scores s_t (judge, view "prefix") against the success rate of K policy continuations of each prefix.
-
-    Every proper prefix y_<=t (t < T: the whole response's success is just its own correctness) is continued K times
-    from the question-only prompt; success = fraction of the K whose final answer (prefix + continuation) is right.
-    Returns {"pairs": [(s_t, success)], "pearson", "by_score": {s: [mean success, count]}}.
-    """
-    from advantages import segment_spans
-    from data import policy_messages
-    from judge import answer_reward
-    from rollout import HFSampler, encode_prompts
-
-    prompt_ids = encode_prompts(tokenizer, [policy_messages(r["question"]) for r in rows])
-    segments, prefixes = [], []  # prefixes: (prompt + prefix ids, prefix text, answer)
-    for r, prompt in zip(rows, prompt_ids):
-        ids = tokenizer(r["response"], add_special_tokens=False).input_ids
-        spans = segment_spans(ids, tokenizer, delimiter)
-        segments.append([tokenizer.decode(ids[a:b], skip_special_tokens=True) for a, b in spans])
-        prefixes += [
-            (prompt + ids[:b], tokenizer.decode(ids[:b], skip_special_tokens=True), r["answer"]) for a, b in spans[:-1]
-        ]
-    judged = judge.score_process([r["question"] for r in rows], [r["reference"] for r in rows], segments, "prefix")
-    scores = [s for row in judged.scores for s in row[:-1]]  # [num_prefixes], same order as prefixes
-    sampler = HFSampler(
-        policy, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
-    )
-    continuations = sampler.sample([p[0] for p in prefixes], n=k)  # [num_prefixes * k], group by group
-    success = [
-        sum(answer_reward(text + c.text, answer) for c in continuations[i * k : (i + 1) * k]) / k
-        for i, (_, text, answer) in enumerate(prefixes)
-    ]
-    pairs = [(s, p) for s, p in zip(scores, success) if s is not None]
-    by_score = {}
-    for s, p in pairs:
-        by_score.setdefault(s, []).append(p)
-    return {
-        "k": k,
-        "pairs": pairs,
-        "num_prefixes": len(prefixes),
-        "parse_failures": len(scores) - len(pairs),
-        "pearson": pearson(*zip(*pairs)) if len(pairs) > 1 else None,
-        "by_score": {s: [sum(v) / len(v), len(v)] for s, v in sorted(by_score.items())},
-    }
-
-
 # ------------------------------------------------------------------------------------------------- reporting
 def percent(x) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}"
@@ -326,38 +264,6 @@ def plot_histograms(results: dict, correct: list[bool], path: str, title: str = 
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("fraction of rollouts")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_prefix_calibration(result: dict, path: str, title: str = "") -> None:
-    """Mean K-continuation success per prefix-score level (with counts), and the individual prefixes jittered."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rng = random.Random(0)
-    fig, ax = plt.subplots(figsize=(4.5, 4))
-    xs, ys = zip(*result["pairs"]) if result["pairs"] else ((), ())
-    ax.scatter([x + rng.uniform(-0.03, 0.03) for x in xs], ys, s=6, alpha=0.3, color="tab:blue", label="prefixes")
-    levels = list(result["by_score"])
-    ax.plot(levels, [result["by_score"][s][0] for s in levels], "o-", color="black", label="mean per score")
-    for s in levels:
-        ax.annotate(
-            f"n={result['by_score'][s][1]}",
-            (s, result["by_score"][s][0]),
-            fontsize=7,
-            textcoords="offset points",
-            xytext=(4, 4),
-        )
-    ax.plot([0, 1], [0, 1], "--", color="gray", linewidth=0.8, label="perfect calibration")
-    r = result["pearson"]
-    ax.set_title(f"{title} r={'n/a' if r is None else f'{r:.2f}'}, K={result['k']}", fontsize=9)
-    ax.set_xlabel("prefix score s_t = (N - 1) / 4")
-    ax.set_ylabel("success of K continuations")
-    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from analysis import calibrate
+from analysis import calibrate, prefix_calibration
 from analysis.calibrate import bootstrap_ci, rates, wrong_references
 from analysis.calibrate import calibrate as run_calibration
 from analysis.injection import INJECTIONS, inject, naive_outcome_prompt, naive_parse_score
@@ -260,13 +260,13 @@ def test_prefix_calibration_on_the_toy_base(tmp_path):
     seed_everything(0)
     policy, tokenizer = load_model("toy")
     rows = _toy_rows()[:2]
-    result = calibrate.prefix_calibration(policy, tokenizer, CheckpointJudge(), rows, k=2, max_new_tokens=40)
+    result = prefix_calibration.prefix_calibration(policy, tokenizer, CheckpointJudge(), rows, k=2, max_new_tokens=40)
     # 4 segments per response ("a###b###c###\boxed{}") -> 3 proper prefixes each
     assert result["num_prefixes"] == 6 and len(result["pairs"]) == 6
     # the incorrect rollout's prefixes after its wrong step 12+3=16 can never recover: success 0
     assert [p for s, p in result["pairs"][4:]] == [0.0, 0.0]
     assert all(0.0 <= p <= 1.0 for s, p in result["pairs"])
-    calibrate.plot_prefix_calibration(result, str(tmp_path / "p.png"))
+    prefix_calibration.plot_prefix_calibration(result, str(tmp_path / "p.png"))
     import matplotlib.image
 
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
