@@ -43,9 +43,9 @@ class Args:
         "prefix", "prefix (PAPER: judge y_<=t) | segment (CODE: judge segment t alone)", choices=("prefix", "segment")
     )
     advantage: str = arg(
-        "delta_from_zero",
-        "process advantages: delta (Eq. 2) | delta_code | delta_from_zero | end | group_norm (docs/results.md: why "
-        "the toy default is not Eq. 2)",
+        "delta",
+        "process advantages: delta (Eq. 2, the default) | delta_code | delta_from_zero | end | group_norm "
+        "(docs/results.md: the measurement that chose it)",
         choices=ADVANTAGES,
     )
     delimiter: str = arg("###", "segment delimiter for process judging")
