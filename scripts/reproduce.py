@@ -1,6 +1,6 @@
 """The toy-world reproduction of the paper's Tables 1 and 2 (PAPER.md, "Baselines", "Stage II", "Evaluation").
 
-    python -m scripts.reproduce   # mine -> 6 priming methods x 3 seeds -> Stage II -> results.md + plots
+    python -m scripts.reproduce   # 6 priming methods x 5 seeds -> Stage I -> Stage II -> results.md + plots
 
 For each seed and each priming method (base = none, SFT, sparse GRPO, self-distillation, ExpRL-Outcome,
 ExpRL-Process) it runs Stage I, evaluates held-out pass@k (the Table 2 analogue), runs the same Stage II from that
@@ -8,7 +8,10 @@ checkpoint and evaluates again (the Table 1 analogue). Every run is a plain comm
 logged), `--jobs` of them at a time with one torch thread each, so any cell can be rerun or inspected on its own.
 A finished run is skipped when the driver is started again, so an interrupted reproduction continues where it stopped.
 
-Outputs in --output_dir: data/ (the mined hard set), s<seed>/<method>/{stage1,stage2}/ (run directories),
+The Stage-I set is the committed toy_data/stage1_train.jsonl: the hard problems the base solves 0 times in 512
+samples (`python toy.py data`; `--mine true` re-mines into output_dir/data). The held-out set is not mined.
+
+Outputs in --output_dir: data/ (with --mine true), s<seed>/<method>/{stage1,stage2}/ (run directories),
 results.md (mean ± sample std over seeds), passk.png (pass@k curves), stage1_training.png (fully-unsolved fraction and
 entropy over Stage-I steps, and Stage-II answer accuracy).
 """
@@ -42,13 +45,18 @@ class Args:
     methods: str = field(
         default=",".join(METHODS), metadata={"help": "comma-separated subset of " + ", ".join(METHODS)}
     )
-    seeds: str = field(default="0,1,2", metadata={"help": "comma-separated seeds (each seeds every run of its column)"})
+    seeds: str = field(
+        default="0,1,2,3,4", metadata={"help": "comma-separated seeds (each seeds every run of its column)"}
+    )
     mine: bool = field(
-        default=True,
-        metadata={"help": "mine the hard set with `python toy.py data` first; False: use the committed toy_data/"},
+        default=False,
+        metadata={
+            "help": "mine a fresh hard set with `python toy.py data` first (about 17 min at mine_k 512); "
+            "False: the committed toy_data/, mined by that command"
+        },
     )
     mine_candidates: int = field(default=320, metadata={"help": "hard candidates generated before mining"})
-    mine_k: int = field(default=64, metadata={"help": "keep the candidates the base solves 0 times in mine_k samples"})
+    mine_k: int = field(default=512, metadata={"help": "keep the candidates the base solves 0 times in mine_k samples"})
     stage1_steps: int = field(default=40, metadata={"help": "Stage-I steps of every RL-style method (paper: 230)"})
     stage2_steps: int = field(default=40, metadata={"help": "Stage-II steps (paper: 500)"})
     group_size: int = field(default=8, metadata={"help": "rollouts per prompt in Stage I and Stage II"})
@@ -83,9 +91,15 @@ def is_done(run_dir: str) -> bool:
     return os.path.exists(os.path.join(run_dir, "done"))
 
 
-def chain(args: Args, data: dict, method: str, seed: int) -> list[tuple[str, list[str]]]:
-    """The (run_dir, command) pairs of one table column: Stage I (or the base evaluation), then Stage II."""
-    root = os.path.join(args.output_dir, f"s{seed}", method)
+def chain(
+    args: Args, data: dict, method: str, seed: int, name: str = "", stage1_flags: tuple[str, ...] = ()
+) -> list[tuple[str, list[str]]]:
+    """The (run_dir, command) pairs of one table column: Stage I (or the base evaluation), then Stage II.
+
+    `name` (default: the method) names the column's directory; `stage1_flags` are appended to the Stage-I command
+    (scripts/judge_dial.py adds `--judge_error_rate p` this way); Stage II is the same for every column.
+    """
+    root = os.path.join(args.output_dir, f"s{seed}", name or method)
     stage1, stage2 = os.path.join(root, "stage1"), os.path.join(root, "stage2")
     common = [
         "--seed",
@@ -133,7 +147,7 @@ def chain(args: Args, data: dict, method: str, seed: int) -> list[tuple[str, lis
         first = command + common + ["--output_dir", stage1, "--epochs", str(args.sft_epochs), "--eval_before", "false"]
         start = os.path.join(stage1, "checkpoint")
     else:
-        first = command + common + rl + ["--output_dir", stage1]
+        first = command + common + rl + list(stage1_flags) + ["--output_dir", stage1]
         start = os.path.join(stage1, "checkpoint")
     second = [
         "train_stage2.py",

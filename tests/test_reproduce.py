@@ -42,6 +42,7 @@ def _tiny_reproduction(tmp_path, methods: str):
         output_dir=str(tmp_path),
         methods=methods,
         seeds="0",
+        mine=True,
         mine_candidates=6,
         mine_k=2,
         stage1_steps=1,

@@ -152,3 +152,29 @@ def test_pretraining_reproduces_the_committed_base(tmp_path):
         seed_everything(0)
         accuracy[name] = evaluate(path, easy, n=8, ks=[1])["pass@k"]["1"]
     assert abs(accuracy["committed"] - accuracy["rebuilt"]) < 0.05, accuracy
+
+
+def test_mining_runs_in_rounds_and_drops_a_problem_at_its_first_correct_sample(tmp_path, monkeypatch):
+    """mine_k 6 in rounds of 4 (then 2): problem i is first solved in round schedule[i] (None = never)."""
+    import common
+    import evaluate
+
+    schedule = {0: 1, 1: None, 2: 2, 3: None, 4: 1, 5: None}  # candidate index -> the round that solves it
+    calls = []
+
+    def fake_evaluate(model, problems, n, temperature, tokenizer):
+        calls.append(([p.id for p in problems], n))
+        index = {p.id: i for i, p in enumerate(candidates)}
+        counts = [1 if schedule[index[p.id]] == len(calls) else 0 for p in problems]
+        return {"correct_counts": counts, "seconds": 1.0}
+
+    candidates = toy.make_toy_problems(6, 8, 8, seed=1, prefix="hard")
+    monkeypatch.setattr(common, "load_model", lambda path: (None, None))
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    args = toy.DataArgs(output_dir=str(tmp_path), num_candidates=6, num_heldout=2, num_easy=2, mine_k=6, mine_round=4)
+    report = toy.make_data(args)
+    ids = [p.id for p in candidates]
+    assert calls == [(ids, 4), ([ids[i] for i in (1, 2, 3, 5)], 2)]  # round 2 draws only 6 - 4 = 2 more samples
+    kept = [json.loads(line)["id"] for line in open(tmp_path / "stage1_train.jsonl")]
+    assert kept == [ids[i] for i in (1, 3, 5)]
+    assert report["kept"] == 3 and report["survivors_per_round"] == {4: 4, 6: 3}

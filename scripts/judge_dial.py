@@ -1,0 +1,193 @@
+"""The judge-quality dial: how good must the judge be for ExpRL to pay off? (toy world; beyond the paper, which could
+only swap judge models.)
+
+    python -m scripts.judge_dial   # shares runs/reproduce with scripts.reproduce: its p = 0 columns are reused
+
+The rubric toy judge's `--judge_error_rate p` makes it misread the reference on a share p of the texts it judges
+(toy_judge.RubricJudge). For each p this driver
+  1. measures the judge's misplacement on fixed base rollouts (analysis.calibrate, correct-reference condition:
+     (FPR + FNR) / 2 at "score >= 4"), so the x axis is a measured judge quality, not the knob;
+  2. runs ExpRL-Outcome and ExpRL-Process Stage I with that judge, then the reproduction's Stage II (sparse, no
+     judge), with exactly the reproduction's sizes and commands (scripts/reproduce.py `chain`);
+and plots held-out pass@1 after Stage I and after Stage II against the measured misplacement, sparse GRPO (which
+never calls the judge) as the flat line. At p = 0 the commands are the reproduction's own, in the same directories,
+so a finished reproduction is reused, not rerun; every other cell is s<seed>/<method>_p<p>/.
+
+Outputs in --output_dir: dial/ (the calibration rollouts and one calibration per p), judge_dial.md (the table),
+judge_dial.json (every point, per seed), judge_dial.png.
+"""
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from transformers import HfArgumentParser
+
+from common import REPO, TOY_DATA, write_json
+from scripts import reproduce
+from scripts.reproduce import chain, final_eval, is_done, mine, run, run_chain
+
+LABELS = {"outcome": "ExpRL-Outcome", "process": "ExpRL-Process", "sparse": "Sparse GRPO (no judge)"}
+
+
+@dataclass
+class Args(reproduce.Args):
+    methods: str = field(default="outcome,process", metadata={"help": "the judged methods: outcome, process"})
+    seeds: str = field(default="0", metadata={"help": "comma-separated seeds of every cell (and of the sparse line)"})
+    error_rates: str = field(default="0,0.25,0.5,0.75,1", metadata={"help": "the judge's --judge_error_rate values"})
+    calibration_problems: int = field(
+        default=64, metadata={"help": "held-out and easy problems whose base rollouts (x4, x2) calibrate the judge"}
+    )
+
+
+def cell(method: str, p: float) -> str:
+    """The directory name of one (method, p) column: the reproduction's own at p = 0."""
+    return method if p == 0 else f"{method}_p{p:g}"
+
+
+def calibration_rollouts(args: Args) -> list[str]:
+    """The toy base on held-out x 4 and easy x 2 (docs/analyses.md's "base" rollouts: both outcomes well sampled)."""
+    out = os.path.join(args.output_dir, "dial", "rollouts")
+    paths = []
+    for name, data, n in (
+        ("heldout", TOY_DATA["toy:heldout"], 4),
+        ("easy", os.path.join(REPO, "toy_data", "easy.jsonl"), 2),
+    ):
+        path = os.path.join(out, f"base_{name}.jsonl")
+        command = ["evaluate.py", "--model", "toy", "--data", data, "--n", str(n), "--rollouts", path]
+        run(os.path.join(out, name), command + ["--limit", str(args.calibration_problems), "--threads", "1"])
+        paths.append(path)
+    return paths
+
+
+def misplacement(args: Args, rollouts: list[str], p: float) -> dict:
+    """The judge's rates at error rate p on the fixed rollouts: {"misplacement", "fpr", "fnr", "ci"} (fractions)."""
+    out = os.path.join(args.output_dir, "dial", f"calibration_p{p:g}")
+    command = ["-m", "analysis.calibrate", "--rollouts", *rollouts, "--judge", "toy", "--judge_error_rate", str(p)]
+    run(out, command + ["--bootstrap", "200", "--out", out])
+    reference = json.load(open(os.path.join(out, "calibration.json")))["conditions"]["reference"]
+    rates = reference["rates"]
+    return {k: rates[k] for k in ("misplacement", "fpr", "fnr")} | {"ci": reference["ci"]["misplacement"]}
+
+
+def pass_at_1(args: Args, seed: int, name: str, stage: str) -> float | None:
+    run_dir = os.path.join(args.output_dir, f"s{seed}", name, stage)
+    return json.load(open(final_eval(run_dir)))["pass@k"]["1"] if is_done(run_dir) else None
+
+
+def collect(args: Args, seeds: list[int], rates: list[float], judges: dict) -> dict:
+    """{"points": [{method, p, misplacement, stage1: [per seed], stage2: [per seed]}], "sparse": {stage: [...]}}."""
+    methods = [m for m in args.methods.split(",") if m]
+    points = [
+        {
+            "method": m,
+            "p": p,
+            "misplacement": judges[p]["misplacement"],
+            "misplacement_ci": judges[p]["ci"],
+            **{stage: [pass_at_1(args, s, cell(m, p), stage) for s in seeds] for stage in ("stage1", "stage2")},
+        }
+        for m in methods
+        for p in rates
+    ]
+    sparse = {stage: [pass_at_1(args, s, "sparse", stage) for s in seeds] for stage in ("stage1", "stage2")}
+    return {"seeds": seeds, "judges": {f"{p:g}": judges[p] for p in rates}, "points": points, "sparse": sparse}
+
+
+def markdown(args: Args, result: dict, minutes: float) -> str:
+    seeds = ", ".join(map(str, result["seeds"]))
+    lines = [
+        f"# The judge-quality dial (seeds {seeds}; held-out pass@1, mean over seeds, per seed in brackets)",
+        "",
+        f"Command: `python -m scripts.judge_dial{' ' if _cli_diff(args) else ''}{' '.join(_cli_diff(args))}` — "
+        f"{minutes:.1f} min in this invocation ({args.jobs} runs in parallel). Misplacement: analysis.calibrate on "
+        f"the base's rollouts ({args.calibration_problems} held-out x 4 + {args.calibration_problems} easy x 2), "
+        "correct-reference condition.",
+        "",
+        "| method | judge_error_rate | misplacement % | pass@1 after Stage I | after Stage II |",
+        "|---|---|---|---|---|",
+    ]
+    for pt in result["points"]:
+        lines.append(
+            f"| {LABELS[pt['method']]} | {pt['p']:g} | {100 * pt['misplacement']:.1f} | {_cell(pt['stage1'])} | "
+            f"{_cell(pt['stage2'])} |"
+        )
+    sparse = result["sparse"]
+    lines.append(f"| {LABELS['sparse']} | - | - | {_cell(sparse['stage1'])} | {_cell(sparse['stage2'])} |")
+    return "\n".join(lines + ["", "![judge dial](judge_dial.png)", ""])
+
+
+def _cell(values: list) -> str:
+    done = [v for v in values if v is not None]
+    if not done:
+        return "not run"
+    return f"{np.mean(done):.3f} [{', '.join(f'{v:.3f}' for v in done)}]"
+
+
+def _cli_diff(args: Args) -> list[str]:
+    default = asdict(Args())
+    return [f"--{k} {v}" for k, v in asdict(args).items() if v != default[k]]
+
+
+def plot(result: dict, path: str) -> None:
+    """Two panels (after Stage I, after Stage II): pass@1 vs measured misplacement, per-seed dots, sparse flat."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, stage, title in zip(axes, ("stage1", "stage2"), ("after Stage I", "after Stage I + Stage II")):
+        for color, method in (("C4", "outcome"), ("C5", "process")):
+            pts = sorted((p for p in result["points"] if p["method"] == method), key=lambda p: p["misplacement"])
+            xs = [100 * p["misplacement"] for p in pts]
+            means = [np.mean([v for v in p[stage] if v is not None] or [np.nan]) for p in pts]
+            ax.plot(xs, means, marker="o", color=color, label=LABELS[method])
+            for x, p in zip(xs, pts):
+                seeds = [v for v in p[stage] if v is not None]
+                ax.scatter([x] * len(seeds), seeds, color=color, alpha=0.3, s=12)
+        sparse = [v for v in result["sparse"][stage] if v is not None]
+        if sparse:
+            ax.axhline(np.mean(sparse), color="C2", linestyle="--", label=LABELS["sparse"])
+        ax.axvline(17.8, color="grey", linestyle=":", label="paper's 4B judge (17.8%)")
+        ax.set(xlabel="judge misplacement on base rollouts (%)", title=f"held-out pass@1 {title}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("pass@1")
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(args: Args) -> dict:
+    start = time.time()
+    seeds, rates = reproduce._ints(args.seeds), [float(p) for p in args.error_rates.split(",") if p.strip()]
+    bad = [m for m in args.methods.split(",") if m not in ("outcome", "process")]
+    if bad or not all(0 <= p <= 1 for p in rates):
+        raise SystemExit(f"--methods must be outcome/process (got {bad}) and --error_rates in [0, 1] (got {rates})")
+    os.makedirs(args.output_dir, exist_ok=True)
+    rollouts = calibration_rollouts(args)
+    judges = {p: misplacement(args, rollouts, p) for p in rates}
+    data = mine(args)
+    flags = {p: ("--judge_error_rate", f"{p:g}") if p else () for p in rates}
+    chains = [chain(args, data, "sparse", s) for s in seeds]
+    chains += [
+        chain(args, data, m, s, cell(m, p), flags[p]) for s in seeds for p in rates for m in args.methods.split(",")
+    ]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(run_chain, chains))  # re-raises the first failure
+    result = collect(args, seeds, rates, judges)
+    write_json(os.path.join(args.output_dir, "judge_dial.json"), result)
+    text = markdown(args, result, (time.time() - start) / 60)
+    with open(os.path.join(args.output_dir, "judge_dial.md"), "w") as f:
+        f.write(text)
+    plot(result, os.path.join(args.output_dir, "judge_dial.png"))
+    print(text)
+    return result
+
+
+if __name__ == "__main__":
+    (cli_args,) = HfArgumentParser(Args).parse_args_into_dataclasses()
+    main(cli_args)

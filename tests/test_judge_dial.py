@@ -1,0 +1,81 @@
+"""The judge-quality dial driver: its cells are the reproduction's commands plus the error rate, and its table and
+figure are computed from the run directories' own files (faked here; `pytest -m slow` runs a tiny dial for real)."""
+
+import json
+import os
+
+import pytest
+
+from scripts import judge_dial, reproduce
+from scripts.judge_dial import Args, cell, main
+
+DATA = {"train": "t.jsonl", "heldout": "h.jsonl"}
+
+
+def test_p0_cells_are_the_reproduction_and_other_cells_add_only_the_error_rate():
+    args = Args(output_dir="out")
+    assert cell("outcome", 0.0) == "outcome" and cell("process", 0.25) == "process_p0.25"
+    assert judge_dial.chain(args, DATA, "outcome", 1) == reproduce.chain(
+        reproduce.Args(output_dir="out"), DATA, "outcome", 1
+    )
+    (dir1, first), (dir2, second) = judge_dial.chain(
+        args, DATA, "process", 1, cell("process", 0.5), ("--judge_error_rate", "0.5")
+    )
+    (_, plain), (_, plain2) = judge_dial.chain(args, DATA, "process", 1)
+    assert dir1 == os.path.join("out", "s1", "process_p0.5", "stage1")
+    assert first[first.index("--judge_error_rate") + 1] == "0.5"
+    assert [a.replace("process_p0.5", "process") for a in first if a not in ("--judge_error_rate", "0.5")] == plain
+    assert "--judge_error_rate" not in second  # Stage II never calls the judge
+
+
+def _fake_run(root, name, stage, pass1):
+    run_dir = root / "s0" / name / stage
+    (run_dir / "eval" / "step_0040").mkdir(parents=True)
+    (run_dir / "eval" / "step_0040" / "pass_at_k.json").write_text(json.dumps({"pass@k": {"1": pass1}}))
+    (run_dir / "done").write_text("1.0\n")
+
+
+def test_table_and_figure_come_from_the_run_directories(tmp_path):
+    """Every run is marked done, so main runs nothing and only reads: the numbers in the table are the files'."""
+    for name in ("heldout", "easy"):
+        (tmp_path / "dial" / "rollouts" / name).mkdir(parents=True)
+        (tmp_path / "dial" / "rollouts" / name / "done").write_text("1\n")
+    for p, mis in ((0, 0.124), (1, 0.506)):
+        out = tmp_path / "dial" / f"calibration_p{p}"
+        out.mkdir(parents=True)
+        rates = {"misplacement": mis, "fpr": 0.2, "fnr": 0.1}
+        (out / "calibration.json").write_text(
+            json.dumps({"conditions": {"reference": {"rates": rates, "ci": {"misplacement": [0.1, 0.15]}}}})
+        )
+        (out / "done").write_text("1\n")
+    values = {"sparse": (0.05, 0.10), "outcome": (0.20, 0.30), "outcome_p1": (0.01, 0.04)}
+    for name, (s1, s2) in values.items():
+        _fake_run(tmp_path, name, "stage1", s1)
+        _fake_run(tmp_path, name, "stage2", s2)
+    result = main(Args(output_dir=str(tmp_path), methods="outcome", error_rates="0,1"))
+    assert [(p["p"], p["misplacement"], p["stage1"], p["stage2"]) for p in result["points"]] == [
+        (0.0, 0.124, [0.20], [0.30]),
+        (1.0, 0.506, [0.01], [0.04]),
+    ]
+    assert result["sparse"] == {"stage1": [0.05], "stage2": [0.10]}
+    table = (tmp_path / "judge_dial.md").read_text()
+    assert "| ExpRL-Outcome | 1 | 50.6 | 0.010 [0.010] | 0.040 [0.040] |" in table
+    assert "| Sparse GRPO (no judge) | - | - | 0.050 [0.050] | 0.100 [0.100] |" in table
+    assert json.load(open(tmp_path / "judge_dial.json")) == json.loads(json.dumps(result))
+    assert os.path.getsize(tmp_path / "judge_dial.png") > 1000
+
+
+def test_bad_arguments_stop_before_any_run(tmp_path):
+    for bad in (Args(output_dir=str(tmp_path), methods="sft"), Args(output_dir=str(tmp_path), error_rates="0,1.5")):
+        with pytest.raises(SystemExit, match="--methods must be outcome/process"):
+            main(bad)
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_tiny_dial_runs_end_to_end(tmp_path):
+    args = Args(output_dir=str(tmp_path), methods="outcome", error_rates="0,1", calibration_problems=4,
+                stage1_steps=1, stage2_steps=1, group_size=2, prompts_per_step=2, eval_n=2, eval_limit=2)  # fmt: skip
+    result = main(args)
+    assert all(v is not None for p in result["points"] for v in p["stage1"] + p["stage2"])
+    assert result["points"][1]["misplacement"] > result["points"][0]["misplacement"]
