@@ -28,7 +28,8 @@ from transformers import HfArgumentParser
 
 from common import REPO, TOY_DATA, write_json
 from scripts import reproduce
-from scripts.reproduce import chain, final_eval, is_done, mine, run, run_chain
+from scripts.reproduce import chain, is_done, mine, run, run_chain
+from scripts.reproduce_report import final_eval
 
 LABELS = {"outcome": "ExpRL-Outcome", "process": "ExpRL-Process", "sparse": "Sparse GRPO (no judge)"}
 

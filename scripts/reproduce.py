@@ -16,7 +16,6 @@ results.md (mean ± sample std over seeds), passk.png (pass@k curves), stage1_tr
 entropy over Stage-I steps, and Stage-II answer accuracy).
 """
 
-import json
 import os
 import subprocess
 import sys
@@ -24,19 +23,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 from transformers import HfArgumentParser
 
 from common import REPO, TOY_DATA, write_json
+from scripts.reproduce_report import LABELS, report
 
-METHODS = {  # name -> (label in the tables, Stage-I command; None = no Stage I)
-    "base": ("Base (no Stage I)", None),
-    "sft": ("SFT on references", ["baselines.py", "sft"]),
-    "sparse": ("Sparse GRPO", ["train_stage1.py", "--reward", "sparse"]),
-    "self_distill": ("Self-distillation", ["baselines.py", "self_distill"]),
-    "outcome": ("ExpRL-Outcome", ["train_stage1.py", "--reward", "outcome"]),
-    "process": ("ExpRL-Process", ["train_stage1.py", "--reward", "process"]),
+STAGE1 = {  # method -> its Stage-I command (None = no Stage I); the tables' labels are reproduce_report.LABELS
+    "base": None,
+    "sft": ["baselines.py", "sft"],
+    "sparse": ["train_stage1.py", "--reward", "sparse"],
+    "self_distill": ["baselines.py", "self_distill"],
+    "outcome": ["train_stage1.py", "--reward", "outcome"],
+    "process": ["train_stage1.py", "--reward", "process"],
 }
+METHODS = {m: (LABELS[m], command) for m, command in STAGE1.items()}  # name -> (label, Stage-I command)
 
 
 @dataclass
@@ -80,12 +80,6 @@ def _methods(args: Args) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ the commands
-def final_eval(run_dir: str) -> str:
-    """The pass_at_k.json of a run's last evaluation (the highest step directory under run_dir/eval)."""
-    tags = sorted(os.listdir(os.path.join(run_dir, "eval")))
-    return os.path.join(run_dir, "eval", tags[-1], "pass_at_k.json")
-
-
 def is_done(run_dir: str) -> bool:
     """The driver writes run_dir/done only after the command exited cleanly."""
     return os.path.exists(os.path.join(run_dir, "done"))
@@ -212,156 +206,10 @@ def mine(args: Args) -> dict:
     return {"train": os.path.join(out, "stage1_train.jsonl"), "heldout": os.path.join(out, "heldout.jsonl")}
 
 
-# ------------------------------------------------------------------------------------------------- the results
-def collect(args: Args, methods: list[str], seeds: list[int]) -> dict:
-    """-> {stage: {method: [pass_at_k.json per seed]}} for stage in stage1, stage2."""
-    table = {}
-    for stage in ("stage1", "stage2"):
-        table[stage] = {
-            m: [json.load(open(final_eval(os.path.join(args.output_dir, f"s{s}", m, stage)))) for s in seeds]
-            for m in methods
-        }
-    return table
-
-
-def mean_std(values: list[float]) -> str:
-    """'0.123 ± 0.045' with the sample std over seeds (ddof 1); a single seed has no spread: '0.123'."""
-    v = np.asarray(values, dtype=float)
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
-
-
-def results_markdown(args: Args, table: dict, seeds: list[int], minutes: float, mined: str, resumed: str = "") -> str:
-    n = args.eval_n
-    ks = [k for k in ("1", "16", str(n)) if k in next(iter(table["stage1"].values()))[0]["pass@k"]]
-    ks = list(dict.fromkeys(ks))
-    lines = [
-        f"# Toy-world reproduction (seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds)",
-        "",
-        f"Command: `{' '.join(['python -m scripts.reproduce'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
-        f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}",
-        "",
-        f"Held-out: {table['stage1'][next(iter(table['stage1']))][0]['num_problems']} hard problems x {n} samples "
-        f"(temperature 1.0). Stage I: {args.stage1_steps} steps x {args.prompts_per_step} prompts x "
-        f"{args.group_size} rollouts (SFT: {args.sft_epochs} epochs); Stage II: {args.stage2_steps} steps, same size.",
-        "",
-    ]
-    for stage, title in (
-        ("stage1", "After Stage I (the Table 2 analogue)"),
-        ("stage2", "After Stage I + the same Stage II (the Table 1 analogue)"),
-    ):
-        lines += [
-            f"## {title}",
-            "",
-            "| method | " + " | ".join(f"pass@{k}" for k in ks) + " |",
-            "|---|" + "---|" * len(ks),
-        ]
-        for method, results in table[stage].items():
-            cells = [mean_std([r["pass@k"][k] for r in results]) for k in ks]
-            lines.append(f"| {METHODS[method][0]} | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += ["![pass@k](passk.png)", "", "![Stage-I training](stage1_training.png)", ""]
-    return "\n".join(lines)
-
-
 def _cli_diff(args: Args) -> list[str]:
     """The flags that differ from the defaults, so results.md names the exact command."""
     default = asdict(Args())
     return [f"--{k} {v}" for k, v in asdict(args).items() if v != default[k]]
-
-
-def plot(args: Args, table: dict, methods: list[str], seeds: list[int]) -> None:
-    """passk.png (mean pass@k curve per method, after Stage I and after Stage II) and stage1_training.png."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for ax, stage, title in zip(axes, ("stage1", "stage2"), ("after Stage I", "after Stage II")):
-        for method in methods:
-            ks = [int(k) for k in table[stage][method][0]["pass@k"]]
-            curve = np.mean([[r["pass@k"][str(k)] for k in ks] for r in table[stage][method]], axis=0)
-            ax.plot(ks, curve, marker="o", label=METHODS[method][0], color=_color(method))
-        ax.set(xscale="log", xlabel="k", title=f"held-out pass@k {title}")
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("pass@k")
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.output_dir, "passk.png"), dpi=90)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    panels = [
-        ("stage1", "fully_unsolved", "Stage I: fully-unsolved prompts"),
-        ("stage1", "entropy", "Stage I: token entropy"),
-        ("stage2", "answer_accuracy", "Stage II: answer accuracy"),
-    ]
-    for ax, (stage, key, title) in zip(axes, panels):
-        for method in methods:
-            runs = [
-                _metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)
-                for s in seeds
-            ]
-            runs = [r for r in runs if r]
-            if runs:
-                length = min(len(r) for r in runs)
-                curve = np.mean([r[:length] for r in runs], axis=0)  # mean over seeds
-                window = min(5, length)  # a 5-step moving average: 8 prompts per step make a noisy fraction
-                smooth = np.convolve(curve, np.ones(window) / window, mode="valid")
-                ax.plot(range(window, length + 1), smooth, label=METHODS[method][0], color=_color(method))
-        ax.set(xlabel="step", title=f"{title} (5-step mean)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.output_dir, "stage1_training.png"), dpi=90)
-    plt.close(fig)
-
-
-def diagnostics_markdown(args: Args, methods: list[str], seeds: list[int]) -> str:
-    """A table of what happened during training, mean over seeds: fully-unsolved fraction (first -> last 10 Stage-I
-    steps), final token entropy, and how many optimiser steps had no advantage at all (skipped, `--skip_no_signal`)."""
-    first, last, every = slice(0, 10), slice(-10, None), slice(None)
-
-    def stat(method: str, stage: str, key: str, part: slice, reduce=np.mean, fmt: str = ".2f") -> str:
-        """reduce(key over the steps in part) per seed, averaged over seeds; "" when the run logged no such key."""
-        values = [
-            _metric_curve(os.path.join(args.output_dir, f"s{s}", method, stage, "metrics.jsonl"), key)[part]
-            for s in seeds
-        ]
-        values = [reduce(v) for v in values if len(v)]
-        return format(np.mean(values), fmt) if values else ""
-
-    def skipped(method: str, stage: str) -> str:  # optimiser steps skipped over a whole run
-        return stat(method, stage, "skipped_update", every, np.sum, ".1f")
-
-    lines = [
-        "## During training (mean over seeds)",
-        "",
-        "| method | S-I fully unsolved, first -> last 10 steps | S-I entropy, last 10 | S-I skipped updates | "
-        "S-II skipped updates | S-II answer accuracy, last 10 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m in methods:
-        before, after = stat(m, "stage1", "fully_unsolved", first), stat(m, "stage1", "fully_unsolved", last)
-        unsolved = f"{before} -> {after}" if before else ""  # base and SFT have no Stage-I RL log
-        lines.append(
-            f"| {METHODS[m][0]} | {unsolved} | {stat(m, 'stage1', 'entropy', last)} | {skipped(m, 'stage1')} | "
-            f"{skipped(m, 'stage2')} of {args.stage2_steps} | {stat(m, 'stage2', 'answer_accuracy', last)} |"
-        )
-    return "\n".join(lines + [""])
-
-
-def _color(method: str) -> str:
-    """One colour per method in every panel (base and SFT have no Stage-I curves, so the default cycle would shift)."""
-    return f"C{list(METHODS).index(method)}"
-
-
-def _metric_curve(path: str, key: str) -> list[float]:
-    if not os.path.exists(path):
-        return []
-    rows = [json.loads(line) for line in open(path)]
-    return [r[key] for r in rows if key in r]
 
 
 def main(args: Args) -> str:
@@ -370,10 +218,12 @@ def main(args: Args) -> str:
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
     data = mine(args)
-    mined = ""
-    if args.mine:
-        kept = sum(1 for _ in open(data["train"]))
-        mined = f"Mining kept {kept} of {args.mine_candidates} hard candidates (0 of {args.mine_k} samples correct)."
+    kept = sum(1 for _ in open(data["train"]))
+    mined = (
+        f"Mining kept {kept} of {args.mine_candidates} hard candidates (0 of {args.mine_k} samples correct)."
+        if args.mine
+        else f"Stage-I set: the committed {os.path.relpath(data['train'], REPO)} ({kept} problems)."
+    )
     chains = [chain(args, data, m, s) for s in seeds for m in methods]
     # Longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
     chains.sort(key=lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"])
@@ -382,16 +232,12 @@ def main(args: Args) -> str:
     resumed = f" in this invocation ({already} of {len(runs)} runs were done before it)" if already else ""
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(run_chain, chains))  # re-raises the first failure
-    table = collect(args, methods, seeds)
     minutes = (time.time() - start) / 60
-    text = (
-        results_markdown(args, table, seeds, minutes, mined, resumed)
-        + "\n"
-        + diagnostics_markdown(args, methods, seeds)
+    header = (
+        f"Command: `{' '.join(['python -m scripts.reproduce'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
+        f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}"
     )
-    with open(os.path.join(args.output_dir, "results.md"), "w") as f:
-        f.write(text)
-    plot(args, table, methods, seeds)
+    text = report(args.output_dir, header)
     print(text)
     return text
 

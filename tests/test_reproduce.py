@@ -6,12 +6,29 @@ import os
 
 import pytest
 
-from scripts.reproduce import METHODS, Args, chain, main, mean_std
+from scripts.reproduce import METHODS, Args, chain, main
+from scripts.reproduce_report import mean_std, paired_markdown, report
 
 
 def test_mean_std_uses_the_sample_std_over_seeds():
     assert mean_std([0.1, 0.3]) == "0.200 ± 0.141"  # std with ddof 1: sqrt(0.02) = 0.1414
     assert mean_std([0.25]) == "0.250"
+
+
+def test_paired_comparisons_count_seeds_and_difference_hand_computed():
+    def results(*pass1):
+        return [{"pass@k": {"1": v}} for v in pass1]
+
+    table = {
+        "stage1": {"base": results(0.02, 0.03), "process": results(0.05, 0.01)},
+        "stage2": {"base": results(0.04, 0.04), "process": results(0.10, 0.14), "sparse": results(0.20, 0.02)},
+    }
+    text = paired_markdown(table, seeds=[0, 1])
+    # Stage I: 0.05 - 0.02 = +0.03, 0.01 - 0.03 = -0.02 -> holds in 1 of 2, mean +0.005, std sqrt(0.00125) = 0.035
+    assert "| ExpRL-Process > Base (no Stage I) | Stage I | 1 of 2 | +0.005 ± 0.035 |" in text
+    assert "| ExpRL-Process > Base (no Stage I) | Stage II | 2 of 2 | +0.080 ± 0.028 |" in text  # +0.06, +0.10
+    assert "| ExpRL-Process > Sparse GRPO | Stage II | 1 of 2 | +0.010 ± 0.156 |" in text  # -0.10, +0.12
+    assert "ExpRL-Outcome" not in text  # orderings with a method that did not run are left out
 
 
 def test_every_method_is_one_stage1_command_then_the_same_stage2():
@@ -54,8 +71,10 @@ def _tiny_reproduction(tmp_path, methods: str):
         sft_epochs=1,
     )
     text = main(args)
-    for title in ("After Stage I", "After Stage I + the same Stage II", "During training"):
+    for title in ("After Stage I", "After Stage I + the same Stage II", "seed by seed", "During training"):
         assert title in text
+    recomputed = report(str(tmp_path))  # the report alone, from the run directories: the same tables
+    assert recomputed.split("\n", 3)[3] == text.split("\n", 3)[3]  # all but the header line (command and time)
     for method in methods.split(","):
         assert text.count(f"| {METHODS[method][0]} |") == 3  # one row in each table
     outcome_row = [line for line in text.splitlines() if line.startswith("| ExpRL-Outcome |")][-1]
