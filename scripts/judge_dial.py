@@ -21,17 +21,18 @@ import json
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import HfArgumentParser
 
 from common import REPO, TOY_DATA, write_json
 from scripts import reproduce
-from scripts.reproduce import chain, is_done, mine, run, run_chain
+from scripts.reproduce import chain, cli_diff, is_done, mine, run, run_chain
+from scripts.reproduce_report import LABELS as METHOD_LABELS
 from scripts.reproduce_report import final_eval
 
-LABELS = {"outcome": "ExpRL-Outcome", "process": "ExpRL-Process", "sparse": "Sparse GRPO (no judge)"}
+LABELS = {m: METHOD_LABELS[m] for m in ("outcome", "process")} | {"sparse": METHOD_LABELS["sparse"] + " (no judge)"}
 
 
 @dataclass
@@ -79,9 +80,8 @@ def pass_at_1(args: Args, seed: int, name: str, stage: str) -> float | None:
     return json.load(open(final_eval(run_dir)))["pass@k"]["1"] if is_done(run_dir) else None
 
 
-def collect(args: Args, seeds: list[int], rates: list[float], judges: dict) -> dict:
+def collect(args: Args, methods: list[str], seeds: list[int], rates: list[float], judges: dict) -> dict:
     """{"points": [{method, p, misplacement, stage1: [per seed], stage2: [per seed]}], "sparse": {stage: [...]}}."""
-    methods = [m for m in args.methods.split(",") if m]
     points = [
         {
             "method": m,
@@ -102,7 +102,7 @@ def markdown(args: Args, result: dict, minutes: float) -> str:
     lines = [
         f"# The judge-quality dial (seeds {seeds}; held-out pass@1, mean over seeds, per seed in brackets)",
         "",
-        f"Command: `python -m scripts.judge_dial{' ' if _cli_diff(args) else ''}{' '.join(_cli_diff(args))}` — "
+        f"Command: `{' '.join(['python -m scripts.judge_dial'] + cli_diff(args))}` — "
         f"{minutes:.1f} min in this invocation ({args.jobs} runs in parallel). Misplacement: analysis.calibrate on "
         f"the base's rollouts ({args.calibration_problems} held-out x 4 + {args.calibration_problems} easy x 2), "
         "correct-reference condition.",
@@ -125,11 +125,6 @@ def _cell(values: list) -> str:
     if not done:
         return "not run"
     return f"{np.mean(done):.3f} [{', '.join(f'{v:.3f}' for v in done)}]"
-
-
-def _cli_diff(args: Args) -> list[str]:
-    default = asdict(Args())
-    return [f"--{k} {v}" for k, v in asdict(args).items() if v != default[k]]
 
 
 def plot(result: dict, path: str) -> None:
@@ -165,7 +160,8 @@ def plot(result: dict, path: str) -> None:
 def main(args: Args) -> dict:
     start = time.time()
     seeds, rates = reproduce._ints(args.seeds), [float(p) for p in args.error_rates.split(",") if p.strip()]
-    bad = [m for m in args.methods.split(",") if m not in ("outcome", "process")]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    bad = [m for m in methods if m not in ("outcome", "process")]
     if bad or not all(0 <= p <= 1 for p in rates):
         raise SystemExit(f"--methods must be outcome/process (got {bad}) and --error_rates in [0, 1] (got {rates})")
     os.makedirs(args.output_dir, exist_ok=True)
@@ -174,12 +170,10 @@ def main(args: Args) -> dict:
     data = mine(args)
     flags = {p: ("--judge_error_rate", f"{p:g}") if p else () for p in rates}
     chains = [chain(args, data, "sparse", s) for s in seeds]
-    chains += [
-        chain(args, data, m, s, cell(m, p), flags[p]) for s in seeds for p in rates for m in args.methods.split(",")
-    ]
+    chains += [chain(args, data, m, s, cell(m, p), flags[p]) for s in seeds for p in rates for m in methods]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(run_chain, chains))  # re-raises the first failure
-    result = collect(args, seeds, rates, judges)
+    result = collect(args, methods, seeds, rates, judges)
     write_json(os.path.join(args.output_dir, "judge_dial.json"), result)
     text = markdown(args, result, (time.time() - start) / 60)
     with open(os.path.join(args.output_dir, "judge_dial.md"), "w") as f:

@@ -206,9 +206,9 @@ def mine(args: Args) -> dict:
     return {"train": os.path.join(out, "stage1_train.jsonl"), "heldout": os.path.join(out, "heldout.jsonl")}
 
 
-def _cli_diff(args: Args) -> list[str]:
-    """The flags that differ from the defaults, so results.md names the exact command."""
-    default = asdict(Args())
+def cli_diff(args: Args) -> list[str]:
+    """The flags that differ from the defaults of args' own class, so a results file names the exact command."""
+    default = asdict(type(args)())
     return [f"--{k} {v}" for k, v in asdict(args).items() if v != default[k]]
 
 
@@ -234,7 +234,7 @@ def main(args: Args) -> str:
         list(pool.map(run_chain, chains))  # re-raises the first failure
     minutes = (time.time() - start) / 60
     header = (
-        f"Command: `{' '.join(['python -m scripts.reproduce'] + _cli_diff(args))}` — {minutes:.1f} min{resumed} "
+        f"Command: `{' '.join(['python -m scripts.reproduce'] + cli_diff(args))}` — {minutes:.1f} min{resumed} "
         f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}"
     )
     text = report(args.output_dir, header)
