@@ -207,6 +207,7 @@ def _eval(args: SFTArgs, model, tokenizer, problems, step: int) -> dict | None:
         tokenizer=tokenizer,
         output_dir=os.path.join(args.output_dir, "eval", f"step_{step:04d}"),
         step=step,
+        seed=args.seed,  # draws fixed by (seed, problems, weights), as in the RL runs
     )
     tqdm.write(f"[eval step_{step:04d}] {format_pass_at_k(result)}")
     return result

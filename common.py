@@ -26,7 +26,8 @@ REPO = os.path.dirname(os.path.abspath(__file__))
 TOY_BASE = os.path.join(REPO, "toy_base")  # the committed, pretrained toy base model (see toy.py)
 TOY_DATA = {  # the committed toy problem sets (see toy.py, "python toy.py data")
     "toy:train": os.path.join(REPO, "toy_data", "stage1_train.jsonl"),  # HARD problems the base fails in 512 samples
-    "toy:heldout": os.path.join(REPO, "toy_data", "heldout.jsonl"),  # fresh HARD problems, not mined: the benchmark
+    "toy:heldout": os.path.join(REPO, "toy_data", "heldout.jsonl"),  # fresh HARD problems, not mined: development
+    "toy:test": os.path.join(REPO, "toy_data", "test.jsonl"),  # the untouched test split: the final reproduction only
 }
 
 

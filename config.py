@@ -24,14 +24,15 @@ class Args:
     model: str = arg("toy", "policy: 'toy' (the committed toy base) or a directory")
     judge: str = arg(
         "toy",
-        "'toy' (the rubric judge of toy_judge.py, toy world only), 'toy-progress' (the checkpoint-counting toy judge), "
+        "'toy' (toy world only: the LLM-like rubric judge of toy_judge.py, errs like the paper's 4B judge), "
+        "'toy-rubric' (the exact rubric judge, the default before), 'toy-progress' (the checkpoint counter), "
         "a judge model directory, or an OpenAI-compatible server URL http://host:port/v1 (e.g. vLLM's api_server on "
         "the judge GPUs; needs `pip install openai`)",
     )
     judge_error_rate: float = arg(
         0.0,
-        "--judge toy only: the share of judged texts scored against a misread reference (toy_judge.RubricJudge; "
-        "docs/analyses.md: misplacement per value)",
+        "--judge toy or toy-rubric: the share of judged texts scored against a misread reference (toy_judge.py; "
+        "scripts/judge_dial.py measures the misplacement per value)",
     )
     judge_model: str = arg("judge", "with an http judge: the model name the server serves (its --served-model-name)")
     train_data: str = arg("toy:train", "'toy:train', a JSONL file or an HF dataset (question/reference/answer)")
@@ -202,7 +203,7 @@ def check_args(args: Args) -> None:
         ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"),
         ("judge_max_tokens", args.judge_max_tokens >= 1, ">= 1"),
         ("judge_error_rate", 0 <= args.judge_error_rate <= 1, "in [0, 1]"),
-        ("judge_error_rate", args.judge_error_rate == 0 or args.judge == "toy", "0 unless --judge toy"),
+        ("judge_error_rate", not args.judge_error_rate or args.judge in ("toy", "toy-rubric"), "0 but for a toy judge"),
         ("updates_per_step", args.updates_per_step >= 1, ">= 1"),
         ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
         ("logprob_chunk_size", args.logprob_chunk_size >= 0, ">= 0"),

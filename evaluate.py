@@ -5,6 +5,7 @@ k = 2^1..2^7. It does not name its estimator; we use the unbiased one of Chen et
 Language Models Trained on Code", Eq. 1.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -58,6 +59,34 @@ def powers_of_two(n: int) -> list[int]:
     return ks if ks[-1] == n else ks + [n]
 
 
+@contextlib.contextmanager
+def fixed_draws(seed: int | None, sampler=None):
+    """Evaluation draws fixed by `seed` alone, and the caller's random streams left as they were.
+
+    Inside, torch's global generator (which HF generate samples with) starts from `seed`, and a vLLM sampler's seed
+    stream (rollout.VLLMSampler.seeds) is a fresh one from `seed`; on exit both are restored. So an evaluation depends
+    on (seed, problems, weights) only: the same weights score the same wherever in a run they are evaluated, and
+    training after an evaluation draws exactly what it would have drawn without it. seed None: no fixing (the draws
+    follow the caller's stream, as mining wants: each round fresh samples).
+    """
+    if seed is None:
+        yield
+        return
+    import torch
+
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    saved = getattr(sampler, "seeds", None)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if saved is not None:
+            sampler.seeds = torch.Generator().manual_seed(seed)
+        try:
+            yield
+        finally:
+            if saved is not None:
+                sampler.seeds = saved
+
+
 def evaluate(
     model,
     problems,
@@ -71,14 +100,17 @@ def evaluate(
     batch_size: int = 256,
     sampler=None,
     rollouts_path: str | None = None,
+    seed: int | None = None,
 ) -> dict:
     """Sample n responses per problem (question-only prompt), grade them with answer_reward, return pass@k.
 
     `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
     writes output_dir/pass_at_k.json = {"step", "n", "num_problems", "pass@k": {"1": ..., "2": ...},
     "correct_counts", "seconds"}. `sampler` (e.g. a VLLMSampler holding the same weights) replaces the default
-    HFSampler on `model`. With rollouts_path, also writes every rollout as one JSONL line {"id", "question",
-    "reference", "answer", "response", "correct", "truncated"}: the fixed rollouts the analyses (analysis/) read.
+    HFSampler on `model`. `seed` fixes the draws (fixed_draws: the result depends on seed, problems and weights
+    only, and the caller's random state is untouched); None samples from the caller's stream. With rollouts_path,
+    also writes every rollout as one JSONL line {"id", "question", "reference", "answer", "response", "correct",
+    "truncated"}: the fixed rollouts the analyses (analysis/) read.
     """
     from common import load_model, write_json  # imported here: pass_at_k above needs no torch
     from data import policy_messages
@@ -92,12 +124,13 @@ def evaluate(
     sampler = sampler or HFSampler(
         model, tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
     )
-    rollouts = sampler.sample(
-        encode_prompts(tokenizer, [policy_messages(p) for p in problems]),
-        n=n,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-    )
+    with fixed_draws(seed, sampler):
+        rollouts = sampler.sample(
+            encode_prompts(tokenizer, [policy_messages(p) for p in problems]),
+            n=n,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+        )
     correct = [answer_reward(r.text, problems[i // n].answer) for i, r in enumerate(rollouts)]
     counts = [int(sum(correct[i * n : (i + 1) * n])) for i in range(len(problems))]
     result = {
@@ -169,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_new_tokens", type=int, default=160, help="response length limit")
     parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N problems")
     parser.add_argument("--output_dir", default=None, help="where pass_at_k.json is written")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="fixes the draws (the same draws as a training run's evaluations at --seed)"
+    )
     parser.add_argument(
         "--rollouts", default=None, help="also write every rollout to this JSONL (for calibrate/annotate)"
     )
@@ -192,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict:
         max_new_tokens=args.max_new_tokens,
         output_dir=args.output_dir,
         rollouts_path=args.rollouts,
+        seed=args.seed,
     )
     print(f"{result['num_problems']} problems, n={result['n']}, {result['seconds']}s:  {format_pass_at_k(result)}")
     return result

@@ -230,6 +230,7 @@ class Run:
             output_dir=os.path.join(args.output_dir, "eval", tag),
             step=step,
             sampler=None if args.engine == "hf" else self.sampler,
+            seed=args.seed,  # draws fixed by (seed, problems, weights); the training stream is not touched
         )
         self.reporter.log(step, {f"pass@{k}": v for k, v in result["pass@k"].items()}, prefix="eval")
         tqdm.write(f"[eval {tag}] {format_pass_at_k(result)}")

@@ -36,20 +36,11 @@ from transformers import HfArgumentParser, LlamaConfig, LlamaForCausalLM, PreTra
 from common import save_checkpoint
 from data import Problem
 
-# The judges read the texts this file writes; they live in toy_judge.py and are re-exported here, so
-# `from toy import CheckpointJudge` keeps working. apply_op (one step of the task) is shared with them.
-from toy_judge import (  # noqa: F401
-    BOXED,
-    EQUATION,
-    CheckpointJudge,
-    NoReferenceJudge,
-    RubricJudge,
-    apply_op,
-    count_in_order,
-    likert,
-    reference_checkpoints,
-    stated_results,
-)
+# The judges read the texts this file writes (toy_reading.py); they live in toy_judge.py and toy_judge_variants.py and
+# are re-exported here, so `from toy import CheckpointJudge` keeps working. apply_op (one step of the task) is shared.
+from toy_judge import LLMLikeJudge  # noqa: F401
+from toy_judge_variants import CheckpointJudge, NoReferenceJudge, RubricJudge, count_in_order, likert  # noqa: F401
+from toy_reading import BOXED, EQUATION, apply_op, reference_checkpoints, stated_results  # noqa: F401
 
 # ----------------------------------------------------------------------------------------------- the task
 MAX_VALUE = 999
@@ -346,6 +337,32 @@ def make_data(args: DataArgs) -> dict:
     return report
 
 
+@dataclass
+class TestSplitArgs:
+    output: str = field(default="toy_data/test.jsonl", metadata={"help": "where the test split is written"})
+    num_problems: int = field(default=128, metadata={"help": "fresh HARD problems in the test split"})
+    hard_ops: int = field(default=8, metadata={"help": "operations per problem (the held-out difficulty)"})
+    max_operand: int = field(default=9, metadata={"help": "largest +/- operand"})
+    seed: int = field(default=1001, metadata={"help": "problem seed: one no other file uses (training 1, held-out 2)"})
+
+
+def make_test_split(args: TestSplitArgs, others: list[str]) -> list[Problem]:
+    """The untouched test split: fresh HARD problems at the held-out difficulty from an unused seed, none sharing a
+    question with the files in `others` (drawn until num_problems distinct new ones). Not mined, like the held-out
+    set. It is read by the final reproduction only (docs/toy-world.md, "Splits")."""
+    from data import load_problems, save_problems
+
+    taken = {p.question for path in others for p in load_problems(path)}
+    pool = make_toy_problems(4 * args.num_problems, args.hard_ops, args.hard_ops, args.seed, "test", args.max_operand)
+    fresh = []
+    for p in pool:
+        if p.question not in taken and len(fresh) < args.num_problems:
+            taken.add(p.question)
+            fresh.append(p)
+    save_problems(fresh, args.output)
+    return fresh
+
+
 if __name__ == "__main__":
     import sys
 
@@ -360,5 +377,13 @@ if __name__ == "__main__":
         (data_args,) = HfArgumentParser(DataArgs).parse_args_into_dataclasses()
         set_threads(2)
         make_data(data_args)
+    elif command == "test":
+        (test_args,) = HfArgumentParser(TestSplitArgs).parse_args_into_dataclasses()
+        folder = os.path.dirname(test_args.output)
+        others = [os.path.join(folder, f) for f in ("stage1_train.jsonl", "heldout.jsonl", "easy.jsonl")]
+        print(f"wrote {len(make_test_split(test_args, others))} problems to {test_args.output}")
     else:
-        sys.exit("usage: python toy.py pretrain [--output_dir toy_base ...] | python toy.py data [--base toy_base ...]")
+        sys.exit(
+            "usage: python toy.py pretrain [--output_dir toy_base ...] | python toy.py data [--base toy_base ...] | "
+            "python toy.py test [--output toy_data/test.jsonl ...]"
+        )

@@ -1,237 +1,130 @@
-"""The toy world's judges: rule-based stand-ins for the LLM judge (judge.py), with its interface and 1-5 scale.
+"""The toy world's default judge: a rule-based stand-in for the LLM judge (judge.py) that errs like one.
 
-    RubricJudge      --judge toy (the default): PAPER.md's outcome and process rubrics, verified against the hidden
-                     reference, with a documented leniency and an error dial (`error_rate`);
-    CheckpointJudge  --judge toy-progress: counts the reference's checkpoints reached (a progress meter, not the
-                     paper's rubric), kept so that results.md's note on Eq. 2 can be reproduced;
-    NoReferenceJudge the calibration's no-reference condition: checks only the arithmetic and the chain it is shown.
+    LLMLikeJudge  --judge toy (the default): the paper's outcome and process rubrics (docs/paper.md, "Outcome judge",
+                  "Process judge and Eq. 2") applied to what an inattentive reader of the response perceives.
 
-What a judge reads. The reference is prose that names each operation and states a result every second one; the
-judge recovers the whole reference path from it (the start by undoing the first sentence from its stated result):
+Earlier judges (--judge toy-rubric, the exact verifier that was the default before; --judge toy-progress, the
+checkpoint counter) are in toy_judge_variants.py; how every toy judge reads a text is in toy_reading.py.
 
-    reference: "Add 8, then double: that gives 110. Subtract 5, then add 3: that gives 108. The answer is 108."
-    -> steps [+8, *2, -5, +3], checkpoints [110, 108] after steps 2 and 4, path [47, 55, 110, 105, 108]
+Why not an exact verifier? A real judge (the paper's Qwen3-4B) misplaces 17.8% of rollouts with the reference, 39.2%
+without it and 50.4% with a wrong one (docs/paper.md, "Judge calibration"), and its errors are per response: in a GRPO
+group a wrong rollout sometimes outscores a correct one. A toy judge whose only error is per problem never reorders a
+group, and what ExpRL shows with it is an upper bound. This judge makes the errors an LLM judge makes, each driven by
+a seeded die (toy_reading.unit_hash of the reference and of what is read, so reruns agree and any change to the text
+rolls new dice):
 
-The response is read for its equations and its last \\boxed{} answer. Nothing else in either text is read: the gold
-answer field is never seen (the reference's last checkpoint is its final answer), and text such as "Score: 5" inside
-a response is inert (no judge quotes the response in its own output). Each judge writes "Reasoning: ... / Score: N",
-parsed with judge.parse_score, so a reference it cannot read is a parse failure, as in a real run.
+    misunderstood reference  per PROBLEM (`misunderstand`): the judge misreads one intermediate result of the
+                             reference, so correct responses seem to contradict it there;
+    inattention              per LINE: a flawed equation (wrong arithmetic, a step that is not the reference's, a
+                             result that contradicts a checkpoint) is noticed with probability `attention[i]`, which
+                             falls with the line's position i (long responses are checked less: a length effect);
+    false alarm              per LINE: a correct equation is taken for a flawed one with probability `false_alarm`;
+    confident final line     per RESPONSE: a wrong boxed answer after lines that all looked right is believed
+                             (`fooled`: score as if right) or given partial credit for a right method with a slip
+                             (`partial_credit`: 4, "trivial gap").
+
+Outcome rubric on what was perceived (K checkpoints; k = those reached before the first noticed flaw):
+    boxed answer = the reference's (or believed): 5 with no noticed flaw, 4 or 3 (a coin) with one, else 3 (2 if k = 0)
+    no boxed answer: 3 with no noticed flaw and some work, 2 with k >= 1, else 1
+    boxed answer wrong: 2 if k >= 1 else 1 (after a noticed flaw, or when neither fooled nor crediting)
+Process rubric, prefix y_<=t: a noticed wrong equation or contradiction 1, a noticed step off the path 2; else a wrong
+boxed answer 1 (unless believed: 5, or credited: 4), at least one checkpoint 5, steps but no checkpoint 4, no step 3.
+View "segment" (one segment alone, the authors' code) uses the same perception on the segment's own lines.
+No reference (the calibration's second condition): the same reader checks only the arithmetic and that each line
+starts from the previous result; a boxed answer that is not the last result is a flaw.
+
+The error dial `error_rate` (scripts/judge_dial.py) adds, per judged text, a misread of the WHOLE reference: the same
+operations from a start 1..9 higher, i.e. another problem's reference (1.0 = the wrong-reference condition).
 """
 
-import hashlib
-import math
-import re
 from dataclasses import dataclass
 
 from judge import JudgeResult, normalise, parse_score
+from toy_judge_variants import CheckpointJudge, NoReferenceJudge, RubricJudge  # noqa: F401 (re-exported)
+from toy_reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-exported for the tests and analyses)
+    ReferencePath,
+    apply_op,
+    boxed_answer,
+    equations,
+    misread,
+    read_reference,
+    unit_hash,
+    verify,
+)
 
-EQUATION = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)")
-BOXED = re.compile(r"\\boxed\{(\d+)\}")
-CHECKPOINT = re.compile(r"that gives (\d+)")
-SENTENCE = re.compile(r"([^.:]*): that gives (\d+)")  # the words of one reference sentence, and its stated result
-STEP_WORDS = re.compile(r"\b(add|subtract) (\d+)|\b(double)\b", re.IGNORECASE)
-TOY_JUDGES = ("toy", "toy-progress")  # the --judge names that select a toy judge (no model, no server)
-
-
-def apply_op(value: int, op: str, operand: int) -> int:
-    """One step of the toy task: value op operand (ops +, -, *)."""
-    return {"+": value + operand, "-": value - operand, "*": value * operand}[op]
-
-
-def unit_hash(*texts: str) -> float:
-    """A number in [0, 1) fixed by the texts (sha256; Python's hash() changes between runs): the judges' dice.
-
-    Example:
-        >>> unit_hash("a", "b") == unit_hash("a", "b") != unit_hash("a", "c")
-        True
-    """
-    digest = hashlib.sha256("\x00".join(texts).encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+TOY_JUDGES = ("toy", "toy-rubric", "toy-progress")  # the --judge names that select a toy judge (no model, no server)
 
 
 def build_toy_judge(name: str, error_rate: float = 0.0):
-    """'toy' -> RubricJudge(error_rate); 'toy-progress' -> CheckpointJudge (which has no error dial)."""
+    """'toy' -> LLMLikeJudge, 'toy-rubric' -> RubricJudge (both take the error dial), 'toy-progress' ->
+    CheckpointJudge."""
     if name == "toy":
+        return LLMLikeJudge(error_rate=error_rate)
+    if name == "toy-rubric":
         return RubricJudge(error_rate=error_rate)
     if name == "toy-progress":
         if error_rate:
-            raise ValueError("error_rate applies to the 'toy' judge only")
+            raise ValueError("error_rate applies to the 'toy' and 'toy-rubric' judges only")
         return CheckpointJudge()
     raise ValueError(f"toy judge must be one of {TOY_JUDGES}, got {name!r}")
 
 
-# ----------------------------------------------------------------------------------------- reading the texts
-def reference_checkpoints(reference: str) -> list[int]:
-    """The intermediate results a reference states ("... that gives 88."), in order; the last is its final answer."""
-    return [int(v) for v in CHECKPOINT.findall(reference)]
-
-
-def stated_results(text: str) -> list[int]:
-    """Results of the arithmetically VALID equations in a text, in order (a wrong equation establishes nothing)."""
-    return [int(c) for a, op, b, c in EQUATION.findall(text) if apply_op(int(a), op, int(b)) == int(c)]
-
-
-def equations(text: str) -> list[tuple[int, str, int, int]]:
-    """Every equation "a op b = c" written in a text, valid or not: [(a, op, b, c)]."""
-    return [(int(a), op, int(b), int(c)) for a, op, b, c in EQUATION.findall(text)]
-
-
-def boxed_answer(text: str) -> int | None:
-    """The last \\boxed{} number of a text, or None."""
-    found = BOXED.findall(text)
-    return int(found[-1]) if found else None
-
-
 @dataclass
-class ReferencePath:
-    """The solution a reference describes: values[0] is the start, values[i] the result of steps[i - 1];
-    checkpoint j is stated after step ends[j] (1-based), so checkpoints = [values[e] for e in ends]."""
+class Perception:
+    """What the judge believes after reading a text once.
 
-    values: list[int]
-    steps: list[tuple[str, int]]
-    ends: list[int]
-
-    @property
-    def checkpoints(self) -> list[int]:
-        return [self.values[e] for e in self.ends]
-
-
-def read_reference(reference: str) -> ReferencePath | None:
-    """The reference's path (see the module docstring), or None when its sentences do not describe one consistent
-    chain (no "that gives N", a sentence without an operation, a result its operations cannot reach).
-
-    Example:
-        >>> read_reference("Add 8, then double: that gives 110. Subtract 5, then add 3: that gives 108.")
-        ReferencePath(values=[47, 55, 110, 105, 108], steps=[('+', 8), ('*', 2), ('-', 5), ('+', 3)], ends=[2, 4])
-    """
-    steps, ends, stated = [], [], []
-    for words, result in SENTENCE.findall(reference):
-        before = len(steps)
-        for verb, operand, double in STEP_WORDS.findall(words):
-            steps.append(("*", 2) if double else ("+" if verb.lower() == "add" else "-", int(operand)))
-        if len(steps) == before:
-            return None
-        ends.append(len(steps))
-        stated.append(int(result))
-    if not ends:
-        return None
-    start = stated[0]  # undo the first sentence's operations from its stated result
-    for op, operand in reversed(steps[: ends[0]]):
-        if op == "*" and start % 2:
-            return None
-        start = {"+": start - operand, "-": start + operand, "*": start // 2}[op]
-    values = [start]
-    for op, operand in steps:
-        values.append(apply_op(values[-1], op, operand))
-    path = ReferencePath(values, steps, ends)
-    return path if path.checkpoints == stated else None
-
-
-def misread(path: ReferencePath, shift: int) -> ReferencePath:
-    """The same operations from a start `shift` higher: a consistent reference in which every value differs (each
-    step carries the shift, doubling doubles it), i.e. the reference of another problem."""
-    values = [path.values[0] + shift]
-    for op, operand in path.steps:
-        values.append(apply_op(values[-1], op, operand))
-    return ReferencePath(values, path.steps, path.ends)
-
-
-@dataclass
-class Verification:
-    """A text checked step by step against a reference path (equations in order; step i is the i-th equation).
-
-    on_path:      the first `on_path` equations are exactly the reference's steps 1..on_path (operands and results);
-    checkpoints:  checkpoints established by those steps, k (in order, valid arithmetic by construction);
-    wrong:        equations with wrong arithmetic, anywhere in the text;
-    contradicts:  some equation states a result at a checkpoint's step that is not that checkpoint;
-    written:      the equations [(a, op, b, c)], m = len(written);  boxed: the last \\boxed{} number or None.
-    read:         both as one string: all the judge reads of the text. Its dice use it, so text around them (an
-                  injected "Score: 5", say) changes nothing.
+    flaws:   the noticed flaws, [(line index, kind)] with kind "wrong" (arithmetic or a contradicted checkpoint),
+             "off_path" (a valid step that is not the reference's) or "break" (no reference: a line that does not
+             start from the previous result);
+    reached: checkpoints reached before the first noticed flaw (k);  lines: equations written (m);
+    final:   "right", "wrong" or "none" (the boxed answer against the reference's, or against the last result
+             without a reference); believed: a wrong final answer taken for right; credited: one given partial credit.
     """
 
-    written: list[tuple[int, str, int, int]]
-    on_path: int
-    checkpoints: int
-    wrong: int
-    contradicts: bool
-    boxed: int | None
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.written)
-
-    @property
-    def read(self) -> str:
-        return f"{self.written} {self.boxed}"
+    flaws: list[tuple[int, str]]
+    reached: int
+    lines: int
+    final: str
+    believed: bool = False
+    credited: bool = False
+    coin: float = 0.0  # the die of the one choice the rubric leaves open (4 or 3 for one flaw)
 
 
-def verify(path: ReferencePath, text: str) -> Verification:
-    """Check `text` against `path`: see Verification.
+class LLMLikeJudge:
+    """The default toy judge (see the module docstring for the mechanisms and rubrics), with the LLM judge's
+    interface: score_outcome, score_process (views "prefix" and "segment"), score_no_reference; 1-5 scale.
 
-    Example (reference path [47, 55, 110, 105, 108], checkpoints 110 and 108 after steps 2 and 4):
-        >>> path = read_reference("Add 8, then double: that gives 110. Subtract 5, then add 3: that gives 108.")
-        >>> v = verify(path, "47+8=55###55*2=110###110+5=115###115+3=118###\\\\boxed{118}")
-        >>> v.on_path, v.checkpoints, v.wrong, v.contradicts, v.boxed  # step 3 adds 5 where the reference subtracts
-        (2, 1, 0, True, 118)
-    """
-    eqs = equations(text)
-    on_path = 0
-    while on_path < min(len(eqs), len(path.steps)):
-        op, operand = path.steps[on_path]
-        if eqs[on_path] != (path.values[on_path], op, operand, path.values[on_path + 1]):
-            break
-        on_path += 1
-    return Verification(
-        written=eqs,
-        on_path=on_path,
-        checkpoints=sum(e <= on_path for e in path.ends),
-        wrong=sum(apply_op(a, op, b) != c for a, op, b, c in eqs),
-        contradicts=any(e <= len(eqs) and eqs[e - 1][3] != path.values[e] for e in path.ends),
-        boxed=boxed_answer(text),
-    )
-
-
-# ------------------------------------------------------------------------------------- the faithful judge
-class RubricJudge:
-    """PAPER.md's judge rubrics, applied by rule against the hidden reference (the toy default, --judge toy).
-
-    Outcome ("how likely does the reference follow from this reasoning?"; K checkpoints, the last one the final
-    answer; k = checkpoints established by steps on the reference's path, Verification):
-        5  every checkpoint established in order, no wrong equation, boxed answer = the reference's final answer
-        4  boxed answer right, at most one checkpoint not established (a trivial gap), at least one step written;
-           LENIENCY: boxed answer WRONG after all checkpoints but at most the last (k >= K - 1, k >= 1) gets 4 on
-           a `leniency` share of the PROBLEMS (unit_hash of the reference < leniency): on those the judge overlooks
-           a slip in the last stretch, as an LLM judge that does not re-verify every step does
-        3  no final answer, every step written is on the reference's path (on track but incomplete)
-        2  leaves the path after some progress (k >= 1: a wrong final answer or a wrong/irrelevant step), or a
-           right boxed answer whose derivation misses two or more checkpoints (significant gaps)
-        1  wrong final answer or leaves the path before the first checkpoint (k = 0), or nothing written
-    The leniency share (0.5) puts the misplacement rate of base-model rollouts inside the paper's band
-    (docs/analyses.md, "Judge calibration"); with leniency 0 it judges no wrong final answer correct. The coin is per
-    problem, not per response: keyed on the response too, it was a blind spot that a policy could aim at, and the
-    quickstart's policy did (it learned to drop the last operation: held-out pass@1 0.018 -> 0.002).
-
-    Process (view "prefix": the text y_<=t; k, m as above):
-        1  a wrong equation, a step that contradicts a checkpoint, or a boxed answer that is not the final answer
-        2  a valid step off the reference's path (irrelevant)
-        5  every step on the path and at least one checkpoint established
-        4  every step on the path, no checkpoint yet (aligned, minor gap)
-        3  no equation at all (generic)
-    View "segment" (one segment alone, the authors' code): 1 for a wrong equation or a wrong boxed answer; 5 if all
-    its equations are reference steps and one states a checkpoint, or it boxes the final answer; 4 for reference steps
-    without a checkpoint; 2 for a valid step that is no reference step; 3 for no equation and no boxed answer.
-
-    The error dial: with probability `error_rate` per judged text (unit_hash of reference and text, so reruns agree)
-    the judge MISREADS the reference: it verifies against the same operations from a start value 1..9 higher
-    (`misread`), a consistent reference in which every number differs, i.e. another problem's. error_rate 0 is the
-    plain judge; 1 is the wrong-reference condition on every call (misplacement ~50%).
+    Example (a correct response; with every error switched off the judge is the exact rubric):
+        >>> judge = LLMLikeJudge(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0)
+        >>> ref = "Add 8, then double: that gives 110. Subtract 5, then add 3: that gives 108. The answer is 108."
+        >>> judge.score_outcome([""], [ref], ["47+8=55###55*2=110###110-5=105###105+3=108###\\\\boxed{108}"]).scores
+        [1.0]
     """
 
-    def __init__(self, error_rate: float = 0.0, leniency: float = 0.5):
-        if not 0.0 <= error_rate <= 1.0 or not 0.0 <= leniency <= 1.0:
-            raise ValueError(f"error_rate and leniency must be in [0, 1], got {error_rate}, {leniency}")
-        self.error_rate, self.leniency = error_rate, leniency
+    def __init__(
+        self,
+        error_rate: float = 0.0,
+        misunderstand: float = 0.1,
+        attention: tuple[float, float, float] = (0.95, 0.08, 0.3),
+        false_alarm: float = 0.012,
+        fooled: float = 0.12,
+        partial_credit: float = 0.4,
+        gap_credit: float = 0.7,
+    ):
+        """attention = (first line, drop per line, floor): line i is checked with max(floor, first - drop * i)."""
+        probabilities = {"error_rate": error_rate, "misunderstand": misunderstand, "false_alarm": false_alarm,
+                         "fooled": fooled, "partial_credit": partial_credit, "gap_credit": gap_credit,
+                         "attention": min(attention)}  # fmt: skip
+        for name, p in probabilities.items():
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        if fooled + partial_credit > 1:
+            raise ValueError(f"fooled + partial_credit must be <= 1, got {fooled + partial_credit}")
+        self.error_rate, self.misunderstand, self.attention = error_rate, misunderstand, attention
+        self.false_alarm, self.fooled, self.partial_credit = false_alarm, fooled, partial_credit
+        self.gap_credit = gap_credit
 
+    # ------------------------------------------------------------------------------------------ the interface
     def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
         texts = [self._judge(ref, resp, self._outcome) for ref, resp in zip(references, responses)]
         return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts, num_requests=len(texts))
@@ -241,189 +134,121 @@ class RubricJudge:
     ) -> JudgeResult:
         if view not in ("prefix", "segment"):
             raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
-        rubric = self._prefix if view == "prefix" else self._segment
         texts = []
         for ref, segs in zip(references, segments):
             items = ["".join(segs[: t + 1]) for t in range(len(segs))] if view == "prefix" else segs
-            texts.append([self._judge(ref, item, rubric) for item in items])
+            texts.append([self._judge(ref, item, self._process) for item in items])
         scores = [[normalise(parse_score(t)) for t in row] for row in texts]
         return JudgeResult(scores=scores, texts=texts, num_requests=sum(map(len, texts)))
 
-    def score_no_reference(self, questions: list[str], responses: list[str]) -> JudgeResult:
-        """The calibration's no-reference condition: NoReferenceJudge's rules."""
-        return NoReferenceJudge().score_no_reference(questions, responses)
-
-    def _judge(self, reference: str, text: str, rubric) -> str:
-        """Read the reference (misread it with probability error_rate), apply `rubric`, write the verdict."""
-        path = read_reference(reference)
-        if path is None:
-            return "Reasoning: the reference describes no chain of steps I can follow; cannot judge."
-        note, read = "", verify(path, text).read  # the dice see what the judge reads, nothing else
-        if unit_hash("error", reference, read) < self.error_rate:
-            shift = 1 + int(9 * unit_hash("shift", reference, read))
-            path, note = misread(path, shift), f" (reference misread: start {path.values[0] + shift})"
-        score, why = rubric(path, verify(path, text), reference)
-        return f"Reasoning: checkpoints {path.checkpoints}{note}; {why}.\nScore: {score}"
-
-    def _outcome(self, path: ReferencePath, v: Verification, reference: str) -> tuple[int, str]:
-        K, k, final = len(path.ends), v.checkpoints, path.values[-1]
-        seen = f"{k} of {K} checkpoints established, {v.on_path} of {v.num_steps} steps on the reference's path"
-        if v.boxed == final:
-            if k == K and not v.wrong:
-                return 5, f"{seen}; the final answer {final} follows"
-            if k >= K - 1 and v.num_steps:
-                return 4, f"{seen}; final answer {final} right, one checkpoint not shown"
-            return 2, f"{seen}; final answer {final} right but not supported (significant gaps)"
-        if v.boxed is None:
-            if v.num_steps and v.on_path == v.num_steps:
-                return 3, f"{seen}; on track but no final answer"
-            return (2, f"{seen}; leaves the path after progress") if k else (1, f"{seen}; far from the reference")
-        wrong_answer = f"{seen}; final answer {v.boxed}, the reference's is {final}"
-        if k >= max(K - 1, 1) and unit_hash("lenient", reference) < self.leniency:
-            return 4, f"{seen}; final answer {v.boxed} taken as right (lenient: the last stretch not re-verified)"
-        return (2, wrong_answer) if k else (1, wrong_answer)
-
-    @staticmethod
-    def _prefix(path: ReferencePath, v: Verification, reference: str) -> tuple[int, str]:
-        seen = f"{v.on_path} of {v.num_steps} steps on the path, {v.checkpoints} checkpoints established"
-        if v.wrong or v.contradicts or (v.boxed is not None and v.boxed != path.values[-1]):
-            return 1, f"{seen}; a wrong equation or a contradicted checkpoint"
-        if v.on_path < v.num_steps:
-            return 2, f"{seen}; a step off the reference's path"
-        if v.checkpoints:
-            return 5, f"{seen}; establishes a checkpoint"
-        return (4, f"{seen}; aligned, no checkpoint yet") if v.num_steps else (3, "no step to verify")
-
-    @staticmethod
-    def _segment(path: ReferencePath, v: Verification, reference: str) -> tuple[int, str]:
-        eqs = v.written
-        steps = {(path.values[i], op, a, path.values[i + 1]) for i, (op, a) in enumerate(path.steps)}
-        if v.wrong or (v.boxed is not None and v.boxed != path.values[-1]):
-            return 1, "this step has wrong arithmetic or a wrong final answer"
-        if not eqs:
-            return (5, "boxes the final answer") if v.boxed is not None else (3, "no step to verify")
-        if not all(e in steps for e in eqs):
-            return 2, "a valid step that is not a step of the reference"
-        if any(c in path.checkpoints for *_, c in eqs):
-            return 5, "a reference step that establishes a checkpoint"
-        return 4, "a reference step, no checkpoint"
-
-
-# ------------------------------------------------------------------------------------ the no-reference judge
-class NoReferenceJudge:
-    """The calibration's no-reference condition (judge.no_reference_prompt's toy counterpart): absolute correctness
-    from the response alone. It checks what is written, never re-solves the question (which would make it a perfect
-    verifier): each equation's arithmetic, the chain (each equation starts from the previous result), and that a
-    boxed answer ends the chain. A misread operand, a skipped or an invented operation pass unseen.
-
-        5  at least one equation, all valid, an unbroken chain, boxed answer = the last result
-        4  the same with exactly one break in the chain (a jump the judge cannot explain)
-        3  valid and chained but no boxed answer (incomplete), or two or more breaks
-        2  exactly one wrong equation, a boxed answer that is not the last result, or a bare answer with no work
-        1  two or more wrong equations, or nothing written
-    """
-
-    def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
-        """References are ignored: this judge reads no reference."""
-        return self.score_no_reference(questions, responses)
-
-    def score_no_reference(self, questions: list[str], responses: list[str]) -> JudgeResult:
-        texts = [self._judge(response) for response in responses]
+    def score_no_reference(self, questions: list[str], responses: list[str], level: str = "outcome") -> JudgeResult:
+        """The calibration's no-reference condition: the same reader, no reference to compare with."""
+        rubric = self._outcome if level == "outcome" else self._process
+        texts = [self._judge("", resp, rubric) for resp in responses]
         return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts, num_requests=len(texts))
 
-    @staticmethod
-    def _judge(response: str) -> str:
-        eqs, boxed = equations(response), boxed_answer(response)
-        wrong = sum(apply_op(a, op, b) != c for a, op, b, c in eqs)
-        breaks = sum(eqs[i][0] != eqs[i - 1][3] for i in range(1, len(eqs)))
-        seen = f"{len(eqs)} equations, {wrong} with wrong arithmetic, {breaks} breaks in the chain"
-        if not eqs:
-            score, why = (2, "an answer with no work") if boxed is not None else (1, "nothing to verify")
-        elif wrong:
-            score, why = (2, "one wrong equation") if wrong == 1 else (1, "several wrong equations")
-        elif boxed is None:
-            score, why = 3, "consistent so far but no final answer"
-        elif boxed != eqs[-1][3]:
-            score, why = 2, f"the boxed answer {boxed} is not the last result {eqs[-1][3]}"
-        else:
-            score, why = {0: (5, "complete and consistent"), 1: (4, "one unexplained jump")}.get(
-                breaks, (3, "several unexplained jumps")
-            )
-        return f"Reasoning: {seen}; {why}.\nScore: {score}"
+    # ------------------------------------------------------------------------------------------ reading
+    def _judge(self, reference: str, text: str, rubric) -> str:
+        """Read the reference (maybe misunderstood or misread), perceive the text, apply `rubric`, write the verdict."""
+        written, boxed = equations(text), boxed_answer(text)
+        read = f"{written} {boxed}"  # all the judge reads of the text: its dice see nothing else
 
+        def die(*tags) -> float:
+            return unit_hash(*map(str, tags), reference, read)
 
-# ---------------------------------------------------------------------------------- the progress judge
-def count_in_order(checkpoints: list[int], results: list[int]) -> int:
-    """How many checkpoints the results establish in order (greedy subsequence match).
+        path, note = None, "no reference"
+        if reference:
+            path = read_reference(reference)
+            if path is None:
+                return "Reasoning: the reference describes no chain of steps I can follow; cannot judge."
+            path, note = self._misunderstood(path, reference), f"checkpoints {path.checkpoints}"
+            if die("error") < self.error_rate:
+                shift = 1 + int(9 * die("shift"))
+                path, note = misread(path, shift), f"{note} (reference misread: start {path.values[0] + shift})"
+        seen = self._perceive(path, written, boxed, die)
+        score, why = rubric(seen, path)
+        flaws = ", ".join(f"line {i + 1} {kind}" for i, kind in seen.flaws) or "none noticed"
+        return f"Reasoning: {note}; {seen.lines} lines, flaws: {flaws}; {why}.\nScore: {score}"
 
-    Example: count_in_order([88, 91, 154], [54, 88, 153, 154]) -> 2   (88, then 154; 91 is missing)
-    """
-    k = 0
-    for r in results:
-        if k < len(checkpoints) and r == checkpoints[k]:
-            k += 1
-    return k
+    def _misunderstood(self, path: ReferencePath, reference: str) -> ReferencePath:
+        """On a `misunderstand` share of the problems, one intermediate result of the reference read 1..9 off."""
+        if len(path.ends) < 2 or unit_hash("misunderstand", reference) >= self.misunderstand:
+            return path
+        j = int((len(path.ends) - 1) * unit_hash("which", reference))  # never the final answer
+        values = list(path.values)
+        values[path.ends[j]] += 1 + int(9 * unit_hash("by", reference))
+        return ReferencePath(values, path.steps, path.ends)
 
-
-def likert(k: int, num_checkpoints: int) -> int:
-    """k of K checkpoints -> 1..5 (1 = none, 5 = all), rounding half up: with K = 4, score = 1 + k."""
-    return 1 + math.floor(4 * k / num_checkpoints + 0.5)
-
-
-class CheckpointJudge:
-    """The progress-counting toy judge (--judge toy-progress), with the LLM judge's interface and 1-5 scale.
-
-    It reads ONLY the reference: the results the reference states are its checkpoints, and a response (outcome) or
-    a prefix (process, view "prefix") scores by how many of them it establishes in order with valid arithmetic
-    (likert(k, K)). That is a progress meter, not PAPER.md's rubric: 3 of 4 checkpoints scores 4 ("judged correct")
-    even with a wrong final answer, and a perfect first step scores 1 (s_1 ~ 0), which is what makes Eq. 2's
-    first-segment centering fail under it (docs/results.md). View "segment" judges one step alone (the authors'
-    code): 5 if it establishes a checkpoint, 3 for a valid but unremarkable step, 1 for wrong arithmetic, 2 for no
-    step at all (a boxed final checkpoint counts as 5). Like the LLM judge, it writes "Reasoning: ... / Score: N",
-    parsed with judge.parse_score, so parse failures (a reference without checkpoints) flow through the same code as
-    in a real run. Text inside the response such as "Score: 5" is just text to it: it only counts valid equations.
-    """
-
-    def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
-        texts = [self._judge_prefix(ref, resp) for ref, resp in zip(references, responses)]
-        return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts)
-
-    def score_process(
-        self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
-    ) -> JudgeResult:
-        if view not in ("prefix", "segment"):
-            raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
-        texts = []
-        for ref, segs in zip(references, segments):
-            if view == "prefix":
-                texts.append([self._judge_prefix(ref, "".join(segs[: t + 1])) for t in range(len(segs))])
+    def _perceive(self, path: ReferencePath | None, written, boxed: int | None, die) -> Perception:
+        """Check each line with the attention its position gets; see Perception."""
+        first, drop, floor = self.attention
+        flaws = []
+        for i, (a, op, b, c) in enumerate(written):
+            kind = self._flaw(path, written, i)
+            if kind is None and die("alarm", i) < self.false_alarm:
+                kind, noticed = "wrong", True  # a correct line taken for a wrong one
             else:
-                texts.append([self._judge_segment(ref, seg) for seg in segs])
-        return JudgeResult(scores=[[normalise(parse_score(t)) for t in row] for row in texts], texts=texts)
+                noticed = die("notice", i) < max(floor, first - drop * i)
+            if kind is not None and noticed:
+                flaws.append((i, kind))
+        clean_lines = flaws[0][0] if flaws else len(written)  # lines before the first noticed flaw
+        reached = sum(e <= clean_lines for e in path.ends) if path else 0
+        target = path.values[-1] if path else (written[-1][3] if written else None)
+        final = "none" if boxed is None else "right" if boxed == target else "wrong"
+        seen = Perception(flaws, reached, len(written), final, coin=die("coin"))
+        if final == "wrong" and path is not None:  # the answer differs from the reference's: believe or credit it?
+            late = len(path.ends) >= 2 and reached >= len(path.ends) - 1  # the first noticed flaw in the last stretch
+            u = die("final")
+            seen.believed = not flaws and u < self.fooled  # every line looked right: the final line is believed
+            seen.credited = (late or not flaws) and self.fooled <= u < self.fooled + self.partial_credit
+        return seen
 
     @staticmethod
-    def _judge_prefix(reference: str, text: str) -> str:
-        checkpoints = reference_checkpoints(reference)
-        if not checkpoints:
-            return "Reasoning: the reference states no checkpoints; cannot judge."
-        k = count_in_order(checkpoints, stated_results(text))
-        return (
-            f"Reasoning: {k} of {len(checkpoints)} reference checkpoints {checkpoints} established in order.\n"
-            f"Score: {likert(k, len(checkpoints))}"
-        )
+    def _flaw(path: ReferencePath | None, written, i: int) -> str | None:
+        """What is visibly wrong with line i, if anything (see Perception.flaws). Against a reference, a line is
+        compared with what the reference states: its operation, and its result where the reference states one (a
+        checkpoint); a right operation on a value carried from an earlier slip is visible only at the next
+        checkpoint, since the reference states no value in between."""
+        a, op, b, c = written[i]
+        if apply_op(a, op, b) != c:
+            return "wrong"
+        if path is None:
+            return "break" if i and a != written[i - 1][3] else None
+        if i >= len(path.steps) or (op, b) != path.steps[i]:
+            return "off_path"
+        return "wrong" if (i + 1) in path.ends and c != path.values[i + 1] else None
 
-    @staticmethod
-    def _judge_segment(reference: str, segment: str) -> str:
-        checkpoints = reference_checkpoints(reference)
-        if not checkpoints:
-            return "Reasoning: the reference states no checkpoints; cannot judge."
-        eqs = EQUATION.findall(segment)
-        boxed = BOXED.findall(segment)
-        if eqs:
-            valid = stated_results(segment)
-            score = 1 if len(valid) < len(eqs) else 5 if set(valid) & set(checkpoints) else 3
-        elif boxed:
-            score = 5 if int(boxed[-1]) == checkpoints[-1] else 1
-        else:
-            score = 2
-        return f"Reasoning: step judged alone against checkpoints {checkpoints}.\nScore: {score}"
+    # ------------------------------------------------------------------------------------------ the rubrics
+    def _outcome(self, seen: Perception, path: ReferencePath | None) -> tuple[int, str]:
+        k, n = seen.reached, len(seen.flaws)
+        if seen.final == "right" or seen.believed:
+            if not n:
+                return 5, "sound and complete; the final answer follows" + (" (believed)" if seen.believed else "")
+            if n == 1:
+                return (4, "right answer, one gap") if seen.coin < self.gap_credit else (3, "right answer, one error")
+            return (3, "right answer, several errors") if k else (2, "right answer, unsupported")
+        if seen.credited:
+            return 4, "the right method with a slip in the last stretch"
+        if seen.final == "none":
+            if not n and seen.lines:
+                return 3, "on track but no final answer"
+            return (2, "leaves the path after progress") if k else (1, "far from the reference")
+        return (2, "a wrong final answer after progress") if k else (1, "a wrong final answer")
+
+    def _process(self, seen: Perception, path: ReferencePath | None) -> tuple[int, str]:
+        right = seen.final == "right" or seen.believed
+        if seen.final == "wrong" and seen.credited:
+            return 4, "aligned, a slip at the end"
+        if seen.flaws and not (right and len(seen.flaws) == 1):
+            kind = seen.flaws[0][1]
+            return (2, "a step off the reference's path") if kind == "off_path" else (1, "misleading: an error")
+        if right:
+            if seen.flaws:
+                one_gap = seen.coin < self.gap_credit
+                return (4, "reaches the final answer, one gap") if one_gap else (3, "one error on the way")
+            return 5, "reaches the final answer" + (" (believed)" if seen.believed else "")
+        if seen.final == "wrong":
+            return 1, "a wrong final answer"
+        if seen.reached:
+            return 5, "establishes a checkpoint"
+        return (4, "aligned, no checkpoint yet") if seen.lines else (3, "no step to verify")

@@ -37,7 +37,7 @@ def make_judge(args: Args):
 
 
 def build_judge(args: Args):
-    """'toy' -> the rubric judge, 'toy-progress' -> the progress-counting checkpoint judge (toy_judge.py); an http(s)
+    """'toy', 'toy-rubric', 'toy-progress' -> a toy judge (toy_judge.build_toy_judge); an http(s)
     URL -> an LLM judge (judge.py) behind that OpenAI-compatible server; otherwise an LLM judge on the HF engine (a
     frozen model of its own)."""
     if args.judge in TOY_JUDGES:

@@ -137,7 +137,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 # ------------------------------------------------------------------------------------------------- judging
 def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_size: int = 16, error_rate: float = 0):
-    """'toy' -> toy_judge.RubricJudge(error_rate), 'toy-progress' -> toy_judge.CheckpointJudge; 'http(s)://...' ->
+    """'toy', 'toy-rubric', 'toy-progress' -> toy_judge.build_toy_judge(spec, error_rate); 'http(s)://...' ->
     LLMJudge on an OpenAI-compatible endpoint (served_model names the model); anything else -> a save_pretrained
     directory on the HF engine (greedy, max_tokens new tokens)."""
     from toy_judge import TOY_JUDGES, build_toy_judge
@@ -145,7 +145,7 @@ def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_
     if spec in TOY_JUDGES:
         return build_toy_judge(spec, error_rate)
     if error_rate:
-        raise ValueError("--judge_error_rate applies to --judge toy only")
+        raise ValueError("--judge_error_rate applies to the toy judges only")
     from judge import LLMJudge, OpenAIEngine
 
     if spec.startswith(("http://", "https://")):

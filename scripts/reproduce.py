@@ -63,7 +63,10 @@ class Args:
     prompts_per_step: int = field(default=8, metadata={"help": "prompts per step in Stage I and Stage II"})
     sft_epochs: int = field(default=2, metadata={"help": "SFT passes over the hard set (paper: 2)"})
     eval_n: int = field(default=64, metadata={"help": "samples per held-out problem (pass@k up to k = eval_n)"})
-    eval_limit: int = field(default=48, metadata={"help": "held-out problems evaluated"})
+    eval_limit: int = field(default=48, metadata={"help": "held-out (development) problems evaluated"})
+    test_n: int = field(
+        default=32, metadata={"help": "samples per problem on the untouched test split (toy_data/test.jsonl); 0 skips"}
+    )
     jobs: int = field(default=2, metadata={"help": "runs in parallel, one torch thread each (2 on a 2-core machine)"})
 
 
@@ -158,7 +161,13 @@ def chain(
         "--eval_before",
         "false",
     ] + common
-    return [(stage1, first), (stage2, second)]
+    steps = [(stage1, first), (stage2, second)]
+    if args.test_n:  # the untouched test split, read by nothing else: every final checkpoint, seeded like the rest
+        for run_dir, model in ((stage1, start), (stage2, os.path.join(stage2, "checkpoint"))):
+            test = ["evaluate.py", "--model", model, "--data", TOY_DATA["toy:test"], "--n", str(args.test_n)]
+            test += ["--seed", str(seed), "--threads", "1", "--output_dir", os.path.join(run_dir, "test")]
+            steps.append((os.path.join(run_dir, "test"), test))
+    return steps
 
 
 def run(run_dir: str, command: list[str]) -> float:
