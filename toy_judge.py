@@ -137,7 +137,7 @@ class LLMLikeJudge:
         texts = []
         for ref, segs in zip(references, segments):
             items = ["".join(segs[: t + 1]) for t in range(len(segs))] if view == "prefix" else segs
-            texts.append([self._judge(ref, item, self._process) for item in items])
+            texts.append([self._judge(ref, item, self._process, alone=view == "segment") for item in items])
         scores = [[normalise(parse_score(t)) for t in row] for row in texts]
         return JudgeResult(scores=scores, texts=texts, num_requests=sum(map(len, texts)))
 
@@ -148,7 +148,7 @@ class LLMLikeJudge:
         return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts, num_requests=len(texts))
 
     # ------------------------------------------------------------------------------------------ reading
-    def _judge(self, reference: str, text: str, rubric) -> str:
+    def _judge(self, reference: str, text: str, rubric, alone: bool = False) -> str:
         """Read the reference (maybe misunderstood or misread), perceive the text, apply `rubric`, write the verdict."""
         written, boxed = equations(text), boxed_answer(text)
         read = f"{written} {boxed}"  # all the judge reads of the text: its dice see nothing else
@@ -161,11 +161,12 @@ class LLMLikeJudge:
             path = read_reference(reference)
             if path is None:
                 return "Reasoning: the reference describes no chain of steps I can follow; cannot judge."
-            path, note = self._misunderstood(path, reference), f"checkpoints {path.checkpoints}"
+            path = self._misunderstood(path, reference)
+            note = f"checkpoints {path.checkpoints}"  # as the judge read them
             if die("error") < self.error_rate:
                 shift = 1 + int(9 * die("shift"))
                 path, note = misread(path, shift), f"{note} (reference misread: start {path.values[0] + shift})"
-        seen = self._perceive(path, written, boxed, die)
+        seen = self._perceive(path, written, boxed, die, alone)
         score, why = rubric(seen, path)
         flaws = ", ".join(f"line {i + 1} {kind}" for i, kind in seen.flaws) or "none noticed"
         return f"Reasoning: {note}; {seen.lines} lines, flaws: {flaws}; {why}.\nScore: {score}"
@@ -179,12 +180,14 @@ class LLMLikeJudge:
         values[path.ends[j]] += 1 + int(9 * unit_hash("by", reference))
         return ReferencePath(values, path.steps, path.ends)
 
-    def _perceive(self, path: ReferencePath | None, written, boxed: int | None, die) -> Perception:
-        """Check each line with the attention its position gets; see Perception."""
+    def _perceive(self, path: ReferencePath | None, written, boxed: int | None, die, alone: bool = False) -> Perception:
+        """Check each line with the attention its position gets; see Perception. alone: a segment judged without
+        its context (view "segment"): a line is checked against every step of the reference, not the one at its
+        position, and it reaches a checkpoint when it states one."""
         first, drop, floor = self.attention
         flaws = []
         for i, (a, op, b, c) in enumerate(written):
-            kind = self._flaw(path, written, i)
+            kind = self._flaw_alone(path, written[i]) if alone and path else self._flaw(path, written, i)
             if kind is None and die("alarm", i) < self.false_alarm:
                 kind, noticed = "wrong", True  # a correct line taken for a wrong one
             else:
@@ -193,6 +196,8 @@ class LLMLikeJudge:
                 flaws.append((i, kind))
         clean_lines = flaws[0][0] if flaws else len(written)  # lines before the first noticed flaw
         reached = sum(e <= clean_lines for e in path.ends) if path else 0
+        if alone and path:
+            reached = sum(c in path.checkpoints for *_, c in written[:clean_lines])
         target = path.values[-1] if path else (written[-1][3] if written else None)
         final = "none" if boxed is None else "right" if boxed == target else "wrong"
         seen = Perception(flaws, reached, len(written), final, coin=die("coin"))
@@ -217,6 +222,15 @@ class LLMLikeJudge:
         if i >= len(path.steps) or (op, b) != path.steps[i]:
             return "off_path"
         return "wrong" if (i + 1) in path.ends and c != path.values[i + 1] else None
+
+    @staticmethod
+    def _flaw_alone(path: ReferencePath, line) -> str | None:
+        """A line judged without its context: wrong arithmetic, or a valid step that is no step of the reference."""
+        a, op, b, c = line
+        if apply_op(a, op, b) != c:
+            return "wrong"
+        steps = {(path.values[i], op_i, b_i, path.values[i + 1]) for i, (op_i, b_i) in enumerate(path.steps)}
+        return None if line in steps else "off_path"
 
     # ------------------------------------------------------------------------------------------ the rubrics
     def _outcome(self, seen: Perception, path: ReferencePath | None) -> tuple[int, str]:

@@ -8,10 +8,14 @@ each one under three reference conditions,
     wrong_reference  another problem's reference: the distinct problems are shuffled (seeded) and each takes the
                      reference of the next one in that order (a cyclic shift by one),
 
-and "judged correct" means a score >= 4, i.e. a normalised score s = (N - 1) / 4 >= 0.75. Per condition:
+and "judged correct" means a score >= 4, i.e. a normalised score s = (N - 1) / 4 >= 0.75. `--level outcome` scores
+the whole response (ExpRL-Outcome's judge); `--level process` scores every prefix y_<=t as ExpRL-Process does and
+calibrates the final prefix's score s_T (the score of the full response under the process rubric). Per condition:
 FPR = incorrect rollouts judged correct / incorrect ones, FNR = correct rollouts judged incorrect / correct ones,
 misplacement = (FPR + FNR) / 2 (the paper's 4B judge: 17.8 / 39.2 / 50.4 %), all over the rollouts whose judge output
 parsed; the parse-failure rate is reported beside them. 95% intervals come from a seeded bootstrap over rollouts.
+The inversion rate is what GRPO feels: among the pairs of one correct and one incorrect rollout of the SAME problem,
+the share where the incorrect one scores strictly higher (its advantage is then above the correct one's).
 
 Process calibration: a prefix score s_t should track how likely the prefix is to end well. We estimate that by
 sampling K continuations of the prefix from the policy (the paper used K = 32) and counting correct final answers,
@@ -36,6 +40,7 @@ import random
 
 from analysis.prefix_calibration import plot_prefix_calibration, prefix_calibration
 from common import ArgumentParser, check_flags, fail
+from judge import JudgeResult
 
 THRESHOLD = 0.75  # a 1-5 score >= 4, normalised by (N - 1) / 4
 CONDITIONS = ("reference", "no_reference", "wrong_reference")
@@ -102,6 +107,27 @@ def rates(scores: list, correct: list[bool], threshold: float = THRESHOLD) -> di
     }
 
 
+def inversion_rate(scores: list, correct: list[bool], problems: list[str]) -> float | None:
+    """Among (correct, incorrect) pairs of rollouts of the same problem, the share where the incorrect one scores
+    strictly higher (parse failures excluded); None without such a pair.
+
+    Example (problem a: correct 0.75, incorrect 1.0 and 0.25; problem b: only correct ones):
+        >>> inversion_rate([0.75, 1.0, 0.25, 1.0], [True, False, False, True], ["a", "a", "a", "b"])
+        0.5
+    """
+    groups: dict[str, list[tuple[float, bool]]] = {}
+    for s, c, p in zip(scores, correct, problems):
+        if s is not None:
+            groups.setdefault(p, []).append((s, bool(c)))
+    inverted = pairs = 0
+    for rows in groups.values():
+        for s_right in (s for s, c in rows if c):
+            for s_wrong in (s for s, c in rows if not c):
+                pairs += 1
+                inverted += s_wrong > s_right
+    return inverted / pairs if pairs else None
+
+
 def bootstrap_ci(
     scores: list,
     correct: list[bool],
@@ -161,18 +187,38 @@ def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_
     )
 
 
-def score_condition(judge, rows: list[dict], condition: str, seed: int = 0):
-    """JudgeResult for every rollout under one reference condition (see the module docstring)."""
+def score_condition(judge, rows: list[dict], condition: str, seed: int = 0, level: str = "outcome"):
+    """JudgeResult for every rollout under one reference condition (see the module docstring); at level "process"
+    each rollout is sliced at "###" and its prefix scores s_1..s_T are judged, and the scores returned are s_T."""
     questions, responses = [r["question"] for r in rows], [r["response"] for r in rows]
-    if condition == "reference":
-        return judge.score_outcome(questions, [r["reference"] for r in rows], responses)
-    if condition == "wrong_reference":
-        return judge.score_outcome(questions, wrong_references(rows, seed), responses)
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+    references = [r["reference"] for r in rows] if condition == "reference" else wrong_references(rows, seed)
     if condition == "no_reference":
-        if hasattr(judge, "score_no_reference"):
+        references = [""] * len(rows)  # toy-progress reads nothing else: a parse failure on every rollout
+    if level == "outcome":
+        if condition == "no_reference" and hasattr(judge, "score_no_reference"):
             return judge.score_no_reference(questions, responses)
-        return judge.score_outcome(questions, [""] * len(rows), responses)  # toy-progress: nothing to read
-    raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
+        return judge.score_outcome(questions, references, responses)
+    if level != "process":
+        raise ValueError(f"level must be 'outcome' or 'process', got {level!r}")
+    if condition == "no_reference" and hasattr(judge, "score_no_reference"):
+        return judge.score_no_reference(questions, responses, level="process")  # the whole response is s_T's prefix
+    result = judge.score_process(questions, references, [split_segments(r) for r in responses], "prefix")
+    return JudgeResult([row[-1] if row else None for row in result.scores], [row[-1] for row in result.texts])
+
+
+def split_segments(response: str, delimiter: str = "###") -> list[str]:
+    """The response's segments as process judging slices it (the delimiter closes a segment; on text, the same cut
+    advantages.segment_spans makes on tokens when the delimiter is one token, as in the toy world).
+
+    Example:
+        >>> split_segments("47+8=55###55*2=110###so 110")
+        ['47+8=55###', '55*2=110###', 'so 110']
+    """
+    parts = response.split(delimiter)
+    segments = [p + delimiter for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    return segments or [response]
 
 
 def calibrate(
@@ -182,14 +228,18 @@ def calibrate(
     seed: int = 0,
     num_bootstrap: int = 1000,
     threshold: float = THRESHOLD,
+    level: str = "outcome",
 ) -> dict:
-    """{condition: {"rates", "ci", "scores", "texts"}} for the rollouts in rows ("judged correct": s >= threshold)."""
+    """{condition: {"rates", "ci", "scores", "texts"}} for the rollouts in rows ("judged correct": s >= threshold);
+    rates include the inversion rate (inversion_rate)."""
     correct = [bool(r["correct"]) for r in rows]
+    problems = [r["question"] for r in rows]
     out = {}
     for condition in conditions:
-        result = score_condition(judge, rows, condition, seed)
+        result = score_condition(judge, rows, condition, seed, level)
         out[condition] = {
-            "rates": rates(result.scores, correct, threshold),
+            "rates": rates(result.scores, correct, threshold)
+            | {"inversion": inversion_rate(result.scores, correct, problems)},
             "ci": bootstrap_ci(result.scores, correct, num_bootstrap, seed, threshold=threshold),
             "scores": result.scores,
             "texts": result.texts,
@@ -220,8 +270,8 @@ def calibration_table(results: dict, judge_name: str) -> str:
     """Markdown rows: judge | condition | FPR | FNR | misplacement (%, 95% CI) | parse failures | correct/incorrect."""
     lines = [
         "| judge | condition | FPR % | FNR % | misplacement % | parse fail % | misplacement, failures as < 4 % "
-        "| correct / incorrect |",
-        "|---|---|---|---|---|---|---|---|",
+        "| inversion % | correct / incorrect |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for condition, res in results.items():
         r, ci = res["rates"], res["ci"]
@@ -230,7 +280,7 @@ def calibration_table(results: dict, judge_name: str) -> str:
             f"{percent_ci(r['fnr'], ci['fnr'])} | "
             f"{percent_ci(r['misplacement'], ci['misplacement'])} | {percent(r['parse_failure'])} | "
             f"{percent_ci(r['misplacement_failed_as_low'], ci['misplacement_failed_as_low'])} | "
-            f"{r['num_correct']} / {r['num_incorrect']} |"
+            f"{percent(r.get('inversion'))} | {r['num_correct']} / {r['num_incorrect']} |"
         )
     return "\n".join(lines)
 
@@ -306,6 +356,12 @@ def main(argv: list[str] | None = None) -> dict:
     """python -m analysis.calibrate --rollouts R.jsonl --judge toy|DIR|URL [--process_model toy --k 8]"""
     parser = ArgumentParser(prog="python -m analysis.calibrate", description=__doc__.split("\n\n")[0])
     add_judge_args(parser)
+    parser.add_argument(
+        "--level",
+        choices=("outcome", "process"),
+        default="outcome",
+        help="outcome: the whole response; process: s_T, the final prefix's score under the process rubric",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument(
         "--min_score", type=int, default=4, help="a 1-5 score >= this counts as judged correct (paper: 4)"
@@ -329,7 +385,11 @@ def main(argv: list[str] | None = None) -> dict:
     judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size, args.judge_error_rate)
     name = os.path.basename(os.path.normpath(args.judge))
     name += f" (error rate {args.judge_error_rate})" if args.judge_error_rate else ""
-    results = calibrate(judge, rows, seed=args.seed, num_bootstrap=args.bootstrap, threshold=(args.min_score - 1) / 4)
+    name += ", process s_T" if args.level == "process" else ""
+    threshold = (args.min_score - 1) / 4
+    results = calibrate(
+        judge, rows, seed=args.seed, num_bootstrap=args.bootstrap, threshold=threshold, level=args.level
+    )
     os.makedirs(args.out, exist_ok=True)
     table = calibration_table(results, name)
     plot_histograms(
@@ -338,6 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "judge": args.judge,
         "judge_error_rate": args.judge_error_rate,
+        "level": args.level,
         "rollouts": args.rollouts,
         "num_rollouts": len(rows),
         "min_score": args.min_score,

@@ -1,12 +1,13 @@
-"""The toy judges (toy_judge.py): every rubric level on hand-made responses, inert injections, the wrong reference,
-the error dial, the no-reference judge, and how --judge selects a toy judge."""
+"""The earlier toy judges (toy_judge_variants.py: the exact rubric judge, the checkpoint counter, the no-reference
+judge): every rubric level on hand-made responses, inert injections, the wrong reference, the error dial; and how
+--judge selects a toy judge. The default LLM-like judge: tests/test_llm_like_judge.py."""
 
 import pytest
 
 import toy
 from config import parse_args
 from judge_health import PROBE_SAMPLE, probe_judge
-from toy_judge import CheckpointJudge, NoReferenceJudge, RubricJudge, read_reference, unit_hash, verify
+from toy_judge import CheckpointJudge, LLMLikeJudge, NoReferenceJudge, RubricJudge, read_reference, unit_hash, verify
 
 # 27 *2 +34 +65 -62: path 27 -> 54 -> 88 -> 153 -> 91; the reference states 88 (after step 2) and 91 (after step 4)
 QUESTION = "27 *2 +34 +65 -62"
@@ -135,9 +136,10 @@ def test_error_dial():
 
 
 def test_unit_hash_is_stable():
-    # sha256 of "a\x00b": the same number in every process (Python's hash() is salted per run)
-    assert unit_hash("a", "b") == unit_hash("a", "b") and 0 <= unit_hash("a", "b") < 1
-    assert unit_hash("a", "b") != unit_hash("ab", "")
+    # sha256("a\x00b") = 59b271ae1bbcb1d3...; its first 8 bytes / 2^64 = 0x59b271ae1bbcb1d3 / 2^64 = 0.35037909...
+    # (a fixed number in every process and on every machine; Python's hash() is salted per run)
+    assert unit_hash("a", "b") == 0x59B271AE1BBCB1D3 / 2**64 == pytest.approx(0.3503790903157433, abs=0)
+    assert unit_hash("a", "b") != unit_hash("ab", "")  # the separator matters
 
 
 def test_verify_counts():
@@ -171,9 +173,11 @@ def test_no_reference_judge_rules():
 def test_judge_flag_selects_the_toy_judge():
     from train_stage1 import build_judge
 
-    assert isinstance(build_judge(parse_args([])), RubricJudge)  # the default: the rubric judge
+    assert isinstance(build_judge(parse_args([])), LLMLikeJudge)  # the default: the judge that errs like an LLM
+    assert isinstance(build_judge(parse_args(["--judge", "toy-rubric"])), RubricJudge)  # the earlier default
     assert isinstance(build_judge(parse_args(["--judge", "toy-progress"])), CheckpointJudge)
     assert build_judge(parse_args(["--judge_error_rate", "0.25"])).error_rate == 0.25
+    assert build_judge(parse_args(["--judge", "toy-rubric", "--judge_error_rate", "0.5"])).error_rate == 0.5
     assert toy.CheckpointJudge is CheckpointJudge and toy.RubricJudge is RubricJudge  # still importable from toy
     for bad in (
         ["--judge_error_rate", "1.5"],
@@ -187,12 +191,14 @@ def test_judge_flag_selects_the_toy_judge():
 def test_load_inputs_needs_no_judge_directory_for_either_toy_judge():
     from config import load_inputs
 
-    for name in ("toy", "toy-progress"):
+    for name in ("toy", "toy-rubric", "toy-progress"):
         problems, _ = load_inputs(parse_args(["--judge", name, "--eval_data", ""]))
         assert problems
 
 
-@pytest.mark.parametrize("judge", [RubricJudge(), CheckpointJudge(), RubricJudge(error_rate=1.0)])
+@pytest.mark.parametrize(
+    "judge", [LLMLikeJudge(), RubricJudge(), CheckpointJudge(), RubricJudge(error_rate=1.0), LLMLikeJudge(error_rate=1)]
+)
 def test_probe_passes_for_the_toy_judges(judge):
     probe_judge(judge, "toy")  # raises JudgeError when the probe sample gets no parseable score
     question, reference, response = PROBE_SAMPLE
