@@ -3,18 +3,22 @@ only swap judge models.)
 
     python -m scripts.judge_dial   # shares runs/reproduce with scripts.reproduce: its p = 0 columns are reused
 
-The rubric toy judge's `--judge_error_rate p` makes it misread the reference on a share p of the texts it judges
-(toy_judge.RubricJudge). For each p this driver
-  1. measures the judge's misplacement on fixed base rollouts (analysis.calibrate, correct-reference condition:
-     (FPR + FNR) / 2 at "score >= 4"), so the x axis is a measured judge quality, not the knob;
+The toy judge's `--judge_error_rate p` makes it misread the whole reference on a share p of the texts it judges, on
+top of its own errors (toy_judge.LLMLikeJudge). For each p this driver
+  1. measures the judge's misplacement on fixed base rollouts at EACH LEVEL (analysis.calibrate, correct-reference
+     condition, (FPR + FNR) / 2 at "score >= 4": `--level outcome` for ExpRL-Outcome's x, `--level process`, the
+     final prefix's s_T, for ExpRL-Process's), so each curve's x axis is its own measured judge quality, with the
+     bootstrap 95% interval as its error bar;
   2. runs ExpRL-Outcome and ExpRL-Process Stage I with that judge, then the reproduction's Stage II (sparse, no
      judge), with exactly the reproduction's sizes and commands (scripts/reproduce.py `chain`);
-and plots held-out pass@1 after Stage I and after Stage II against the measured misplacement, sparse GRPO (which
-never calls the judge) as the flat line. At p = 0 the commands are the reproduction's own, in the same directories,
-so a finished reproduction is reused, not rerun; every other cell is s<seed>/<method>_p<p>/.
+and plots development-split pass@1 after Stage I and after Stage II (mean ± std over seeds) against the measured
+misplacement, sparse GRPO (which never calls the judge) as the flat line. At p = 0 the commands are the
+reproduction's own, in the same directories, so a finished reproduction is reused, not rerun; every other cell is
+s<seed>/<method>_p<p>/. The dial reads the development split only (test_n 0): the test split stays the final
+reproduction's.
 
-Outputs in --output_dir: dial/ (the calibration rollouts and one calibration per p), judge_dial.md (the table),
-judge_dial.json (every point, per seed), judge_dial.png.
+Outputs in --output_dir: dial/ (the calibration rollouts and one calibration per level and p), judge_dial.md (the
+table), judge_dial.json (every point, per seed), judge_dial.png.
 """
 
 import json
@@ -33,12 +37,14 @@ from scripts.reproduce_report import LABELS as METHOD_LABELS
 from scripts.reproduce_report import final_eval
 
 LABELS = {m: METHOD_LABELS[m] for m in ("outcome", "process")} | {"sparse": METHOD_LABELS["sparse"] + " (no judge)"}
+LEVEL = {"outcome": "outcome", "process": "process"}  # the calibration level that measures each method's judge
 
 
 @dataclass
 class Args(reproduce.Args):
     methods: str = field(default="outcome,process", metadata={"help": "the judged methods: outcome, process"})
-    seeds: str = field(default="0", metadata={"help": "comma-separated seeds of every cell (and of the sparse line)"})
+    seeds: str = field(default="0,1,2", metadata={"help": "comma-separated seeds of every cell (and the sparse line)"})
+    test_n: int = field(default=0, metadata={"help": "test-split samples per problem (0: the dial reads dev only)"})
     error_rates: str = field(default="0,0.25,0.5,0.75,1", metadata={"help": "the judge's --judge_error_rate values"})
     calibration_problems: int = field(
         default=64, metadata={"help": "held-out and easy problems whose base rollouts (x4, x2) calibrate the judge"}
@@ -65,14 +71,16 @@ def calibration_rollouts(args: Args) -> list[str]:
     return paths
 
 
-def misplacement(args: Args, rollouts: list[str], p: float) -> dict:
-    """The judge's rates at error rate p on the fixed rollouts: {"misplacement", "fpr", "fnr", "ci"} (fractions)."""
-    out = os.path.join(args.output_dir, "dial", f"calibration_p{p:g}")
+def misplacement(args: Args, rollouts: list[str], p: float, level: str) -> dict:
+    """The judge's rates at error rate p and one level on the fixed rollouts: {"misplacement", "fpr", "fnr", "ci",
+    "inversion"} (fractions; ci = the bootstrap 95% interval of the misplacement)."""
+    out = os.path.join(args.output_dir, "dial", f"calibration_{level}_p{p:g}")
     command = ["-m", "analysis.calibrate", "--rollouts", *rollouts, "--judge", "toy", "--judge_error_rate", str(p)]
-    run(out, command + ["--bootstrap", "200", "--out", out])
+    run(out, command + ["--level", level, "--bootstrap", "200", "--out", out])
     reference = json.load(open(os.path.join(out, "calibration.json")))["conditions"]["reference"]
     rates = reference["rates"]
-    return {k: rates[k] for k in ("misplacement", "fpr", "fnr")} | {"ci": reference["ci"]["misplacement"]}
+    keys = ("misplacement", "fpr", "fnr", "inversion")
+    return {k: rates.get(k) for k in keys} | {"ci": reference["ci"]["misplacement"]}
 
 
 def pass_at_1(args: Args, seed: int, name: str, stage: str) -> float | None:
@@ -86,34 +94,38 @@ def collect(args: Args, methods: list[str], seeds: list[int], rates: list[float]
         {
             "method": m,
             "p": p,
-            "misplacement": judges[p]["misplacement"],
-            "misplacement_ci": judges[p]["ci"],
+            "misplacement": judges[m, p]["misplacement"],
+            "misplacement_ci": judges[m, p]["ci"],
             **{stage: [pass_at_1(args, s, cell(m, p), stage) for s in seeds] for stage in ("stage1", "stage2")},
         }
         for m in methods
         for p in rates
     ]
     sparse = {stage: [pass_at_1(args, s, "sparse", stage) for s in seeds] for stage in ("stage1", "stage2")}
-    return {"seeds": seeds, "judges": {f"{p:g}": judges[p] for p in rates}, "points": points, "sparse": sparse}
+    calibrations = {f"{LEVEL[m]} p={p:g}": judges[m, p] for m in methods for p in rates}
+    return {"seeds": seeds, "judges": calibrations, "points": points, "sparse": sparse}
 
 
 def markdown(args: Args, result: dict, minutes: float) -> str:
     seeds = ", ".join(map(str, result["seeds"]))
     lines = [
-        f"# The judge-quality dial (seeds {seeds}; held-out pass@1, mean over seeds, per seed in brackets)",
+        f"# The judge-quality dial (seeds {seeds}; development-split pass@1, mean ± std over seeds, per seed in "
+        "brackets)",
         "",
         f"Command: `{' '.join(['python -m scripts.judge_dial'] + cli_diff(args))}` — "
         f"{minutes:.1f} min in this invocation ({args.jobs} runs in parallel). Misplacement: analysis.calibrate on "
         f"the base's rollouts ({args.calibration_problems} held-out x 4 + {args.calibration_problems} easy x 2), "
-        "correct-reference condition.",
+        "correct-reference condition, at each method's own level (outcome: the response; process: s_T), with its "
+        "bootstrap 95% interval.",
         "",
-        "| method | judge_error_rate | misplacement % | pass@1 after Stage I | after Stage II |",
+        "| method | judge_error_rate | misplacement % [95% CI] | pass@1 after Stage I | after Stage II |",
         "|---|---|---|---|---|",
     ]
     for pt in result["points"]:
+        lo, hi = pt["misplacement_ci"]
         lines.append(
-            f"| {LABELS[pt['method']]} | {pt['p']:g} | {100 * pt['misplacement']:.1f} | {_cell(pt['stage1'])} | "
-            f"{_cell(pt['stage2'])} |"
+            f"| {LABELS[pt['method']]} | {pt['p']:g} | {100 * pt['misplacement']:.1f} [{100 * lo:.1f}, "
+            f"{100 * hi:.1f}] | {_cell(pt['stage1'])} | {_cell(pt['stage2'])} |"
         )
     sparse = result["sparse"]
     lines.append(f"| {LABELS['sparse']} | - | - | {_cell(sparse['stage1'])} | {_cell(sparse['stage2'])} |")
@@ -124,7 +136,8 @@ def _cell(values: list) -> str:
     done = [v for v in values if v is not None]
     if not done:
         return "not run"
-    return f"{np.mean(done):.3f} [{', '.join(f'{v:.3f}' for v in done)}]"
+    spread = f" ± {np.std(done, ddof=1):.3f}" if len(done) > 1 else ""
+    return f"{np.mean(done):.3f}{spread} [{', '.join(f'{v:.3f}' for v in done)}]"
 
 
 def plot(result: dict, path: str) -> None:
@@ -138,17 +151,20 @@ def plot(result: dict, path: str) -> None:
     for ax, stage, title in zip(axes, ("stage1", "stage2"), ("after Stage I", "after Stage I + Stage II")):
         for color, method in (("C4", "outcome"), ("C5", "process")):
             pts = sorted((p for p in result["points"] if p["method"] == method), key=lambda p: p["misplacement"])
-            xs = [100 * p["misplacement"] for p in pts]
-            means = [np.mean([v for v in p[stage] if v is not None] or [np.nan]) for p in pts]
-            ax.plot(xs, means, marker="o", color=color, label=LABELS[method])
-            for x, p in zip(xs, pts):
-                seeds = [v for v in p[stage] if v is not None]
+            xs = np.array([100 * p["misplacement"] for p in pts])
+            xerr = np.array([[x - 100 * p["misplacement_ci"][0], 100 * p["misplacement_ci"][1] - x]
+                             for x, p in zip(xs, pts)]).T.reshape(2, -1)  # fmt: skip
+            runs = [[v for v in p[stage] if v is not None] for p in pts]
+            means = [np.mean(r) if r else np.nan for r in runs]
+            stds = [np.std(r, ddof=1) if len(r) > 1 else 0.0 for r in runs]
+            ax.errorbar(xs, means, xerr=xerr, yerr=stds, marker="o", color=color, capsize=3, label=LABELS[method])
+            for x, seeds in zip(xs, runs):
                 ax.scatter([x] * len(seeds), seeds, color=color, alpha=0.3, s=12)
         sparse = [v for v in result["sparse"][stage] if v is not None]
         if sparse:
             ax.axhline(np.mean(sparse), color="C2", linestyle="--", label=LABELS["sparse"])
         ax.axvline(17.8, color="grey", linestyle=":", label="paper's 4B judge (17.8%)")
-        ax.set(xlabel="judge misplacement on base rollouts (%)", title=f"held-out pass@1 {title}")
+        ax.set(xlabel="judge misplacement at the method's level, base rollouts (%)", title=f"dev pass@1 {title}")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("pass@1")
     axes[1].legend(fontsize=8)
@@ -166,7 +182,7 @@ def main(args: Args) -> dict:
         raise SystemExit(f"--methods must be outcome/process (got {bad}) and --error_rates in [0, 1] (got {rates})")
     os.makedirs(args.output_dir, exist_ok=True)
     rollouts = calibration_rollouts(args)
-    judges = {p: misplacement(args, rollouts, p) for p in rates}
+    judges = {(m, p): misplacement(args, rollouts, p, LEVEL[m]) for m in methods for p in rates}
     data = mine(args)
     flags = {p: ("--judge_error_rate", f"{p:g}") if p else () for p in rates}
     chains = [chain(args, data, "sparse", s) for s in seeds]

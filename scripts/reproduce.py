@@ -64,9 +64,12 @@ class Args:
     sft_epochs: int = field(default=2, metadata={"help": "SFT passes over the hard set (paper: 2)"})
     eval_n: int = field(default=64, metadata={"help": "samples per held-out problem (pass@k up to k = eval_n)"})
     eval_limit: int = field(default=48, metadata={"help": "held-out (development) problems evaluated"})
-    test_n: int = field(
-        default=32, metadata={"help": "samples per problem on the untouched test split (toy_data/test.jsonl); 0 skips"}
+    judge: str = field(default="toy", metadata={"help": "the judge of ExpRL-Outcome and ExpRL-Process (--judge)"})
+    test_data: str = field(
+        default=TOY_DATA["toy:test"], metadata={"help": "the untouched test split: final checkpoints are scored on it"}
     )
+    test_n: int = field(default=32, metadata={"help": "samples per test problem (0: no test-split evaluation)"})
+    test_limit: int = field(default=0, metadata={"help": "test problems evaluated (0 = all)"})
     jobs: int = field(default=2, metadata={"help": "runs in parallel, one torch thread each (2 on a 2-core machine)"})
 
 
@@ -123,6 +126,8 @@ def chain(
         "false",
     ]
     _, command = METHODS[method]
+    if method in ("outcome", "process") and args.judge != "toy":
+        command = command + ["--judge", args.judge]
     if command is None:  # the base is evaluated as it is: the Table 2 row "Base"
         first = [
             "evaluate.py",
@@ -164,7 +169,8 @@ def chain(
     steps = [(stage1, first), (stage2, second)]
     if args.test_n:  # the untouched test split, read by nothing else: every final checkpoint, seeded like the rest
         for run_dir, model in ((stage1, start), (stage2, os.path.join(stage2, "checkpoint"))):
-            test = ["evaluate.py", "--model", model, "--data", TOY_DATA["toy:test"], "--n", str(args.test_n)]
+            test = ["evaluate.py", "--model", model, "--data", args.test_data, "--n", str(args.test_n)]
+            test += ["--limit", str(args.test_limit)] if args.test_limit else []
             test += ["--seed", str(seed), "--threads", "1", "--output_dir", os.path.join(run_dir, "test")]
             steps.append((os.path.join(run_dir, "test"), test))
     return steps

@@ -27,12 +27,17 @@ def final_eval(run_dir: str) -> str:
 
 
 def collect(out: str, methods: list[str], seeds: list[int]) -> dict:
-    """-> {stage: {method: [pass_at_k.json per seed]}} for stage in stage1, stage2."""
-    table = {}
+    """-> {split: {stage: {method: [pass_at_k.json per seed]}}} for split "dev" (the held-out development problems,
+    each run's last evaluation) and "test" (the untouched test split, run_dir/test/, when the runs have it)."""
+    table = {"dev": {}, "test": {}}
     for stage in ("stage1", "stage2"):
-        table[stage] = {
-            m: [json.load(open(final_eval(os.path.join(out, f"s{s}", m, stage)))) for s in seeds] for m in methods
-        }
+        runs = {m: [os.path.join(out, f"s{s}", m, stage) for s in seeds] for m in methods}
+        table["dev"][stage] = {m: [json.load(open(final_eval(d))) for d in dirs] for m, dirs in runs.items()}
+        tests = {m: [os.path.join(d, "test", "pass_at_k.json") for d in dirs] for m, dirs in runs.items()}
+        if all(os.path.exists(p) for paths in tests.values() for p in paths):
+            table["test"][stage] = {m: [json.load(open(p)) for p in paths] for m, paths in tests.items()}
+    if len(table["test"]) < 2:  # a split is reported after both stages or not at all
+        del table["test"]
     return table
 
 
@@ -42,18 +47,26 @@ def mean_std(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
+def shown_ks(results: list[dict]) -> list[str]:
+    """The k reported in the tables: 1, 16 and the largest (n)."""
+    ks = list(results[0]["pass@k"])
+    return list(dict.fromkeys(k for k in ("1", "16", ks[-1]) if k in ks))
+
+
 def results_markdown(c: dict, table: dict, seeds: list[int], header: str) -> str:
-    """The two pass@k tables (mean ± sample std, then pass@1 per seed); c = the reproduction's config.json."""
-    n = c["eval_n"]
-    ks = [k for k in ("1", "16", str(n)) if k in next(iter(table["stage1"].values()))[0]["pass@k"]]
-    ks = list(dict.fromkeys(ks))
+    """The pass@k tables (mean ± sample std over seeds, then pass@1 per seed), the development split and, where the
+    runs have it, the test split side by side; c = the reproduction's config.json."""
+    splits = [s for s in ("dev", "test") if s in table]
+    first = {s: next(iter(table[s]["stage1"].values()))[0] for s in splits}
+    sizes = {s: f"{first[s]['num_problems']} problems x {first[s]['n']} samples" for s in splits}
     lines = [
         f"# Toy-world reproduction (seeds {', '.join(map(str, seeds))}; mean ± sample std over seeds)",
         "",
         header,
         "",
-        f"Held-out: {table['stage1'][next(iter(table['stage1']))][0]['num_problems']} hard problems x {n} samples "
-        f"(temperature 1.0). Stage I: {c['stage1_steps']} steps x {c['prompts_per_step']} prompts x "
+        f"Judge: `{c.get('judge', 'toy')}`. Development split (dev): held-out hard problems, {sizes['dev']}"
+        + (f"; test split (test): toy_data/test.jsonl, {sizes.get('test')}, read by nothing else" * ("test" in sizes))
+        + f" (temperature 1.0). Stage I: {c['stage1_steps']} steps x {c['prompts_per_step']} prompts x "
         f"{c['group_size']} rollouts (SFT: {c['sft_epochs']} epochs); Stage II: {c['stage2_steps']} steps, same size.",
         "",
     ]
@@ -61,21 +74,21 @@ def results_markdown(c: dict, table: dict, seeds: list[int], header: str) -> str
         ("stage1", "After Stage I (the Table 2 analogue)"),
         ("stage2", "After Stage I + the same Stage II (the Table 1 analogue)"),
     ):
-        lines += [
-            f"## {title}",
-            "",
-            "| method | "
-            + " | ".join(f"pass@{k}" for k in ks)
-            + f" | pass@1 per seed ({', '.join(map(str, seeds))}) |",
-            "|---|" + "---|" * (len(ks) + 1),
-        ]
-        for method, results in table[stage].items():
-            cells = [mean_std([r["pass@k"][k] for r in results]) for k in ks]
-            per_seed = ", ".join(f"{r['pass@k']['1']:.3f}" for r in results)
-            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + f" | {per_seed} |")
+        ks = {s: shown_ks(first_of(table[s][stage])) for s in splits}
+        heads = [f"{s} pass@{k}" for s in splits for k in ks[s]]
+        heads += [f"{s} pass@1 per seed ({', '.join(map(str, seeds))})" for s in splits]
+        lines += [f"## {title}", "", "| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+        for method in table["dev"][stage]:
+            cells = [mean_std([r["pass@k"][k] for r in table[s][stage][method]]) for s in splits for k in ks[s]]
+            cells += [", ".join(f"{r['pass@k']['1']:.3f}" for r in table[s][stage][method]) for s in splits]
+            lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["![pass@k](passk.png)", "", "![Stage-I training](stage1_training.png)", ""]
     return "\n".join(lines)
+
+
+def first_of(results_by_method: dict) -> list[dict]:
+    return next(iter(results_by_method.values()))
 
 
 def plot(out: str, table: dict, methods: list[str], seeds: list[int]) -> None:
@@ -86,12 +99,14 @@ def plot(out: str, table: dict, methods: list[str], seeds: list[int]) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    split = "test" if "test" in table else "dev"  # the figure shows the split nothing was tuned on, where there is one
     for ax, stage, title in zip(axes, ("stage1", "stage2"), ("after Stage I", "after Stage II")):
         for method in methods:
-            ks = [int(k) for k in table[stage][method][0]["pass@k"]]
-            curve = np.mean([[r["pass@k"][str(k)] for k in ks] for r in table[stage][method]], axis=0)
+            results = table[split][stage][method]
+            ks = [int(k) for k in results[0]["pass@k"]]
+            curve = np.mean([[r["pass@k"][str(k)] for k in ks] for r in results], axis=0)
             ax.plot(ks, curve, marker="o", label=LABELS[method], color=_color(method))
-        ax.set(xscale="log", xlabel="k", title=f"held-out pass@k {title}")
+        ax.set(xscale="log", xlabel="k", title=f"{split} pass@k {title}")
         ax.set_xticks(ks, [str(k) for k in ks])
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("pass@k")
@@ -138,19 +153,31 @@ def diagnostics_markdown(out: str, stage2_steps: int, methods: list[str], seeds:
     def skipped(method: str, stage: str) -> str:  # optimiser steps skipped over a whole run
         return stat(method, stage, "skipped_update", every, np.sum, ".1f")
 
+    def frozen(method: str, stage: str) -> str:  # seeds whose run skipped every update: the model did not change
+        paths = [os.path.join(out, f"s{s}", method, stage, "metrics.jsonl") for s in seeds]
+        runs = [r for r in (_metric_curve(p, "skipped_update") for p in paths) if r]
+        return f"{sum(all(r) for r in runs)} of {len(runs)}" if runs else ""
+
+    def spread(method: str, stage: str, key: str, part: slice) -> str:  # mean over seeds [lowest, highest seed]
+        values = [_metric_curve(os.path.join(out, f"s{s}", method, stage, "metrics.jsonl"), key)[part] for s in seeds]
+        values = [np.mean(v) for v in values if len(v)]
+        return f"{np.mean(values):.2f} [{min(values):.2f}, {max(values):.2f}]" if values else ""
+
     lines = [
-        "## During training (mean over seeds)",
+        "## During training (mean over seeds; [lowest, highest seed])",
         "",
-        "| method | S-I fully unsolved, first -> last 10 steps | S-I entropy, last 10 | S-I skipped updates | "
-        "S-II skipped updates | S-II answer accuracy, last 10 |",
-        "|---|---|---|---|---|---|",
+        "| method | S-I fully unsolved, first 10 steps -> last 10 | S-I entropy, last 10 | S-I skipped updates "
+        "| S-I runs with every update skipped | S-II skipped updates | S-II runs with every update skipped "
+        "| S-II answer accuracy, last 10 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for m in methods:
-        before, after = stat(m, "stage1", "fully_unsolved", first), stat(m, "stage1", "fully_unsolved", last)
-        unsolved = f"{before} -> {after}" if before else ""  # base and SFT have no Stage-I RL log
+        before = stat(m, "stage1", "fully_unsolved", first)
+        unsolved = f"{before} -> {spread(m, 'stage1', 'fully_unsolved', last)}" if before else ""  # no RL log: ""
         lines.append(
             f"| {LABELS[m]} | {unsolved} | {stat(m, 'stage1', 'entropy', last)} | {skipped(m, 'stage1')} | "
-            f"{skipped(m, 'stage2')} of {stage2_steps} | {stat(m, 'stage2', 'answer_accuracy', last)} |"
+            f"{frozen(m, 'stage1')} | {skipped(m, 'stage2')} of {stage2_steps} | {frozen(m, 'stage2')} | "
+            f"{stat(m, 'stage2', 'answer_accuracy', last)} |"
         )
     return "\n".join(lines + [""])
 
@@ -172,29 +199,33 @@ COMPARISONS = [
     ("process", "base", "stage1"), ("outcome", "base", "stage1"), ("sft", "base", "stage1"),
     ("process", "base", "stage2"), ("outcome", "base", "stage2"), ("sparse", "base", "stage2"),
     ("process", "sparse", "stage2"), ("outcome", "sparse", "stage2"), ("process", "outcome", "stage2"),
-    ("self_distill", "sparse", "stage2"), ("sft", "base", "stage2"),
+    ("self_distill", "sparse", "stage2"), ("sft", "base", "stage2"), ("process", "self_distill", "stage2"),
+    ("outcome", "self_distill", "stage2"), ("process", "sft", "stage2"), ("outcome", "sft", "stage2"),
 ]  # fmt: skip
 
 
 def paired_markdown(table: dict, seeds: list[int]) -> str:
-    """Each ordering the paper reports, seed by seed: in how many seeds A > B at pass@1, and the mean ± std of A - B
-    over seeds (the seeds pair up: a seed fixes the evaluation draws and Stage II's data order for every method)."""
-    lines = [
-        "## The paper's orderings, seed by seed (held-out pass@1)",
-        "",
-        "| ordering | after | seeds where it holds | mean difference ± std |",
-        "|---|---|---|---|",
-    ]
+    """Each ordering the paper reports, seed by seed, per split and per k: wins-ties-losses of A against B over the
+    seeds and the mean ± std of A - B (the seeds pair up: a seed fixes every method's evaluation draws and Stage II's
+    data order). A tie is an equal estimate, e.g. two runs that are both the unchanged base model."""
+    lines = ["## The paper's orderings, seed by seed", "",
+             "Each cell: seeds where A > B - equal - A < B, then the mean difference A - B ± its std over seeds.", "",
+             "| ordering | after | split | " + " | ".join(f"pass@{k}" for k in ("1", "16", "n")) + " |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for better, worse, stage in COMPARISONS:
-        if better not in table[stage] or worse not in table[stage]:
-            continue
-        a = np.array([r["pass@k"]["1"] for r in table[stage][better]])
-        b = np.array([r["pass@k"]["1"] for r in table[stage][worse]])
-        where = "Stage I" if stage == "stage1" else "Stage II"
-        lines.append(
-            f"| {LABELS[better]} > {LABELS[worse]} | {where} | {int((a > b).sum())} of {len(seeds)} | "
-            f"{(a - b).mean():+.3f} ± {(a - b).std(ddof=1) if len(a) > 1 else 0:.3f} |"
-        )
+        for split in [s for s in ("dev", "test") if s in table]:
+            results = table[split][stage]
+            if better not in results or worse not in results:
+                continue
+            cells = []
+            for k in shown_ks(results[better]):
+                a = np.array([r["pass@k"][k] for r in results[better]])
+                b = np.array([r["pass@k"][k] for r in results[worse]])
+                d = a - b
+                std = d.std(ddof=1) if len(d) > 1 else 0.0
+                cells.append(f"{(d > 0).sum()}-{(d == 0).sum()}-{(d < 0).sum()} ({d.mean():+.3f} ± {std:.3f})")
+            where = "Stage I" if stage == "stage1" else "Stage II"
+            lines.append(f"| {LABELS[better]} > {LABELS[worse]} | {where} | {split} | " + " | ".join(cells) + " |")
     return "\n".join(lines + [""])
 
 

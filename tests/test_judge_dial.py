@@ -15,8 +15,10 @@ DATA = {"train": "t.jsonl", "heldout": "h.jsonl"}
 def test_p0_cells_are_the_reproduction_and_other_cells_add_only_the_error_rate():
     args = Args(output_dir="out")
     assert cell("outcome", 0.0) == "outcome" and cell("process", 0.25) == "process_p0.25"
-    assert judge_dial.chain(args, DATA, "outcome", 1) == reproduce.chain(
-        reproduce.Args(output_dir="out"), DATA, "outcome", 1
+    # the same Stage I and Stage II commands as the reproduction (which also scores both on the test split)
+    assert (
+        judge_dial.chain(args, DATA, "outcome", 1)
+        == reproduce.chain(reproduce.Args(output_dir="out"), DATA, "outcome", 1)[:2]
     )
     (dir1, first), (dir2, second) = judge_dial.chain(
         args, DATA, "process", 1, cell("process", 0.5), ("--judge_error_rate", "0.5")
@@ -40,29 +42,41 @@ def test_table_and_figure_come_from_the_run_directories(tmp_path):
     for name in ("heldout", "easy"):
         (tmp_path / "dial" / "rollouts" / name).mkdir(parents=True)
         (tmp_path / "dial" / "rollouts" / name / "done").write_text("1\n")
-    for p, mis in ((0, 0.124), (1, 0.506)):
-        out = tmp_path / "dial" / f"calibration_p{p}"
-        out.mkdir(parents=True)
-        rates = {"misplacement": mis, "fpr": 0.2, "fnr": 0.1}
-        (out / "calibration.json").write_text(
-            json.dumps({"conditions": {"reference": {"rates": rates, "ci": {"misplacement": [0.1, 0.15]}}}})
-        )
-        (out / "done").write_text("1\n")
-    values = {"sparse": (0.05, 0.10), "outcome": (0.20, 0.30), "outcome_p1": (0.01, 0.04)}
+    for level in ("outcome", "process"):
+        for p, mis in ((0, 0.181 if level == "outcome" else 0.172), (1, 0.506)):
+            out = tmp_path / "dial" / f"calibration_{level}_p{p}"
+            out.mkdir(parents=True)
+            rates = {"misplacement": mis, "fpr": 0.2, "fnr": 0.1, "inversion": 0.03}
+            ci = [mis - 0.02, mis + 0.03]
+            (out / "calibration.json").write_text(
+                json.dumps({"conditions": {"reference": {"rates": rates, "ci": {"misplacement": ci}}}})
+            )
+            (out / "done").write_text("1\n")
+    values = {"sparse": (0.05, 0.10), "outcome": (0.20, 0.30), "outcome_p1": (0.01, 0.04), "process": (0.2, 0.2),
+              "process_p1": (0.0, 0.0)}  # fmt: skip
     for name, (s1, s2) in values.items():
         _fake_run(tmp_path, name, "stage1", s1)
         _fake_run(tmp_path, name, "stage2", s2)
-    result = main(Args(output_dir=str(tmp_path), methods="outcome", error_rates="0,1"))
-    assert [(p["p"], p["misplacement"], p["stage1"], p["stage2"]) for p in result["points"]] == [
-        (0.0, 0.124, [0.20], [0.30]),
-        (1.0, 0.506, [0.01], [0.04]),
+    result = main(Args(output_dir=str(tmp_path), methods="outcome,process", error_rates="0,1", seeds="0"))
+    assert [(p["method"], p["p"], p["misplacement"], p["stage1"], p["stage2"]) for p in result["points"]] == [
+        ("outcome", 0.0, 0.181, [0.20], [0.30]),
+        ("outcome", 1.0, 0.506, [0.01], [0.04]),
+        ("process", 0.0, 0.172, [0.2], [0.2]),  # the process curve's x is the process-level calibration's
+        ("process", 1.0, 0.506, [0.0], [0.0]),
     ]
     assert result["sparse"] == {"stage1": [0.05], "stage2": [0.10]}
     table = (tmp_path / "judge_dial.md").read_text()
-    assert "| ExpRL-Outcome | 1 | 50.6 | 0.010 [0.010] | 0.040 [0.040] |" in table
+    # 50.6% with its interval [50.6 - 2, 50.6 + 3]; one seed: no spread
+    assert "| ExpRL-Outcome | 1 | 50.6 [48.6, 53.6] | 0.010 [0.010] | 0.040 [0.040] |" in table
+    assert "| ExpRL-Process | 0 | 17.2 [15.2, 20.2] | 0.200 [0.200] | 0.200 [0.200] |" in table
     assert "| Sparse GRPO (no judge) | - | - | 0.050 [0.050] | 0.100 [0.100] |" in table
-    assert json.load(open(tmp_path / "judge_dial.json")) == json.loads(json.dumps(result))
     assert os.path.getsize(tmp_path / "judge_dial.png") > 1000
+
+
+def test_cells_give_mean_and_sample_std_over_seeds():
+    # 0.1 and 0.3: mean 0.2, sample std sqrt(((0.1)^2 + (0.1)^2) / 1) = 0.1414; a missing seed is left out
+    assert judge_dial._cell([0.1, 0.3, None]) == "0.200 ± 0.141 [0.100, 0.300]"
+    assert judge_dial._cell([None]) == "not run"
 
 
 def test_bad_arguments_stop_before_any_run(tmp_path):

@@ -20,14 +20,16 @@ def test_paired_comparisons_count_seeds_and_difference_hand_computed():
         return [{"pass@k": {"1": v}} for v in pass1]
 
     table = {
-        "stage1": {"base": results(0.02, 0.03), "process": results(0.05, 0.01)},
-        "stage2": {"base": results(0.04, 0.04), "process": results(0.10, 0.14), "sparse": results(0.20, 0.02)},
+        "dev": {
+            "stage1": {"base": results(0.02, 0.03), "process": results(0.05, 0.01)},
+            "stage2": {"base": results(0.04, 0.04), "process": results(0.10, 0.14), "sparse": results(0.20, 0.02)},
+        }
     }
     text = paired_markdown(table, seeds=[0, 1])
-    # Stage I: 0.05 - 0.02 = +0.03, 0.01 - 0.03 = -0.02 -> holds in 1 of 2, mean +0.005, std sqrt(0.00125) = 0.035
-    assert "| ExpRL-Process > Base (no Stage I) | Stage I | 1 of 2 | +0.005 ± 0.035 |" in text
-    assert "| ExpRL-Process > Base (no Stage I) | Stage II | 2 of 2 | +0.080 ± 0.028 |" in text  # +0.06, +0.10
-    assert "| ExpRL-Process > Sparse GRPO | Stage II | 1 of 2 | +0.010 ± 0.156 |" in text  # -0.10, +0.12
+    # Stage I: 0.05 - 0.02 = +0.03, 0.01 - 0.03 = -0.02 -> 1 win, 0 ties, 1 loss; mean +0.005, std sqrt(0.00125)
+    assert "| ExpRL-Process > Base (no Stage I) | Stage I | dev | 1-0-1 (+0.005 ± 0.035) |" in text
+    assert "| ExpRL-Process > Base (no Stage I) | Stage II | dev | 2-0-0 (+0.080 ± 0.028) |" in text  # +0.06, +0.10
+    assert "| ExpRL-Process > Sparse GRPO | Stage II | dev | 1-0-1 (+0.010 ± 0.156) |" in text  # -0.10, +0.12
     assert "ExpRL-Outcome" not in text  # orderings with a method that did not run are left out
 
 
@@ -69,12 +71,13 @@ def _tiny_reproduction(tmp_path, methods: str):
         eval_n=2,
         eval_limit=2,
         sft_epochs=1,
+        test_n=2,
+        test_limit=2,
+        test_data=str(tmp_path / "data" / "heldout.jsonl"),  # a smoke test: the real test split is not read here
     )
     text = main(args)
     for title in ("After Stage I", "After Stage I + the same Stage II", "seed by seed", "During training"):
         assert title in text
-    recomputed = report(str(tmp_path))  # the report alone, from the run directories: the same tables
-    assert recomputed.split("\n", 3)[3] == text.split("\n", 3)[3]  # all but the header line (command and time)
     for method in methods.split(","):
         assert text.count(f"| {METHODS[method][0]} |") == 3  # one row in each table
     outcome_row = [line for line in text.splitlines() if line.startswith("| ExpRL-Outcome |")][-1]
@@ -84,34 +87,90 @@ def _tiny_reproduction(tmp_path, methods: str):
     assert result["n"] == 2 and result["num_problems"] == 2
     # the reported pass@1 is the mean fraction correct of the saved per-problem counts (n = 2 samples each)
     assert result["pass@k"]["1"] == sum(c / 2 for c in result["correct_counts"]) / 2
+    test = json.load(open(tmp_path / "s0" / "outcome" / "stage2" / "test" / "pass_at_k.json"))
+    assert (test["n"], test["num_problems"]) == (2, 2) and "test pass@1" in text
     logs = sorted(glob.glob(str(tmp_path / "**" / "log.txt"), recursive=True))
     stamps = [os.stat(path).st_mtime_ns for path in logs]
-    assert len(logs) >= 2 * len(methods.split(","))  # a Stage I (or SFT / evaluation) and a Stage II log per method
+    assert len(logs) >= 4 * len(methods.split(","))  # Stage I (or SFT / evaluation), Stage II, a test per stage
     main(args)  # every run has its done marker: nothing is rerun
     assert [os.stat(path).st_mtime_ns for path in logs] == stamps
 
 
-def test_committed_reproduction_tables_are_recomputed_from_its_logs(tmp_path):
-    """results/reproduce/ holds the 5-seed run's logs; the report rebuilds its results.md from them, digit for digit."""
-    import shutil
+def _fake_run(root, split_files: dict, skipped: list[int] | None = None):
+    """A run directory as the reproduction leaves it: eval/step_0040/pass_at_k.json (dev), test/pass_at_k.json,
+    and a metrics.jsonl with the given skipped_update flags."""
+    for where, pass_at_k in split_files.items():
+        path = root / ("eval/step_0040" if where == "dev" else "test") / "pass_at_k.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"n": 4, "num_problems": 2, "pass@k": pass_at_k}))
+    if skipped is not None:
+        lines = [json.dumps({"step": i + 1, "skipped_update": s, "fully_unsolved": 1.0}) for i, s in enumerate(skipped)]
+        (root / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 
+
+def test_report_of_a_hand_made_reproduction(tmp_path):
+    # two seeds, two methods; pass@k values chosen so that every cell can be checked by hand
+    config = {"methods": "base,outcome", "seeds": "0,1", "stage1_steps": 2, "stage2_steps": 2, "prompts_per_step": 1,
+              "group_size": 2, "sft_epochs": 1, "eval_n": 4}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    dev = {"base": [0.10, 0.20], "outcome": [0.30, 0.20]}  # pass@1 per seed, after both stages
+    test = {"base": [0.05, 0.05], "outcome": [0.25, 0.15]}
+    for seed in (0, 1):
+        for method in ("base", "outcome"):
+            for stage in ("stage1", "stage2"):
+                files = {
+                    "dev": {"1": dev[method][seed], "2": 0.5, "4": 0.5},
+                    "test": {"1": test[method][seed], "2": 0.5, "4": 0.5},
+                }
+                skipped = [1, 1] if (method, stage) == ("base", "stage2") and seed == 1 else [0, 1]
+                _fake_run(
+                    tmp_path / f"s{seed}" / method / stage,
+                    files,
+                    None if stage == "stage1" and method == "base" else skipped,
+                )
+    text = report(str(tmp_path))
+    # outcome dev pass@1: mean (0.30 + 0.20) / 2 = 0.25, sample std |0.30 - 0.20| / sqrt(2) = 0.0707
+    # outcome test pass@1: (0.25 + 0.15) / 2 = 0.20, std 0.0707; pass@4 0.5 in every run (std 0)
+    row = (
+        "| ExpRL-Outcome | 0.250 ± 0.071 | 0.500 ± 0.000 | 0.200 ± 0.071 | 0.500 ± 0.000 | 0.300, 0.200 | 0.250, 0.150"
+    )
+    assert text.count(row) == 2  # the same numbers after Stage I and after Stage II
+    # base: dev (0.10 + 0.20) / 2 = 0.15, std 0.0707; test 0.05 twice: std 0
+    assert "| Base (no Stage I) | 0.150 ± 0.071 | 0.500 ± 0.000 | 0.050 ± 0.000 |" in text
+    # the ordering outcome > base at pass@1: dev +0.20 and 0.00 -> 1 win, 1 tie, 0 losses, mean +0.10, std 0.1414;
+    # test +0.20 and +0.10 -> 2-0-0, mean +0.15, std 0.0707; pass@4: all equal -> 0-2-0
+    assert "| ExpRL-Outcome > Base (no Stage I) | Stage II | dev | 1-1-0 (+0.100 ± 0.141) |" in text
+    assert "| ExpRL-Outcome > Base (no Stage I) | Stage II | test | 2-0-0 (+0.150 ± 0.071) |" in text
+    assert "0-2-0 (+0.000 ± 0.000) |" in text
+    # base's Stage II skipped both updates in seed 1 only: 1 of 2 runs unchanged; mean skipped (2 + 1) / 2 = 1.5
+    assert "| Base (no Stage I) |  |  |  |  | 1.5 of 2 | 1 of 2 |" in text
+
+
+def test_committed_reproduction_table_matches_its_logs():
+    """results/reproduce/results.md, recomputed here without the report code: each cell of the pass@1 columns is
+    the mean and sample std over seeds of the runs' own pass_at_k.json."""
     from common import REPO
 
     committed = os.path.join(REPO, "results", "reproduce")
-    copy = shutil.copytree(committed, tmp_path / "reproduce")
-    text = report(str(copy))
-    assert text.split("\n", 3)[3] == open(os.path.join(committed, "results.md")).read().split("\n", 3)[3]
-    assert "| ExpRL-Process > Sparse GRPO | Stage II | 5 of 5 |" in text
-
-
-def test_committed_judge_dial_is_recomputed_from_its_logs(tmp_path):
-    import shutil
-
-    from common import REPO
-    from scripts import judge_dial
-
-    committed = os.path.join(REPO, "results", "reproduce")
-    copy = shutil.copytree(committed, tmp_path / "reproduce")
-    # every run is done: nothing runs, everything is read back
-    result = judge_dial.main(judge_dial.Args(output_dir=str(copy), seeds="0,1"))
-    assert result == json.load(open(os.path.join(committed, "judge_dial.json")))
+    config = json.load(open(os.path.join(committed, "config.json")))
+    seeds = config["seeds"].split(",")
+    text = open(os.path.join(committed, "results.md")).read()
+    labels = {
+        "outcome": "ExpRL-Outcome",
+        "process": "ExpRL-Process",
+        "sparse": "Sparse GRPO",
+        "base": "Base (no Stage I)",
+    }
+    for stage, heading in (("stage1", "## After Stage I ("), ("stage2", "## After Stage I + the same Stage II")):
+        table = text[text.index(heading) :].split("\n\n")[1]
+        for method, label in labels.items():
+            values = []
+            for s in seeds:
+                evals = sorted(
+                    glob.glob(os.path.join(committed, f"s{s}", method, stage, "eval", "*", "pass_at_k.json"))
+                )
+                values.append(json.load(open(evals[-1]))["pass@k"]["1"])
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+            row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
+            assert row.split(" | ")[1] == f"{mean:.3f} ± {std:.3f}", (stage, method)
