@@ -24,8 +24,8 @@ DELTA_MODES = ("delta", "delta_code", "delta_from_zero", "end")
 def group_advantages(rewards, group_size: int, scale: bool = True, eps: float = 1e-6) -> torch.Tensor:
     """GRPO advantage A_i = (r_i - mean(group)) / (std(group) + eps), or r_i - mean(group) when scale=False.
 
-    ExpRL-Outcome and sparse GRPO use scale=True (PAPER.md, "advantage = (s - group mean) / (group std + 1e-6)");
-    Stage II uses scale=False ("A = r - group mean, no std division").
+    ExpRL-Outcome and sparse GRPO use scale=True (docs/paper.md, "Outcome judge");
+    Stage II uses scale=False, A = r - group mean (docs/paper.md, "Stage II").
 
     `rewards` is ordered group by group: rewards[0:G] are the G rollouts of the first prompt, and so on.
     The std is the SAMPLE std (divide by G - 1; torch's default), as in the authors' code, verl, TRL and PipelineRL.
@@ -85,9 +85,10 @@ def _token_char_ends(token_ids: list[int], tokenizer) -> tuple[str, list[int]]:
 def segment_spans(token_ids: list[int], tokenizer, delimiter: str = "###") -> list[tuple[int, int]]:
     """Slice a response into segments at `delimiter`; return contiguous token spans [(start, end), ...] (end exclusive).
 
-    ExpRL-Process (PAPER.md): the delimiter CLOSES a segment, so the token(s) carrying it belong to the segment they
-    end; the last segment runs to the end of the response; T = number of delimiters + 1, except that a response ending
-    right after a delimiter has no empty trailing segment. The spans cover every token exactly once.
+    ExpRL-Process (docs/paper.md, "Process judge and Eq. 2"): the delimiter CLOSES a segment, so the token(s)
+    carrying it belong to the segment they end; the last segment runs to the end of the response; T = number of
+    delimiters + 1, except that a response ending right after a delimiter has no empty trailing segment. The spans
+    cover every token exactly once.
 
     Works on characters, not tokens, so the delimiter may be split over several tokens ("#", "##") or merged with
     neighbours in one token ("###\\n", " ###"): the token whose decoded text contains the delimiter's LAST character
@@ -207,13 +208,13 @@ def token_advantages(spans: list[tuple[int, int]], values: list[float], length: 
 def outcome_advantages(
     scores: list, truncated: list[bool], group_size: int, scale: bool = True
 ) -> tuple[list[float], list[bool]]:
-    """Per-rollout advantage from per-rollout rewards (PAPER.md, "Judge (outcome)"; scale=False: Stage II's r - mean).
+    """Per-rollout advantage from per-rollout rewards (docs/paper.md, "Outcome judge"; scale=False: Stage II's r-mean).
 
     Over-length responses get reward 0; an unparseable score (None) drops the rollout from the loss and from its
     group's mean/std. Returns (advantages, keep) with one entry per rollout.
 
     The authors' code differs on unparseable scores: it counts them as reward 0 inside the group (and keeps them in
-    the loss). We drop them instead (PAPER.md: "the trajectory is dropped from the loss"): a judge failure is not
+    the loss). We drop them instead (the paper; docs/paper.md, "Outcome judge"): a judge failure is not
     evidence that the response is bad, and a 0 would push it down and lift its group-mates.
 
     Example (group of 4: rewards 1, 0, truncated -> 0, unparseable -> dropped; mean 1/3, sample std of {1, 0, 0}
@@ -233,7 +234,7 @@ def outcome_advantages(
 
 
 def process_advantages(scores: list[list], truncated: list[bool], group_size: int, mode: str):
-    """Per-segment advantages from per-segment scores (PAPER.md, "Judge (process)", Eq. 2 and ablations).
+    """Per-segment advantages from per-segment scores (docs/paper.md, "Process judge and Eq. 2": Eq. 2 and ablations).
 
     A rollout with any unparseable segment score is dropped; an over-length rollout keeps advantage 0.
     Returns (advantages per rollout as lists over its segments, keep).

@@ -1,6 +1,6 @@
 """The rule-based final-answer reward: is the last \\boxed{} answer equivalent to the gold answer? (math-verify)
 
-Used by the sparse-GRPO baseline, Stage II, evaluation (pass@k) and hard-problem mining (PAPER.md "Stage II",
+Used by the sparse-GRPO baseline, Stage II, evaluation (pass@k) and hard-problem mining (docs/paper.md, "Stage II",
 "Evaluation"). The LLM judges live in judge.py, which re-exports answer_reward for convenience.
 """
 
@@ -100,8 +100,8 @@ def _parse_gold(gold: str):
 
 
 def answer_reward(response: str, answer: str) -> float:
-    """1.0 if the last \\boxed{} answer in `response` equals the gold `answer` (math-verify), else 0.0 (PAPER.md
-    "Stage II").
+    """1.0 if the last \\boxed{} answer in `response` equals the gold `answer` (math-verify), else 0.0
+    (docs/paper.md, "Stage II").
 
     Time is bounded WITHOUT signals, so this runs in worker threads: math-verify's own timeout uses signal.alarm,
     which only works in the main thread, so we call it with parsing_timeout=None / timeout_seconds=None and bound the

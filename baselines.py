@@ -1,4 +1,4 @@
-"""The paper's non-RL priming baselines (PAPER.md, "Baselines"): SFT on references, and on-policy self-distillation.
+"""The paper's non-RL priming baselines (docs/paper.md, "Baselines"): SFT on references, on-policy self-distillation.
 
     python baselines.py sft            # supervised fine-tuning on (question -> reference), loss on reference tokens
     python baselines.py self_distill   # student samples, a reference-conditioned frozen teacher scores its tokens
@@ -218,8 +218,9 @@ TEACHER_INSTRUCTION = "Above is a reference solution. Solve the problem in your 
 
 
 def teacher_messages(problem: Problem) -> list[dict[str, str]]:
-    """The teacher's context (PAPER.md): one user turn with the problem, the reference, and an instruction to solve
-    the problem in its own way. Only the teacher sees this; the student samples from policy_messages."""
+    """The teacher's context (docs/paper.md, "Baselines"): one user turn with the problem, the reference, and an
+    instruction to solve the problem in its own way. Only the teacher sees this; the student samples from
+    policy_messages."""
     content = f"{problem.question}\nReference solution: {problem.reference}\n{TEACHER_INSTRUCTION}"
     return [{"role": "user", "content": content}]
 

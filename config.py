@@ -129,8 +129,8 @@ class Args:
     vllm_kwargs: str = arg("{}", "extra vllm.LLM arguments as a JSON object, e.g. '{\"enforce_eager\": true}'")
     preset: str = arg(
         "",
-        "'paper-4b': the paper's Stage-I settings (PAPER.md) for Qwen3-4B-Instruct-2507 on a GPU node with vLLM; "
-        "flags given explicitly still win",
+        "'paper-4b': the paper's Stage-I settings for Qwen3-4B-Instruct-2507 on a GPU node with vLLM "
+        '(docs/paper.md, "Stage I optimiser settings"); flags given explicitly still win',
         choices=("", "paper-4b"),
     )
     report_to: str = arg(
@@ -143,7 +143,7 @@ class Args:
     )
 
 
-# PAPER.md, "Optimiser (Stage I)": shared settings, then the ones that differ between Outcome and Process.
+# docs/paper.md, "Stage I optimiser settings": shared settings, then the ones that differ between Outcome and Process.
 PRESETS = {
     "paper-4b": {
         "common": dict(

@@ -1,8 +1,8 @@
 """Question / reference / answer records: loading, saving, the policy prompt, hard-problem mining.
 
-ExpRL (PAPER.md, "The idea" and "Data") trains on hard question/reference pairs. Each record carries three texts:
+ExpRL (docs/paper.md, "The idea", "Data") trains on hard question/reference pairs. Each record carries three texts:
 
-    question   what the policy sees (and nothing else, PAPER.md "Policy prompt"),
+    question   what the policy sees (and nothing else, docs/paper.md, "Policy prompt"),
     reference  a worked solution that only the judge sees,
     answer     the gold final answer, used by the sparse reward of Stage II and by evaluation.
 
@@ -16,7 +16,8 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."  # PAPER.md "Policy prompt"
+# docs/paper.md, "Policy prompt"
+SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
 
 class DataError(ValueError):
@@ -51,7 +52,7 @@ def load_problems(
     id_key: str = "id",
     limit: int | None = None,
 ) -> list[Problem]:
-    """Load problems from a .jsonl file or a Hugging Face dataset (PAPER.md "Data").
+    """Load problems from a .jsonl file or a Hugging Face dataset (docs/paper.md, "Data").
 
     `source` is one of:
       - a path ending in ".jsonl": one JSON object per line, blank lines skipped;
@@ -206,7 +207,7 @@ def save_problems(problems: Sequence[Problem], path: str) -> None:
 
 
 def policy_messages(problem_or_question: Problem | str) -> list[dict[str, str]]:
-    """Chat messages the policy samples from: the system prompt and the question ONLY (PAPER.md "Policy prompt").
+    """Chat messages the policy samples from: the system prompt and the question ONLY (docs/paper.md, "Policy prompt").
 
     The reference is the judge's hidden information; it must never enter the policy context, so this function takes
     the question out of a Problem and drops everything else.
@@ -223,7 +224,7 @@ def policy_messages(problem_or_question: Problem | str) -> list[dict[str, str]]:
 
 
 def mine_hard(problems: Sequence[Problem], correct_counts: Sequence[int] | Mapping[str, int]) -> list[Problem]:
-    """Keep the problems the base model never solved: 0 correct out of k samples (PAPER.md "Data": k = 64).
+    """Keep the problems the base model never solved: 0 correct out of k samples (docs/paper.md, "Data": k = 64).
 
     `correct_counts` is either aligned with `problems` or a mapping id -> count. The sampling that produces the counts
     lives with the sampler; this filter is pure.

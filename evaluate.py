@@ -1,4 +1,4 @@
-"""Evaluation: the unbiased pass@k estimator and pass@k curves (PAPER.md "Evaluation").
+"""Evaluation: the unbiased pass@k estimator and pass@k curves (docs/paper.md, "Evaluation").
 
 The paper samples n = 128 responses per problem at temperature 0.8 and reports pass@1, pass@16 and curves over
 k = 2^1..2^7. It does not name its estimator; we use the unbiased one of Chen et al. (2021), "Evaluating Large

@@ -10,8 +10,9 @@ Batch layout used across the project (B rows, L = P + R columns):
 Per-token tensors (log-probs, advantages, entropies) are aligned with input_ids: the value at column t is about the
 token input_ids[b, t], predicted from columns < t. Everything is zero where response_mask is 0.
 
-The loss follows PAPER.md ("Optimiser"): PPO clip with decoupled bounds (0.2 / 0.28), dual clip c = 3 for negative
-advantages, k3 ("low_var_kl") KL to the frozen base in the loss, token-mean over all tokens of the mini-batch.
+The loss follows docs/paper.md, "Stage I optimiser settings": PPO clip with decoupled bounds (0.2 / 0.28), dual
+clip c = 3 for negative advantages, k3 ("low_var_kl") KL to the frozen base in the loss, token-mean over all tokens
+of the mini-batch.
 """
 
 import math
@@ -30,7 +31,9 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
 def kl_k3(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
-    """Per-token k3 estimate of KL(pi || pi_ref) from tokens sampled from pi ("low_var_kl" in PAPER.md).
+    """Per-token k3 estimate of KL(pi || pi_ref) from tokens sampled from pi ("low_var_kl").
+
+    The paper's KL term: docs/paper.md, "Stage I optimiser settings".
 
     k3 = exp(ref - lp) - (ref - lp) - 1 >= 0 (Schulman, "Approximating KL divergence"); unbiased, low variance.
     As in the authors' code (verl's "low_var_kl"): the log-ratio is clamped to [-20, 20] so one extreme token cannot
@@ -72,7 +75,7 @@ def aggregate(
 ) -> torch.Tensor:
     """Reduce a [B, L] per-token loss over the masked tokens to a scalar.
 
-    "token-mean"               sum over all masked tokens / their number (PAPER.md default; long responses weigh more)
+    "token-mean"               sum over all masked tokens / their number (the paper's; long responses weigh more)
     "seq-mean-token-mean"      mean over each row's tokens, then mean over rows (GRPO paper; each response weighs 1)
     "seq-mean-token-sum-norm"  sum over all rows and tokens / norm_length, a constant (default L): verl's definition
                                under this name (Dr. GRPO: no length bias); it is NOT averaged over rows
@@ -108,7 +111,7 @@ def policy_loss(
 ):
     """Clipped GRPO/PPO loss with decoupled clip bounds, dual clip, k3 KL penalty and entropy bonus; all [B, L] inputs.
 
-    Per token (PAPER.md "Optimiser"; DAPO's decoupled clip; dual clip from Ye et al. 2020):
+    Per token (docs/paper.md, "Stage I optimiser settings"; DAPO's decoupled clip; dual clip from Ye et al. 2020):
         ratio = exp(lp - lp_old)
         pg    = max(-A * ratio, -A * clip(ratio, 1 - clip_low, 1 + clip_high))
         pg    = min(pg, -A * dual_clip)                        for A < 0 (caps the loss when ratio >> 1)
@@ -187,7 +190,9 @@ def policy_loss(
 
 @dataclass
 class LossConfig:
-    """The loss's settings (see policy_loss); defaults are PAPER.md's ExpRL-Outcome Stage-I values, KL off."""
+    """The loss's settings (see policy_loss); defaults: ExpRL-Outcome's Stage-I values, KL off.
+
+    The paper's values: docs/paper.md, "Stage I optimiser settings"."""
 
     clip_low: float = 0.2  # ratio >= 1 - clip_low
     clip_high: float = 0.28  # ratio <= 1 + clip_high (paper: 0.28 outcome, 0.26 process)

@@ -1,7 +1,7 @@
 """Rewards: reference-conditioned LLM-judge prompts, score parsing, and running a judge model on any engine.
 
-ExpRL (PAPER.md "Judge (outcome)", "Judge (process)") scores a policy response with an LLM judge that sees the hidden
-reference solution:
+ExpRL (docs/paper.md, "Outcome judge", "Process judge and Eq. 2") scores a policy response with an LLM judge that
+sees the hidden reference solution:
 
     outcome_prompt / process_prompt / no_reference_prompt   chat messages for the judge,
     parse_score, normalise                                  "Score: N" (1-5) -> reward s = (N - 1) / 4 in [0, 1],
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from answer import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Prompts (our own wording of PAPER.md's description)
+# Prompts (our own wording of docs/paper.md, "Outcome judge", "Process judge and Eq. 2")
 
 BEGIN_MARK = "<<<BEGIN UNTRUSTED TEXT>>>"
 END_MARK = "<<<END UNTRUSTED TEXT>>>"
@@ -101,7 +101,8 @@ Scale:
 
 {_OUTPUT_FORMAT}"""
 
-# What the process prompt says about the student's text, per view (PAPER.md: PAPER judges prefixes, CODE segments).
+# What the process prompt says about the student's text, per view: the paper judges prefixes, the released code
+# segments (docs/paper.md, "Process judge and Eq. 2").
 _PROCESS_VIEWS = {
     "prefix": (
         "Partial solution so far",
@@ -141,7 +142,7 @@ def _messages(system: str, sections: list[tuple[str, str]]) -> list[dict[str, st
 
 
 def outcome_prompt(question: str, reference: str, response: str) -> list[dict[str, str]]:
-    """Judge messages for ExpRL-Outcome (PAPER.md "Judge (outcome)"): problem, reasoning, reference, in this order.
+    """Judge messages for ExpRL-Outcome (docs/paper.md, "Outcome judge"): problem, reasoning, reference, in this order.
 
     Example:
         >>> [line for line in outcome_prompt("1+1?", "1+1=2", "It is 2.")[1]["content"].splitlines() if "##" in line]
@@ -154,7 +155,7 @@ def outcome_prompt(question: str, reference: str, response: str) -> list[dict[st
 
 
 def process_prompt(question: str, reference: str, text: str, view: str = "prefix") -> list[dict[str, str]]:
-    """Judge messages for ExpRL-Process (PAPER.md "Judge (process)").
+    """Judge messages for ExpRL-Process (docs/paper.md, "Process judge and Eq. 2").
 
     view="prefix" (PAPER, default): `text` is the response up to and including step t, so s_t scores y_<=t.
     view="segment" (CODE): `text` is step t alone, and the prompt says the prior steps are not included.
@@ -173,7 +174,9 @@ def process_prompt(question: str, reference: str, text: str, view: str = "prefix
 
 
 def no_reference_prompt(question: str, response: str) -> list[dict[str, str]]:
-    """Judge messages without a reference: absolute correctness on the same 1-5 scale (PAPER.md "Judge calibration").
+    """Judge messages without a reference: absolute correctness on the same 1-5 scale.
+
+    The calibration's no-reference condition (docs/paper.md, "Judge calibration").
 
     Example:
         >>> "Reference" in no_reference_prompt("1+1?", "It is 2.")[1]["content"]
@@ -192,7 +195,7 @@ _SCORE_VALUE = re.compile(r"\[?([1-5])\]?(?:/5)?[.,;]?")
 
 
 def parse_score(judge_output: str) -> int | None:
-    """The integer 1..5 after the LAST "Score:" in the judge's output, or None (PAPER.md "Judge (outcome)": Parse).
+    """The integer 1..5 after the LAST "Score:" in the judge's output, or None (docs/paper.md, "Outcome judge").
 
     Why the last one: a judge often quotes the rubric ("Score: 1 means ...") or a score claimed inside the student's
     text while reasoning, and states its own verdict at the end, as the format asks. If that final "Score:" is not
@@ -213,7 +216,7 @@ def parse_score(judge_output: str) -> int | None:
 
 
 def normalise(score: int | None) -> float | None:
-    """Map a 1-5 score to the reward s = (N - 1) / 4 in [0, 1] (PAPER.md "Judge (outcome)"); None stays None.
+    """Map a 1-5 score to the reward s = (N - 1) / 4 in [0, 1] (docs/paper.md, "Outcome judge"); None stays None.
 
     Example:
         >>> [normalise(n) for n in (1, 3, 5, None)]
@@ -353,7 +356,7 @@ def describe_error(error: BaseException, limit: int = 200) -> str:
 
 
 class LLMJudge:
-    """A reference-conditioned LLM judge (PAPER.md "Judge"): prompts -> greedy judge outputs -> parsed 1-5 -> [0, 1].
+    """A reference-conditioned LLM judge (docs/paper.md, "Outcome judge"): prompts -> greedy outputs -> 1-5 -> [0, 1].
 
     `engine` is a sampler of rollout.py (HFSampler or VLLMSampler; greedy, `max_tokens` new tokens) with the judge's
     `tokenizer`, or an OpenAIEngine. All prompts of a call go to the engine in one batch; process requests keep the

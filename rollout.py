@@ -1,4 +1,4 @@
-"""Prompt-only sampling: the policy sees the question, never the reference (PAPER.md, "Policy prompt").
+"""Prompt-only sampling: the policy sees the question, never the reference (docs/paper.md, "Policy prompt").
 
 Two engines with one interface, `sampler.sample(prompt_ids, n) -> list[Rollout]` (n rollouts per prompt, ordered group
 by group, so rollouts[i * n : (i + 1) * n] belong to prompt i, the layout `advantages.group_advantages` expects):
@@ -29,8 +29,8 @@ class Rollout:
 def encode_prompts(tokenizer, messages_list: list[list[dict]], **chat_template_kwargs) -> list[list[int]]:
     """Chat messages -> prompt token ids ending with the assistant header (add_generation_prompt).
 
-    `chat_template_kwargs` reach the template, e.g. `enable_thinking=False` for hybrid Qwen3 models (PAPER.md:
-    thinking mode off).
+    `chat_template_kwargs` reach the template, e.g. `enable_thinking=False` for hybrid Qwen3 models
+    (docs/paper.md, "Policy prompt": thinking mode off).
     """
     return [
         list(

@@ -132,8 +132,8 @@ CHARS = (
     + list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
     + ["\n"]
 )
-# The toy model has no system role: the template keeps the user turn only (the system prompt of PAPER.md is still
-# passed by data.policy_messages, as it is for real models, and simply not rendered here).
+# The toy model has no system role: the template keeps the user turn only (the system prompt, docs/paper.md,
+# "Policy prompt", is still passed by data.policy_messages, as it is for real models, and simply not rendered here).
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}"
     "{% elif m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}<eos>{% endif %}{% endfor %}"
@@ -299,8 +299,9 @@ class DataArgs:
 
 
 def make_data(args: DataArgs) -> dict:
-    """Generate HARD candidates, keep the ones the base never solves in mine_k samples (PAPER.md "Data" uses 64; the
-    toy uses 512 so that "never solved" is hard: a problem that survives 64 samples is often solved within 512).
+    """Generate HARD candidates, keep the ones the base never solves in mine_k samples (docs/paper.md, "Data": the
+    paper uses 64; the toy uses 512 so that "never solved" is hard: a problem that survives 64 samples is often solved
+    within 512).
 
     Mining runs in rounds of mine_round fresh samples per surviving problem and drops a problem at its first correct
     sample, so the kept set is exactly "0 correct in mine_k samples" at a fraction of mine_k x candidates samples.

@@ -34,8 +34,8 @@ from toy_reading import (
 
 # ------------------------------------------------------------------------------------- the exact rubric judge
 class RubricJudge:
-    """PAPER.md's judge rubrics, applied by rule against the hidden reference (--judge toy-rubric; the toy default
-    until the LLM-like judge).
+    """The paper's judge rubrics, applied by rule against the hidden reference (--judge toy-rubric; the toy default
+    until the LLM-like judge). The rubrics: docs/paper.md, "Outcome judge", "Process judge and Eq. 2".
 
     Outcome ("how likely does the reference follow from this reasoning?"; K checkpoints, the last one the final
     answer; k = checkpoints established by steps on the reference's path, Verification):
@@ -217,7 +217,7 @@ class CheckpointJudge:
 
     It reads ONLY the reference: the results the reference states are its checkpoints, and a response (outcome) or
     a prefix (process, view "prefix") scores by how many of them it establishes in order with valid arithmetic
-    (likert(k, K)). That is a progress meter, not PAPER.md's rubric: 3 of 4 checkpoints scores 4 ("judged correct")
+    (likert(k, K)). That is a progress meter, not the paper's rubric: 3 of 4 checkpoints scores 4 ("judged correct")
     even with a wrong final answer, and a perfect first step scores 1 (s_1 ~ 0), which is what makes Eq. 2's
     first-segment centering fail under it (docs/results.md). View "segment" judges one step alone (the authors'
     code): 5 if it establishes a checkpoint, 3 for a valid but unremarkable step, 1 for wrong arithmetic, 2 for no

@@ -1,6 +1,6 @@
 """ExpRL Stage I: RL mid-training on hard problems with dense, reference-conditioned judge rewards.
 
-One step (PAPER.md; `main` below is the algorithm box):
+One step (docs/paper.md, "The idea"; `main` below is the algorithm box):
     sample G responses per prompt from the question alone -> judge each response (outcome) or each prefix (process)
     against the hidden reference -> advantages (group-normalised, or Eq. 2 per segment) -> GRPO update(s) -> log.
 `--reward sparse` swaps the judge for the 0/1 final-answer reward: the sparse-GRPO baseline.
@@ -71,7 +71,7 @@ def make_sampler(args: Args, policy, tokenizer):
 
 
 def main(args: Args, teacher=None) -> dict:
-    """ExpRL Stage I (PAPER.md). Returns {"before": pass@k result, "after": ...} (None where not evaluated).
+    """ExpRL Stage I (docs/paper.md, "The idea"). Returns {"before": pass@k result, "after": ...} (None: not evaluated).
 
     teacher: replaces judge + advantages by a per-token signal, `teacher(policy, problems, rollouts) -> (per-token
     advantages, mean signal)`: the self-distillation baseline (baselines.py).
@@ -155,7 +155,9 @@ def build_batch(rollouts, per_token_advantages, keep, pad_id: int) -> dict[str, 
 
 
 def update_policy(args: Args, model, ref_model, optimizer, batch) -> dict:
-    """One Stage-I update: updates_per_step GRPO mini-batch steps over the step's batch (PAPER.md, "Optimiser").
+    """One Stage-I update: updates_per_step GRPO mini-batch steps over the step's batch.
+
+    The paper's values: docs/paper.md, "Stage I optimiser settings".
 
     Under torchrun `batch` is this rank's shard; distributed.loss_scale makes the synchronised gradient the one of the
     GLOBAL mini-batch. A mini-batch without any advantage is not applied (--skip_no_signal): Adam divides by the

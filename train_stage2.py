@@ -1,7 +1,8 @@
 """ExpRL Stage II: ordinary sparse-reward GRPO, started from a Stage-I checkpoint (or any checkpoint).
 
-PAPER.md, "Stage II": the same prompts with the reference removed; reward 1 if the \\boxed{} answer is equivalent to
-the gold answer (math-verify), else 0; A = r - group mean (no std division); no KL; entropy bonus 1e-4; grad clip 0.3.
+docs/paper.md, "Stage II": the same prompts with the reference removed; reward 1 if the \\boxed{} answer is
+equivalent to the gold answer (math-verify), else 0; A = r - group mean (no std division); no KL; entropy bonus 1e-4;
+grad clip 0.3.
 The claim under test: Stage I raised coverage (pass@k), so Stage II now has correct samples to amplify.
 
 Stage II IS the Stage-I loop with the sparse reward: this file only changes the defaults (a subclass of Stage I's
@@ -37,7 +38,7 @@ class Args(train_stage1.Args):
         metadata={"help": "Stage II is sparse by definition (0/1 final answer)", "choices": ["sparse"]},
     )
     judge: str = field(default="", metadata={"help": "unused in Stage II (no judge)"})
-    # PAPER.md Stage II, scaled to the toy world: 8 x 8 rollouts instead of 32 x 32, lr 1e-4 instead of 1e-6.
+    # docs/paper.md, "Stage II", scaled to the toy world: 8 x 8 rollouts instead of 32 x 32, lr 1e-4 instead of 1e-6.
     scale_advantages: bool = field(
         default=False, metadata={"help": "False: A = r - group mean (PAPER); True: divide by the group std too"}
     )
@@ -48,7 +49,7 @@ class Args(train_stage1.Args):
     steps: int = field(default=60, metadata={"help": "Stage-II steps (paper: 500)"})
 
 
-# PAPER.md, "Stage II", for Qwen3-4B on a GPU node; flags given explicitly still win.
+# docs/paper.md, "Stage II", for Qwen3-4B on a GPU node; flags given explicitly still win.
 PRESETS = {
     "paper-4b": dict(
         group_size=32,
@@ -73,8 +74,8 @@ PRESETS = {
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
-    """Command line -> Args (Stage II defaults; --preset paper-4b fills PAPER.md's Stage II); a bad flag or value stops
-    with one line and exit status 2 before anything is loaded."""
+    """Command line -> Args (Stage II defaults; --preset paper-4b fills docs/paper.md, "Stage II"); a bad flag or
+    value stops with one line and exit status 2 before anything is loaded."""
     args, given = parse_cli(Args, argv)
     if args.preset:
         for name, value in PRESETS[args.preset].items():

@@ -1,5 +1,5 @@
-"""Behaviour analysis (PAPER.md "Behaviour analysis"): an LLM annotates each rollout as JSON, per-problem averages,
-and the problems that gained or lost each behaviour between two checkpoints.
+"""Behaviour analysis (docs/paper.md, "Behaviour analysis"): an LLM annotates each rollout as JSON, per-problem
+averages, and the problems that gained or lost each behaviour between two checkpoints.
 
     python -m analysis.behaviour annotate --rollouts base.jsonl --annotator DIR|http://... --out base_ann.jsonl
     python -m analysis.behaviour compare base_ann.jsonl exprl_ann.jsonl --names base exprl --out runs/behaviour
@@ -39,7 +39,7 @@ MAX_COUNT = 100  # counts above this are clamped (a runaway number is an annotat
 
 
 def annotator_prompt(question: str, response: str) -> list[dict[str, str]]:
-    """Chat messages asking for one JSON object with every behaviour (our wording of PAPER.md's description).
+    """Chat messages asking for one JSON object with every behaviour (our wording; docs/paper.md, "Behaviour analysis").
 
     Example:
         >>> "self_correction" in annotator_prompt("1+1?", "2")[0]["content"]
@@ -137,7 +137,7 @@ def annotate(generator, rows: list[dict]) -> list[dict]:
 
 
 def per_problem(records: list[dict]) -> dict[str, dict[str, float]]:
-    """Mean of each behaviour over a problem's validly annotated rollouts (PAPER.md: per problem, average).
+    """Mean of each behaviour over a problem's validly annotated rollouts (docs/paper.md, "Behaviour analysis").
 
     Example: two rollouts of p0 with verification 1 and 0 -> {"p0": {"verification": 0.5, ...}}
     """

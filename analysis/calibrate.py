@@ -1,4 +1,4 @@
-"""Judge calibration on fixed rollouts (PAPER.md "Judge calibration"; issue 7).
+"""Judge calibration on fixed rollouts (docs/paper.md, "Judge calibration"; issue 7).
 
 Calibration: every rollout has a known final-answer correctness (evaluate.py --rollouts writes them). The judge scores
 each one under three reference conditions,

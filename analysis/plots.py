@@ -1,4 +1,4 @@
-"""Training-time diagnostics of several runs on shared axes (PAPER.md "Training-time metrics the paper plots";
+"""Training-time diagnostics of several runs on shared axes (docs/paper.md, "Training-time metrics";
 Figure 3 of the paper).
 
     python -m analysis.plots runs/outcome runs/process runs/sparse --out fig3.png

@@ -1,6 +1,6 @@
-"""Process calibration (PAPER.md "Judge calibration"): does a prefix score s_t track how likely the prefix is to end
-well? Each proper prefix of a rollout is continued K times by the policy; the success rate of those continuations is
-compared with the judge's s_t (Pearson r, mean success per score, a calibration plot). Run through
+"""Process calibration (docs/paper.md, "Judge calibration", Fig. 11): does a prefix score s_t track how likely the
+prefix is to end well? Each proper prefix of a rollout is continued K times by the policy; the success rate of those
+continuations is compared with the judge's s_t (Pearson r, mean success per score, a calibration plot). Run through
 `python -m analysis.calibrate ... --process_model toy --k 8`.
 """
 

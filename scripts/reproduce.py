@@ -1,4 +1,4 @@
-"""The toy-world reproduction of the paper's Tables 1 and 2 (PAPER.md, "Baselines", "Stage II", "Evaluation").
+"""The toy-world reproduction of the paper's Tables 1 and 2 (docs/paper.md, "Main results (Tables 1 and 2)").
 
     python -m scripts.reproduce   # 6 priming methods x 5 seeds -> Stage I -> Stage II -> results.md + plots
 

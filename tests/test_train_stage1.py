@@ -139,7 +139,8 @@ def test_paper_preset_fills_paper_numbers_and_keeps_explicit_flags():
             "5",
         ]
     )
-    # PAPER.md, Stage I Outcome: 10 rollouts x 36 prompts, 2 updates, lr 1e-6, clip 0.2 / 0.28, KL 0.001, T 0.8
+    # docs/paper.md, "Stage I optimiser settings", ExpRL-Outcome: 10 rollouts x 36 prompts, 2 updates, lr 1e-6,
+    # clip 0.2 / 0.28, KL 0.001, T 0.8
     assert (args.group_size, args.prompts_per_step, args.updates_per_step) == (10, 36, 2)
     assert (args.lr, args.clip_low, args.clip_high, args.kl_coef, args.temperature) == (1e-6, 0.2, 0.28, 0.001, 0.8)
     assert args.max_new_tokens == 16384 and args.engine == "vllm" and args.advantage == "delta"
