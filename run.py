@@ -17,6 +17,7 @@ import distributed
 from common import (
     MetricsLog,
     Reporter,
+    fail,
     latest_checkpoint,
     load_model,
     prune_checkpoints,
@@ -61,6 +62,12 @@ class Run:
         args = self.args
         self.sampler, self.policy = sampler, policy
         self.resumed = latest_checkpoint(args.output_dir) if args.resume else None  # (path, trainer state) or None
+        found = distributed.all_gather_object(self.resumed[1]["step"] if self.resumed else None) if args.resume else []
+        if len(set(found)) > 1:  # e.g. node 1 cannot see node 0's disk: it would start at step 0 and hang the others
+            fail(
+                f"--resume: the ranks found different checkpoints in {args.output_dir} (step by rank: {found}); "
+                "every node must read the same checkpoint (a shared filesystem, or rank 0's copied to this path)"
+            )
         if self.resumed:  # the policy continues from the checkpoint; the KL reference and judge stay the start model
             policy.load_state_dict(load_model(self.resumed[0])[0].state_dict())
         elif args.resume:
