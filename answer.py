@@ -269,8 +269,9 @@ def run_tests(program: str, tests, timeout: float = 6.0) -> list[dict]:
     from sandbox import run_program
 
     tests = decode_tests(tests)
-    future = [line for line in program.splitlines() if line.startswith("from __future__")]  # must stay first
-    source = "\n".join(future) + "\n" + CODE_HEADER + program + "\n"
+    lines = program.splitlines()
+    future = [line for line in lines if line.startswith("from __future__")]  # these must come first
+    source = "\n".join(future + [CODE_HEADER] + [line for line in lines if line not in future]) + "\n"
     if tests["fn_name"]:
         source += _CALL.format(name=tests["fn_name"])
     outcomes = []
