@@ -14,7 +14,7 @@ EXPRL_UNSAFE_SANDBOX=1 asks for an unprotected fallback) the program, and everyt
   ptrace, bpf, io_uring, keyrings, chmod/chown of files, ...); no process of it outlives run_program.
 What this does NOT guarantee (kernel bugs, side channels, what stat() or readable system files reveal): docs/sandbox.md.
 
-How: the caller starts `python -I sandbox.py --child ...` in a new session. That process (the "keeper") takes a real
+How: the caller starts `python -I -S -c <_KEEPER>` in a new session. That process (the "keeper") takes a real
 uid of its own and unshares the namespaces, then forks the program's process, PID 1 of the new PID namespace, which
 mounts its tmpfs, sets the limits, installs Landlock and seccomp, reports "ok" on a pipe and only then runs the code.
 When PID 1 exits or is killed, the kernel kills whatever else is left in its namespace.
@@ -171,10 +171,9 @@ def _launch(source, stdin, timeout, memory_mb, disk_mb, output_bytes, strict):
 def _wait(keeper, deadline: float, stdout_fd: int, stderr_fd: int, output_bytes: int) -> str | None:
     """Wait for the keeper until `deadline`; stop the sandbox on time, on a full output or if interrupted. Why, or None.
 
-    Stopping: SIGTERM to the keeper, which SIGKILLs PID 1 and reaps it (so the PID namespace is empty when the keeper
-    exits); if the keeper does not exit within 2 s, SIGKILL to its whole process group. Then a last SIGKILL to the
-    group, while the keeper is a zombie whose pid (and so group id) no other process can have yet, and reap it.
-    """
+    Stopping: SIGTERM to the keeper, which SIGKILLs PID 1 and reaps it, so the PID namespace is empty when it exits
+    (SIGKILL to its process group if it has not within 2 s). A last SIGKILL to the group while the keeper is a zombie
+    (its pid, so its group id, cannot be reused yet), then it is reaped."""
     import select
     import time
 
@@ -209,8 +208,8 @@ def _wait(keeper, deadline: float, stdout_fd: int, stderr_fd: int, output_bytes:
 # ---------------------------------------------------------------------------------------------------------------------
 # The sandbox's side: the keeper runs _KEEPER (no `site` yet: a small process forks fast), then PID 1 runs the program.
 
-_KEEPER = f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import sandbox; "
-_KEEPER += "sandbox._child_main(*sys.argv[1:])"
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_KEEPER = f"import sys; sys.path.append({_HERE!r}); import sandbox; sandbox._child_main(*sys.argv[1:])"  # stdlib first
 CLONE_NEWUSER = 0x10000000
 NAMESPACES = {0x20000: "mount", 0x40000000: "network", 0x8000000: "IPC", 0x20000000: "PID"}  # CLONE_NEW* flags
 PR_SET_PDEATHSIG, PR_SET_SECCOMP, PR_SET_NO_NEW_PRIVS = 1, 22, 38
@@ -248,7 +247,7 @@ def _child_main(strict, report_fd, source_fd, workdir, timeout, memory_mb, disk_
         os._exit(0)  # never run the program with a protection missing, unless the caller opted in
     with os.fdopen(source_fd, "rb") as f:
         code = compile(f.read(), "solution.py", "exec")
-    del sys.path[0]  # the repository, which _KEEPER put there; then what `python -I` sets up (site-packages, exit())
+    sys.path.remove(_HERE)  # the repository, which _KEEPER added; then what `python -I` sets up (site-packages, exit())
     import site
 
     site.main()
@@ -290,36 +289,43 @@ def _isolate() -> list[str]:
 def _confine(workdir: str, timeout: float, memory_mb: int, disk_mb: int, output_bytes: int) -> list[str]:
     """In PID 1, before the program: private tmpfs, limits, no privileges, Landlock, seccomp. What failed."""
     missing = []
-    _libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)  # if the keeper dies, so does PID 1 (and the namespace)
-    options = f"size={disk_mb}m,nr_inodes=1024,mode=0700".encode()
-    if _libc.mount(b"tmpfs", workdir.encode(), b"tmpfs", ctypes.c_ulong(0x2 | 0x4), options) != 0:  # nosuid, nodev
-        missing.append(f"a private tmpfs ({os.strerror(ctypes.get_errno())})")
-    os.chdir(workdir)
-    cpu = int(timeout) + 1
-    for limit, value in (
-        (resource.RLIMIT_AS, memory_mb * 2**20),
-        (resource.RLIMIT_CPU, cpu),
-        (resource.RLIMIT_NPROC, MAX_TASKS),
-        (resource.RLIMIT_NOFILE, MAX_FILES),
-        (resource.RLIMIT_FSIZE, output_bytes),
-    ):
-        resource.setrlimit(limit, (value, value + 1 if limit == resource.RLIMIT_CPU else value))
-    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        missing.append("no_new_privs")
-    for protect, name in ((_landlock, "Landlock"), (_drop_capabilities, "capability drop"), (_seccomp, "seccomp")):
+
+    def attempt(name, step):
         try:
-            protect(workdir)
+            step()
         except OSError as e:
             missing.append(f"{name} ({e.strerror or e})")
+
+    _libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)  # if the keeper dies, so does PID 1 (and the namespace)
+    size = f"size={disk_mb}m,nr_inodes=1024".encode()
+    tmpfs = (b"tmpfs", workdir.encode(), b"tmpfs", ctypes.c_ulong(0x2 | 0x4), size)  # flags: nosuid, nodev
+    attempt("a private tmpfs", lambda: _checked(_libc.mount(*tmpfs)))
+    os.chdir(workdir)
+    limits = {resource.RLIMIT_AS: memory_mb * 2**20, resource.RLIMIT_NPROC: MAX_TASKS}
+    limits |= {resource.RLIMIT_NOFILE: MAX_FILES, resource.RLIMIT_FSIZE: output_bytes}
+    for limit, value in limits.items():
+        resource.setrlimit(limit, (value, value))
+    resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 1, int(timeout) + 2))  # SIGXCPU, a second later SIGKILL
+    attempt("no_new_privs", lambda: _checked(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)))
+    attempt("Landlock", lambda: _landlock(workdir))
+    capabilities_none = (struct.pack("Ii", 0x20080522, 0), bytes(24))  # _LINUX_CAPABILITY_VERSION_3, all sets empty
+    attempt("a capability drop", lambda: _checked(_libc.capset(*capabilities_none)))
+    attempt("seccomp", _seccomp)
     return missing
 
 
-def _syscall(number: int, *args) -> int:
-    result = _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+def _checked(result: int) -> int:
+    """The result of a libc call, or OSError from errno when it failed (returned -1)."""
     if result < 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
     return result
+
+
+def _syscall(number: int, *args) -> int:
+    return _checked(
+        _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
+    )
 
 
 # Landlock (kernel docs: userspace-api/landlock): filesystem rights by ABI version, then network (4) and scopes (6).
@@ -349,32 +355,25 @@ def _landlock(workdir: str) -> None:
     os.close(ruleset)
 
 
-def _drop_capabilities(_workdir: str) -> None:
-    """Empty the capability sets the new user namespace gave us (capset, _LINUX_CAPABILITY_VERSION_3)."""
-    if _libc.capset(struct.pack("Ii", 0x20080522, 0), bytes(24)) != 0:
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
-
-
-# seccomp: these calls fail with EPERM: namespaces and mounts, debugging other processes, kernel modules and keyrings,
-# bpf, perf, io_uring, leaving the process group, and changing a file's mode, owner, times or extended attributes or
-# truncating it by path (Landlock does not cover those; the effective uid may own the files). Fork-like clones fail
-# too (threads are allowed); clone3 reports ENOSYS, so that the C library falls back to clone, whose flags a filter
-# can read. Numbers: x86_64, then aarch64 (asm-generic; None where the call does not exist there).
+# seccomp: these calls fail with EPERM: namespaces and mounts, debugging other processes, keyrings, bpf, perf,
+# io_uring, leaving the process group, and changing a file's mode, owner, times or extended attributes or truncating it
+# by path (Landlock does not cover those, and the effective uid may own the files). Fork-like clones fail too (threads
+# are allowed); clone3 reports ENOSYS, so that the C library falls back to clone, whose flags a filter can read.
+# (Module loading, kexec, reboot and the like need capabilities in the first user namespace: never ours.)
+# Numbers: x86_64, then aarch64 (asm-generic; None where the call does not exist there).
 DENIED = {
     "fork": (57, None), "vfork": (58, None), "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40),
     "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51), "open_tree": (428, 428),
     "move_mount": (429, 429), "fsopen": (430, 430), "fsconfig": (431, 431), "fsmount": (432, 432),
     "fspick": (433, 433), "mount_setattr": (442, 442), "ptrace": (101, 117), "process_vm_readv": (310, 270),
-    "process_vm_writev": (311, 271), "kexec_load": (246, 104), "kexec_file_load": (320, 294),
-    "init_module": (175, 105), "finit_module": (313, 273), "delete_module": (176, 106), "keyctl": (250, 219),
-    "add_key": (248, 217), "request_key": (249, 218), "bpf": (321, 280), "perf_event_open": (298, 241),
-    "userfaultfd": (323, 282), "io_uring_setup": (425, 425), "io_uring_enter": (426, 426),
-    "io_uring_register": (427, 427), "setsid": (112, 157), "setpgid": (109, 154), "truncate": (76, 45),
-    "chmod": (90, None), "fchmod": (91, 52), "fchmodat": (268, 53), "fchmodat2": (452, 452), "chown": (92, None),
-    "fchown": (93, 55), "lchown": (94, None), "fchownat": (260, 54), "utime": (132, None), "utimes": (235, None),
-    "futimesat": (261, None), "utimensat": (280, 88), "setxattr": (188, 5), "lsetxattr": (189, 6),
-    "fsetxattr": (190, 7), "removexattr": (197, 14), "lremovexattr": (198, 15), "fremovexattr": (199, 16),
-    "setxattrat": (463, 463), "removexattrat": (466, 466),
+    "process_vm_writev": (311, 271), "keyctl": (250, 219), "add_key": (248, 217), "request_key": (249, 218),
+    "bpf": (321, 280), "perf_event_open": (298, 241), "userfaultfd": (323, 282), "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426), "io_uring_register": (427, 427), "setsid": (112, 157), "setpgid": (109, 154),
+    "truncate": (76, 45), "chmod": (90, None), "fchmod": (91, 52), "fchmodat": (268, 53), "fchmodat2": (452, 452),
+    "chown": (92, None), "fchown": (93, 55), "lchown": (94, None), "fchownat": (260, 54), "utime": (132, None),
+    "utimes": (235, None), "futimesat": (261, None), "utimensat": (280, 88), "setxattr": (188, 5),
+    "lsetxattr": (189, 6), "fsetxattr": (190, 7), "removexattr": (197, 14), "lremovexattr": (198, 15),
+    "fremovexattr": (199, 16), "setxattrat": (463, 463), "removexattrat": (466, 466),
 }  # fmt: skip
 ARCHES = {"x86_64": (0, 0xC000003E, 56), "aarch64": (1, 0xC00000B7, 220)}  # column in DENIED, AUDIT_ARCH_*, clone
 CLONE3, CLONE_THREAD, CLONE_NEW_ANY = 435, 0x10000, 0x7E020080  # CLONE_NEW{NS,CGROUP,UTS,IPC,USER,PID,NET,TIME}
@@ -382,7 +381,7 @@ RET_KILL, RET_ERRNO, RET_ALLOW, EPERM, ENOSYS = 0x80000000, 0x50000, 0x7FFF0000,
 LD_W_ABS, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06  # classic BPF opcodes
 
 
-def _seccomp(_workdir: str) -> None:
+def _seccomp() -> None:
     """Install the filter: wrong architecture or x32 -> kill; DENIED -> EPERM; clone only for threads."""
     column, arch, clone = ARCHES.get(os.uname().machine, (None, None, None))
     if arch is None:
@@ -404,7 +403,6 @@ def _seccomp(_workdir: str) -> None:
         op(RET, RET_ALLOW),
     ]
     program = b"".join(prog)
-    fprog = struct.pack("HxxxxxxQ", len(prog), ctypes.cast(ctypes.c_char_p(program), ctypes.c_void_p).value)
-    fprog_buffer = ctypes.create_string_buffer(fprog)
-    if _libc.prctl(PR_SET_SECCOMP, 2, ctypes.addressof(fprog_buffer), 0, 0) != 0:  # SECCOMP_MODE_FILTER
-        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    address = ctypes.cast(ctypes.c_char_p(program), ctypes.c_void_p).value
+    fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxQ", len(prog), address))  # struct sock_fprog
+    _checked(_libc.prctl(PR_SET_SECCOMP, 2, ctypes.addressof(fprog), 0, 0))  # SECCOMP_MODE_FILTER

@@ -1,0 +1,105 @@
+"""What the sandbox costs: sandbox.run_program against a bare `python -I` subprocess, and a batch of code rewards.
+
+    python -m scripts.sandbox_bench                      # 40 interleaved pairs, then 64 programs x 10 tests
+    python -m scripts.sandbox_bench --pairs 100 --programs 128
+
+1. Overhead per run: the same small stdin program, run alternately by run_program and by a bare
+   `subprocess.run([python, "-I", "-c", program], env={})`, so that both see the same machine load. Prints the median
+   and range (min..max) of each, and the median and range of the per-pair ratio sandbox / bare.
+2. Throughput: answer.code_rewards on `programs` LiveCodeBench-style responses x `tests` stdin tests each, on all of
+   this machine's cores (one thread per core driving sandbox processes), next to the same runs as bare subprocesses.
+The numbers in docs/sandbox.md ("Speed") come from this script.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from answer import CODE_HEADER, code_rewards
+from sandbox import run_program
+
+PROGRAM = "n = int(input())\nvalues = list(map(int, input().split()))\nprint(sum(values), max(values))\n"
+
+
+def bare(program: str, stdin: str, timeout: float = 6.0) -> str:
+    """The baseline: a plain subprocess, no protection at all."""
+    return subprocess.run(
+        [sys.executable, "-I", "-c", program], input=stdin, capture_output=True, text=True, env={}, timeout=timeout
+    ).stdout
+
+
+def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
+    """'median (min..max)' of values x scale."""
+    return (
+        f"{statistics.median(values) * scale:.{digits}f} ({min(values) * scale:.{digits}f}"
+        f"..{max(values) * scale:.{digits}f})"
+    )
+
+
+def overhead(pairs: int) -> dict:
+    """Interleaved single runs: bare, sandbox, bare, sandbox, ...; seconds per run and the per-pair ratio."""
+    stdin = "5\n3 1 4 1 5\n"
+    run_program(PROGRAM, stdin)  # the first call probes the machine once; not counted
+    bare_s, sandbox_s = [], []
+    for _ in range(pairs):
+        start = time.perf_counter()
+        assert bare(PROGRAM, stdin) == "14 5\n"
+        bare_s.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        assert run_program(PROGRAM, stdin).stdout == "14 5\n"
+        sandbox_s.append(time.perf_counter() - start)
+    ratios = [s / b for s, b in zip(sandbox_s, bare_s)]
+    return {
+        "bare_ms": spread(bare_s, 1000),
+        "sandbox_ms": spread(sandbox_s, 1000),
+        "ratio_of_medians": round(statistics.median(sandbox_s) / statistics.median(bare_s), 2),
+        "per_pair_ratio": spread(ratios, digits=2),
+    }
+
+
+def throughput(programs: int, tests: int, workers: int) -> dict:
+    """code_rewards on programs x tests (all correct, so every test runs), and the same runs as bare subprocesses."""
+    inputs = [f"{k + 1}\n{' '.join(str(i * k % 97) for i in range(k + 1))}\n" for k in range(tests)]
+    outputs = [bare(PROGRAM, x) for x in inputs]
+    response = f"Read, sum, max.\n```python\n{PROGRAM}```"
+    case = {"inputs": inputs, "outputs": outputs}
+    start = time.perf_counter()
+    rewards = code_rewards([response] * programs, [case] * programs, workers=workers)
+    sandboxed = time.perf_counter() - start
+    assert rewards == [1.0] * programs
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda x: bare(CODE_HEADER + PROGRAM, x), inputs * programs))
+    unprotected = time.perf_counter() - start
+    runs = programs * tests
+    return {
+        "runs": runs,
+        "workers": workers,
+        "sandbox_s": round(sandboxed, 1),
+        "bare_s": round(unprotected, 1),
+        "sandbox_runs_per_s": round(runs / sandboxed, 1),
+        "bare_runs_per_s": round(runs / unprotected, 1),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=40, help="interleaved bare/sandbox pairs for the overhead")
+    parser.add_argument("--programs", type=int, default=64, help="responses in the throughput batch")
+    parser.add_argument("--tests", type=int, default=10, help="stdin tests per response")
+    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="threads (default: cores)")
+    args = parser.parse_args(argv)
+    result = {"cores": len(os.sched_getaffinity(0)), "overhead": overhead(args.pairs)}
+    print(json.dumps(result["overhead"]), flush=True)
+    result["throughput"] = throughput(args.programs, args.tests, args.workers)
+    print(json.dumps(result["throughput"]), flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()
