@@ -276,7 +276,7 @@ def _isolate() -> list[str]:
     elif _libc.unshare(CLONE_NEWUSER) == 0:
         flags = sum(NAMESPACES)
     else:
-        return missing + [f"user namespaces ({os.strerror(ctypes.get_errno())})"]
+        return missing + [f"user, mount, network, IPC and PID namespaces ({os.strerror(ctypes.get_errno())})"]
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)  # map our own effective uid and gid only: no other id exists in here

@@ -7,7 +7,8 @@
    `subprocess.run([python, "-I", "-c", program], env={})`, so that both see the same machine load. Prints the median
    and range (min..max) of each, and the median and range of the per-pair ratio sandbox / bare.
 2. Throughput: answer.code_rewards on `programs` LiveCodeBench-style responses x `tests` stdin tests each, on all of
-   this machine's cores (one thread per core driving sandbox processes), next to the same runs as bare subprocesses.
+   this machine's cores (one thread per core driving sandbox processes), next to the same runs as bare subprocesses
+   (in alternating parts, see throughput).
 The numbers in docs/sandbox.md ("Speed") come from this script.
 """
 
@@ -62,28 +63,38 @@ def overhead(pairs: int) -> dict:
     }
 
 
-def throughput(programs: int, tests: int, workers: int) -> dict:
-    """code_rewards on programs x tests (all correct, so every test runs), and the same runs as bare subprocesses."""
+def throughput(programs: int, tests: int, workers: int, rounds: int = 4) -> dict:
+    """code_rewards on programs x tests (all correct, so every test runs), and the same runs as bare subprocesses.
+
+    The batch is cut into `rounds` parts, each run both ways, alternating which goes first, so that a drift in the
+    machine's load falls on both."""
     inputs = [f"{k + 1}\n{' '.join(str(i * k % 97) for i in range(k + 1))}\n" for k in range(tests)]
     outputs = [bare(PROGRAM, x) for x in inputs]
     response = f"Read, sum, max.\n```python\n{PROGRAM}```"
     case = {"inputs": inputs, "outputs": outputs}
-    start = time.perf_counter()
-    rewards = code_rewards([response] * programs, [case] * programs, workers=workers)
-    sandboxed = time.perf_counter() - start
-    assert rewards == [1.0] * programs
-    start = time.perf_counter()
-    with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda x: bare(CODE_HEADER + PROGRAM, x), inputs * programs))
-    unprotected = time.perf_counter() - start
-    runs = programs * tests
+    part = programs // rounds
+
+    def sandboxed():
+        assert code_rewards([response] * part, [case] * part, workers=workers) == [1.0] * part
+
+    def unprotected():  # the same programs as run_tests builds them, without the sandbox
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(lambda x: bare(CODE_HEADER + PROGRAM, x), inputs * part))
+
+    seconds = {sandboxed: 0.0, unprotected: 0.0}
+    for r in range(rounds):
+        for way in (sandboxed, unprotected) if r % 2 == 0 else (unprotected, sandboxed):
+            start = time.perf_counter()
+            way()
+            seconds[way] += time.perf_counter() - start
+    runs = part * rounds * tests
     return {
         "runs": runs,
         "workers": workers,
-        "sandbox_s": round(sandboxed, 1),
-        "bare_s": round(unprotected, 1),
-        "sandbox_runs_per_s": round(runs / sandboxed, 1),
-        "bare_runs_per_s": round(runs / unprotected, 1),
+        "sandbox_s": round(seconds[sandboxed], 1),
+        "bare_s": round(seconds[unprotected], 1),
+        "sandbox_runs_per_s": round(runs / seconds[sandboxed], 1),
+        "bare_runs_per_s": round(runs / seconds[unprotected], 1),
     }
 
 
