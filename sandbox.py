@@ -341,8 +341,9 @@ def _landlock(workdir: str) -> None:
     handled = FS_RIGHTS[max(v for v in FS_RIGHTS if v <= abi)]
     attr = struct.pack("QQQ", handled, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)
     ruleset = _syscall(444, attr, 8 if abi < 4 else 16 if abi < 6 else 24, 0)
-    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    rules = [(p, READ_RIGHTS) for p in READ_ONLY + sorted(prefixes)] + [(p, handled) for p in READ_WRITE + [workdir]]
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}  # a venv and its base Python
+    python = [os.path.join(p, d) for p in sorted(prefixes) for d in ("lib", "lib64", "bin")]  # not all of the prefix
+    rules = [(p, READ_RIGHTS) for p in READ_ONLY + python] + [(p, handled) for p in READ_WRITE + [workdir]]
     for path, rights in rules:
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
