@@ -276,11 +276,14 @@ def run_tests(program: str, tests, timeout: float = 6.0) -> list[dict]:
         source += _CALL.format(name=tests["fn_name"])
     outcomes = []
     for test_input, expected in zip(tests["inputs"], tests["outputs"]):
+        if not isinstance(test_input, str):  # the arguments already parsed, as some datasets store them
+            test_input = "\n".join(json.dumps(argument) for argument in test_input)
         run = run_program(source, stdin=test_input, timeout=timeout)
         passed = run.status == "ok"
         if passed and tests["fn_name"]:
             try:
-                passed = json.loads(run.stdout.strip().splitlines()[-1]) == json.loads(expected)
+                result = json.loads(run.stdout.strip().splitlines()[-1])
+                passed = result == (json.loads(expected) if isinstance(expected, str) else expected)
             except (ValueError, IndexError):
                 passed = False
         elif passed:

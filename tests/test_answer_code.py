@@ -86,6 +86,7 @@ class Solution:
     add_tests = {"inputs": ["1\n2", '"a"\n"b"'], "outputs": ["3", '"ab"'], "fn_name": "add"}
     assert code_reward(fenced(top_level), add_tests) == 1.0
     assert code_reward(fenced(top_level.replace("a + b", "str(a) + str(b)")), add_tests) == 0.0
+    assert code_reward(fenced(top_level), {"inputs": [[1, 2]], "outputs": [3], "fn_name": "add"}) == 1.0  # parsed
 
 
 def test_decode_tests_all_encodings():
