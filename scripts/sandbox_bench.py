@@ -5,7 +5,7 @@
 
 1. Overhead per run: the same small stdin program, run alternately by run_program and by a bare
    `subprocess.run([python, "-I", "-c", program], env={})`, so that both see the same machine load. Prints the median
-   and range (min..max) of each, and the median and range of the per-pair ratio sandbox / bare.
+   and range (min..max) of each, the median and range of the per-pair ratio sandbox / bare, and CPU ms per run.
 2. Throughput: answer.code_rewards on `programs` LiveCodeBench-style responses x `tests` stdin tests each, on all of
    this machine's cores (one thread per core driving sandbox processes), next to the same runs as bare subprocesses
    (in alternating parts, see throughput).
@@ -15,6 +15,7 @@ The numbers in docs/sandbox.md ("Speed") come from this script.
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -43,23 +44,28 @@ def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def overhead(pairs: int) -> dict:
-    """Interleaved single runs: bare, sandbox, bare, sandbox, ...; seconds per run and the per-pair ratio."""
+    """Interleaved single runs: bare, sandbox, bare, sandbox, ...; wall seconds per run, the per-pair ratio, and the
+    CPU time of the processes each run started (their rusage, which a loaded machine changes less than wall time)."""
     stdin = "5\n3 1 4 1 5\n"
     run_program(PROGRAM, stdin)  # the first call probes the machine once; not counted
-    bare_s, sandbox_s = [], []
+    wall = {"bare": [], "sandbox": []}
+    cpu = {"bare": 0.0, "sandbox": 0.0}
+    ways = {"bare": lambda: bare(PROGRAM, stdin), "sandbox": lambda: run_program(PROGRAM, stdin).stdout}
     for _ in range(pairs):
-        start = time.perf_counter()
-        assert bare(PROGRAM, stdin) == "14 5\n"
-        bare_s.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        assert run_program(PROGRAM, stdin).stdout == "14 5\n"
-        sandbox_s.append(time.perf_counter() - start)
-    ratios = [s / b for s, b in zip(sandbox_s, bare_s)]
+        for name, way in ways.items():
+            used = resource.getrusage(resource.RUSAGE_CHILDREN)
+            start = time.perf_counter()
+            assert way() == "14 5\n"
+            wall[name].append(time.perf_counter() - start)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu[name] += after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+    ratios = [s / b for s, b in zip(wall["sandbox"], wall["bare"])]
     return {
-        "bare_ms": spread(bare_s, 1000),
-        "sandbox_ms": spread(sandbox_s, 1000),
-        "ratio_of_medians": round(statistics.median(sandbox_s) / statistics.median(bare_s), 2),
+        "bare_ms": spread(wall["bare"], 1000),
+        "sandbox_ms": spread(wall["sandbox"], 1000),
+        "ratio_of_medians": round(statistics.median(wall["sandbox"]) / statistics.median(wall["bare"]), 2),
         "per_pair_ratio": spread(ratios, digits=2),
+        "cpu_ms_per_run": {name: round(seconds / pairs * 1000, 1) for name, seconds in cpu.items()},
     }
 
 
