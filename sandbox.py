@@ -3,7 +3,7 @@
 `run_program(source, stdin)` runs a Python program and returns its status, stdout, stderr and wall time. On Linux with
 user namespaces, Landlock and seccomp (checked at first use; without them it REFUSES to run anything unless
 EXPRL_UNSAFE_SANDBOX=1 asks for an unprotected fallback) the program, and everything it starts:
-- time: is killed at `timeout` seconds of wall clock (SIGKILL, so ignoring SIGTERM does not help) and of CPU time;
+- time: is killed at `timeout` seconds of wall clock (SIGKILL: ignoring SIGTERM does not help), and by RLIMIT_CPU;
 - memory: has at most `memory_mb` of address space (RLIMIT_AS); since it cannot start processes (fork, vfork and clone
   without CLONE_THREAD fail, seccomp) this bounds the whole sandbox, and threads are bounded too (MAX_TASKS);
 - files: reads only the interpreter and the system's libraries (Landlock) and writes only its working directory, a
@@ -14,10 +14,9 @@ EXPRL_UNSAFE_SANDBOX=1 asks for an unprotected fallback) the program, and everyt
   ptrace, bpf, io_uring, keyrings, chmod/chown of files, ...); no process of it outlives run_program.
 What this does NOT guarantee (kernel bugs, side channels, what stat() or readable system files reveal): docs/sandbox.md.
 
-How: the caller starts `python -I -S -c <_KEEPER>` in a new session. That process (the "keeper") takes a real
-uid of its own and unshares the namespaces, then forks the program's process, PID 1 of the new PID namespace, which
-mounts its tmpfs, sets the limits, installs Landlock and seccomp, reports "ok" on a pipe and only then runs the code.
-When PID 1 exits or is killed, the kernel kills whatever else is left in its namespace.
+How: the caller starts `python -I -S -c <_KEEPER>` in a new session. That "keeper" unshares the namespaces and forks
+PID 1 of the new PID namespace, which confines itself, reports "ok" on a pipe and only then runs the program. When
+PID 1 exits or is killed, the kernel kills whatever else is left in its namespace.
 """
 
 import _signal  # the signal module without its enum layer, which would cost the sandbox's start-up milliseconds
@@ -240,7 +239,8 @@ def _child_main(strict, report_fd, source_fd, workdir, timeout, memory_mb, disk_
             os.kill(os.getpid(), -code)
         os._exit(code)
     _signal.signal(SIGTERM, _signal.SIG_DFL)
-    missing += _confine(workdir, float(timeout), int(memory_mb), int(disk_mb), int(output_bytes))
+    own_mounts = not any("mount" in m for m in missing)  # else a tmpfs would cover the host's directory
+    missing += _confine(workdir, own_mounts, float(timeout), int(memory_mb), int(disk_mb), int(output_bytes))
     os.write(report_fd, ("; ".join(missing) or "ok").encode())
     os.close(report_fd)
     if missing and strict == "1":
@@ -286,8 +286,8 @@ def _isolate() -> list[str]:
     return missing
 
 
-def _confine(workdir: str, timeout: float, memory_mb: int, disk_mb: int, output_bytes: int) -> list[str]:
-    """In PID 1, before the program: private tmpfs, limits, no privileges, Landlock, seccomp. What failed."""
+def _confine(workdir: str, own_mounts: bool, timeout: float, memory_mb: int, disk_mb: int, output_bytes: int):
+    """In PID 1, before the program: private tmpfs, limits, no privileges, Landlock, seccomp. What failed (a list)."""
     missing = []
 
     def attempt(name, step):
@@ -299,7 +299,8 @@ def _confine(workdir: str, timeout: float, memory_mb: int, disk_mb: int, output_
     _libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)  # if the keeper dies, so does PID 1 (and the namespace)
     size = f"size={disk_mb}m,nr_inodes=1024".encode()
     tmpfs = (b"tmpfs", workdir.encode(), b"tmpfs", ctypes.c_ulong(0x2 | 0x4), size)  # flags: nosuid, nodev
-    attempt("a private tmpfs", lambda: _checked(_libc.mount(*tmpfs)))
+    if own_mounts:
+        attempt("a private tmpfs", lambda: _checked(_libc.mount(*tmpfs)))
     os.chdir(workdir)
     limits = {resource.RLIMIT_AS: memory_mb * 2**20, resource.RLIMIT_NPROC: MAX_TASKS}
     limits |= {resource.RLIMIT_NOFILE: MAX_FILES, resource.RLIMIT_FSIZE: output_bytes}
@@ -323,9 +324,7 @@ def _checked(result: int) -> int:
 
 
 def _syscall(number: int, *args) -> int:
-    return _checked(
-        _libc.syscall(ctypes.c_long(number), *(ctypes.c_long(a) if isinstance(a, int) else a for a in args))
-    )
+    return _checked(_libc.syscall(*(ctypes.c_long(a) if isinstance(a, int) else a for a in (number, *args))))
 
 
 # Landlock (kernel docs: userspace-api/landlock): filesystem rights by ABI version, then network (4) and scopes (6).

@@ -318,6 +318,39 @@ def test_refuses_with_one_line_when_a_protection_is_missing(monkeypatch, capsys)
     assert not [name for name in os.listdir("/tmp") if name.startswith("exprl-sandbox-")]
 
 
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the helper's seccomp filter uses x86_64's number")
+def test_refusal_on_a_kernel_without_user_namespaces(tmp_path):
+    """A real missing mechanism: a helper makes unshare(2) fail for itself and its children (a seccomp filter of its
+    own), then runs the sandbox: one line of refusal, and nothing mounted on the host; opted in, the program runs in
+    a temporary directory that is gone afterwards."""
+    helper = f"""
+        import ctypes, os, struct, sys
+        sys.path.insert(0, {os.path.dirname(os.path.abspath(sandbox.__file__))!r})
+        import sandbox
+        op = lambda code, k, jt=0, jf=0: struct.pack("HBBI", code, jt, jf, k)
+        program = b"".join([op(0x20, 0), op(0x15, 272, 0, 1), op(0x06, 0x50001), op(0x06, 0x7FFF0000)])  # EPERM
+        address = ctypes.cast(ctypes.c_char_p(program), ctypes.c_void_p).value
+        fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxQ", 4, address))
+        libc = ctypes.CDLL(None)
+        libc.prctl(38, 1, 0, 0, 0)  # no_new_privs, so that any user may install the filter
+        assert libc.prctl(22, 2, ctypes.c_void_p(ctypes.addressof(fprog)), 0, 0) == 0
+        mounts = open("/proc/self/mountinfo").read()
+        try:
+            sandbox.run_program("print('ran')")
+        except sandbox.SandboxUnavailable as refusal:
+            print(refusal)
+        os.environ[sandbox.UNSAFE_ENV] = "1"
+        result = sandbox.run_program("import os\\nprint(os.getcwd())")
+        print(result.status, os.path.exists(result.stdout.strip()), mounts == open("/proc/self/mountinfo").read())
+    """
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(helper)], capture_output=True, text=True, timeout=60)
+    assert len(out.stdout.splitlines()) == 2, (out.stdout, out.stderr)
+    refusal, unsafe_run = out.stdout.splitlines()
+    assert refusal.startswith("sandbox: refusing to run model-written code: this machine lacks user, mount, network")
+    assert sandbox.UNSAFE_ENV + "=1" in refusal and unsafe_run == "ok False True", out.stderr
+    assert out.stderr.count("WARNING") == 1
+
+
 def test_probe_finds_everything_here():
     """CI runs as root on a kernel with user namespaces and Landlock: nothing may be missing there."""
     assert sandbox.probe() == []
