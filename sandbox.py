@@ -176,11 +176,14 @@ def _wait(keeper, deadline: float, stdout_fd: int, stderr_fd: int, output_bytes:
     import select
     import time
 
-    pidfd = os.pidfd_open(keeper.pid)
+    pidfd = os.pidfd_open(keeper.pid)  # readable once the keeper has exited; poll, not select: any fd number works
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    exited = lambda seconds: bool(poller.poll(None if seconds is None else max(0, seconds) * 1000))
     stopped = "interrupted"  # unless the loop ends
     try:
         while True:
-            if select.select([pidfd], [], [], max(0.0, min(POLL_SECONDS, deadline - time.monotonic())))[0]:
+            if exited(min(POLL_SECONDS, deadline - time.monotonic())):
                 stopped = None
             elif time.monotonic() >= deadline:
                 stopped = "timeout"
@@ -192,9 +195,9 @@ def _wait(keeper, deadline: float, stdout_fd: int, stderr_fd: int, output_bytes:
     finally:
         if stopped:
             os.kill(keeper.pid, SIGTERM)
-            if not select.select([pidfd], [], [], 2.0)[0]:
+            if not exited(2.0):
                 os.killpg(keeper.pid, SIGKILL)
-                select.select([pidfd], [], [])
+                exited(None)
         try:
             os.killpg(keeper.pid, SIGKILL)
         except (ProcessLookupError, PermissionError):

@@ -4,6 +4,7 @@ Bounds are generous (a 1 s timeout must end in under 5 s), so that a loaded mach
 """
 
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -208,6 +209,21 @@ def test_cannot_signal_processes_outside():
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_works_when_the_caller_holds_many_files():
+    """A training process may hold over 1024 open files: the wait must not use select(), which cannot see them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("cannot open 1100 files here")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    files = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert run("print(7)").stdout == "7\n" and run("while True:\n    pass", timeout=0.5).status == "timeout"
+    finally:
+        for fd in files:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_timeout_kills_a_loop_that_ignores_sigterm():
