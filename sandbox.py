@@ -125,8 +125,8 @@ def _launch(source, stdin, timeout, memory_mb, disk_mb, output_bytes, strict):
 
     workdir = "/tmp" if strict else tempfile.mkdtemp(prefix="exprl-sandbox-")  # strict: a private tmpfs over /tmp
     fds = {name: os.memfd_create(name) for name in ("source", "stdin", "stdout", "stderr")}
-    os.pwrite(fds["source"], source.encode(), 0)  # pwrite: the offset stays 0, where the reading starts
-    os.pwrite(fds["stdin"], stdin.encode(), 0)
+    os.pwrite(fds["source"], source.encode(errors="replace"), 0)  # pwrite: the offset stays 0, where reading starts
+    os.pwrite(fds["stdin"], stdin.encode(errors="replace"), 0)  # ("replace": a lone surrogate must not crash a reward)
     report_read, report_write = os.pipe()
     to_close = [*fds.values(), report_read, report_write]
     command = [sys.executable, "-I", "-S", "-c", _KEEPER, str(int(strict)), str(report_write), str(fds["source"])]
@@ -262,10 +262,8 @@ def _child_main(strict, report_fd, source_fd, workdir, timeout, memory_mb, disk_
 def _isolate() -> list[str]:
     """In the keeper: a real uid of its own, then new user, mount, network, IPC and PID namespaces. What failed.
 
-    The real uid is SANDBOX_UID when the caller is root, because the kernel never applies RLIMIT_NPROC to a real uid
-    of 0; the effective uid stays, so the interpreter stays readable where it lives (/root/.pyenv, say). Files are then
-    guarded by Landlock and seccomp, not by file permissions (the capabilities are dropped in _confine).
-    """
+    Root's real uid becomes SANDBOX_UID (the kernel never applies RLIMIT_NPROC to uid 0); the effective uid stays, so
+    the interpreter stays readable (in /root/.pyenv, say): Landlock and seccomp guard the files, not permissions."""
     missing = []
     if os.getuid() == 0:
         try:
@@ -358,12 +356,10 @@ def _landlock(workdir: str) -> None:
     os.close(ruleset)
 
 
-# seccomp: these calls fail with EPERM: namespaces and mounts, debugging other processes, keyrings, bpf, perf,
-# io_uring, leaving the process group, and changing a file's mode, owner, times or extended attributes or truncating it
-# by path (Landlock does not cover those, and the effective uid may own the files). Fork-like clones fail too (threads
-# are allowed); clone3 reports ENOSYS, so that the C library falls back to clone, whose flags a filter can read.
-# (Module loading, kexec, reboot and the like need capabilities in the first user namespace: never ours.)
-# Numbers: x86_64, then aarch64 (asm-generic; None where the call does not exist there).
+# seccomp: EPERM for namespaces and mounts, other processes' memory, keyrings, bpf, perf, io_uring, leaving the process
+# group, and a file's mode, owner, times, xattrs or truncation by path (Landlock does not cover those; the effective uid
+# may own the files). Module loading, kexec and the like need capabilities we never have. Fork-like clones fail; clone3
+# says ENOSYS so that libc falls back to clone, whose flags a filter can read. Numbers: x86_64, aarch64 (None: absent).
 DENIED = {
     "fork": (57, None), "vfork": (58, None), "unshare": (272, 97), "setns": (308, 268), "mount": (165, 40),
     "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51), "open_tree": (428, 428),
