@@ -6,8 +6,9 @@ EXPRL_UNSAFE_SANDBOX=1 asks for an unprotected fallback) the program, and everyt
 - time: is killed at `timeout` seconds of wall clock (SIGKILL: ignoring SIGTERM does not help), and by RLIMIT_CPU;
 - memory: has at most `memory_mb` of address space (RLIMIT_AS); since it cannot start processes (fork, vfork and clone
   without CLONE_THREAD fail, seccomp) this bounds the whole sandbox, and threads are bounded too (MAX_TASKS);
-- files: reads only the interpreter and the system's libraries (Landlock) and writes only its working directory, a
-  fresh tmpfs of `disk_mb` in a private mount namespace that vanishes with it; stdout and stderr stop at `output_bytes`;
+- files: reads only the interpreter and the system's libraries (Landlock), writes only in a fresh tmpfs of `disk_mb`
+  over /tmp (its working directory is a new folder there) in a private mount namespace that vanishes with it;
+  stdout and stderr stop at `output_bytes`;
 - network: has none, not even 127.0.0.1 (a new network namespace, nothing up; Landlock denies TCP as well);
 - everything else: gets an empty environment, no capabilities, no new privileges, its own PID and IPC namespaces (it
   sees and signals nothing outside), and a seccomp filter against the kernel's riskier calls (namespaces, mounts,
@@ -123,7 +124,7 @@ def _launch(source, stdin, timeout, memory_mb, disk_mb, output_bytes, strict):
     import tempfile
     import time
 
-    workdir = "/tmp" if strict else tempfile.mkdtemp(prefix="exprl-sandbox-")  # strict: a private tmpfs over /tmp
+    workdir = "/tmp" if strict else tempfile.mkdtemp(prefix="exprl-sandbox-")  # strict: a private tmpfs on /tmp
     fds = {name: os.memfd_create(name) for name in ("source", "stdin", "stdout", "stderr")}
     os.pwrite(fds["source"], source.encode(errors="replace"), 0)  # pwrite: the offset stays 0, where reading starts
     os.pwrite(fds["stdin"], stdin.encode(errors="replace"), 0)  # ("replace": a lone surrogate must not crash a reward)
@@ -287,21 +288,27 @@ def _isolate() -> list[str]:
     return missing
 
 
-def _confine(workdir: str, own_mounts: bool, timeout: float, memory_mb: int, disk_mb: int, output_bytes: int):
-    """In PID 1, before the program: private tmpfs, limits, no privileges, Landlock, seccomp. What failed (a list)."""
+def _confine(base: str, own_mounts: bool, timeout: float, memory_mb: int, disk_mb: int, output_bytes: int):
+    """In PID 1, before the program: private tmpfs, limits, no privileges, Landlock, seccomp. What failed (a list).
+
+    The tmpfs covers `base` (/tmp); the program starts in a new folder of it, a path that never exists on the host."""
     missing = []
 
-    def attempt(name, step):
+    def attempt(name, step) -> bool:
         try:
             step()
+            return True
         except OSError as e:
             missing.append(f"{name} ({e.strerror or e})")
+            return False
 
     _libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)  # if the keeper dies, so does PID 1 (and the namespace)
     size = f"size={disk_mb}m,nr_inodes=1024".encode()
-    tmpfs = (b"tmpfs", workdir.encode(), b"tmpfs", ctypes.c_ulong(0x2 | 0x4), size)  # flags: nosuid, nodev
-    if own_mounts:
-        attempt("a private tmpfs", lambda: _checked(_libc.mount(*tmpfs)))
+    tmpfs = (b"tmpfs", base.encode(), b"tmpfs", ctypes.c_ulong(0x2 | 0x4), size)  # flags: nosuid, nodev
+    mounted = own_mounts and attempt("a private tmpfs", lambda: _checked(_libc.mount(*tmpfs)))
+    workdir = os.path.join(base, f"exprl-sandbox-{os.urandom(6).hex()}") if mounted else base
+    if mounted:
+        os.mkdir(workdir, 0o700)
     os.chdir(workdir)
     limits = {resource.RLIMIT_AS: memory_mb * 2**20, resource.RLIMIT_NPROC: MAX_TASKS}
     limits |= {resource.RLIMIT_NOFILE: MAX_FILES, resource.RLIMIT_FSIZE: output_bytes}
@@ -309,7 +316,7 @@ def _confine(workdir: str, own_mounts: bool, timeout: float, memory_mb: int, dis
         resource.setrlimit(limit, (value, value))
     resource.setrlimit(resource.RLIMIT_CPU, (int(timeout) + 1, int(timeout) + 2))  # SIGXCPU, a second later SIGKILL
     attempt("no_new_privs", lambda: _checked(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)))
-    attempt("Landlock", lambda: _landlock(workdir))
+    attempt("Landlock", lambda: _landlock(base))  # all rights in the tmpfs, or in the caller's temporary folder
     capabilities_none = (struct.pack("Ii", 0x20080522, 0), bytes(24))  # _LINUX_CAPABILITY_VERSION_3, all sets empty
     attempt("a capability drop", lambda: _checked(_libc.capset(*capabilities_none)))
     attempt("seccomp", _seccomp)
