@@ -26,6 +26,7 @@ import os
 import resource
 import struct
 import sys
+import time
 
 UNSAFE_ENV = "EXPRL_UNSAFE_SANDBOX"  # "1": run even where protection is missing (NOT safe; prints what is missing)
 SANDBOX_UID = 61_000_000  # the code's real uid when the caller is root (RLIMIT_NPROC counts per real uid)
@@ -37,7 +38,6 @@ STDERR_CHARS = 4000  # RunResult.stderr keeps the last this many characters
 POLL_SECONDS = 0.05  # how often the caller checks the output size while the program runs
 SIGKILL, SIGTERM, SIGXCPU = 9, 15, 24  # the same numbers on x86_64 and aarch64
 READ_ONLY = ["/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/localtime", "/dev/urandom", "/dev/zero"]
-READ_WRITE = ["/dev/null"]
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -122,7 +122,6 @@ def _launch(source, stdin, timeout, memory_mb, disk_mb, output_bytes, strict):
     import shutil
     import subprocess
     import tempfile
-    import time
 
     workdir = "/tmp" if strict else tempfile.mkdtemp(prefix="exprl-sandbox-")  # strict: a private tmpfs on /tmp
     fds = {name: os.memfd_create(name) for name in ("source", "stdin", "stdout", "stderr")}
@@ -175,7 +174,6 @@ def _wait(keeper, deadline: float, stdout_fd: int, stderr_fd: int, output_bytes:
     (SIGKILL to its process group if it has not within 2 s). A last SIGKILL to the group while the keeper is a zombie
     (its pid, so its group id, cannot be reused yet), then it is reaped."""
     import select
-    import time
 
     pidfd = os.pidfd_open(keeper.pid)  # readable once the keeper has exited; poll, not select: any fd number works
     poller = select.poll()
@@ -226,8 +224,7 @@ def _child_main(strict, report_fd, source_fd, workdir, timeout, memory_mb, disk_
 
     def on_sigterm(*_):  # the caller's deadline: kill PID 1 (and with it the namespace), then exit as it did
         stop[0] = True
-        if child[0]:
-            os.kill(child[0], SIGKILL)
+        child[0] and os.kill(child[0], SIGKILL)
 
     _signal.signal(SIGTERM, on_sigterm)
     missing = _isolate()
@@ -326,8 +323,7 @@ def _confine(base: str, own_mounts: bool, timeout: float, memory_mb: int, disk_m
 def _checked(result: int) -> int:
     """The result of a libc call, or OSError from errno when it failed (returned -1)."""
     if result < 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno))
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
     return result
 
 
@@ -350,7 +346,7 @@ def _landlock(workdir: str) -> None:
     ruleset = _syscall(444, attr, 8 if abi < 4 else 16 if abi < 6 else 24, 0)
     prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}  # a venv and its base Python
     python = [os.path.join(p, d) for p in sorted(prefixes) for d in ("lib", "lib64", "bin")]  # not all of the prefix
-    rules = [(p, READ_RIGHTS) for p in READ_ONLY + python] + [(p, handled) for p in READ_WRITE + [workdir]]
+    rules = [(p, READ_RIGHTS) for p in READ_ONLY + python] + [(p, handled) for p in ("/dev/null", workdir)]
     for path, rights in rules:
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
