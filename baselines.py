@@ -35,10 +35,10 @@ from common import (
     write_json,
 )
 from config import check_args
-from data import Problem, policy_messages
+from data import Problem, encode_prompts, policy_messages
 from evaluate import evaluate, format_pass_at_k
 from grpo import token_logprobs
-from rollout import Rollout, encode_prompts, to_batch
+from rollout import Rollout, to_batch
 
 
 # ---------------------------------------------------------------------------------------------------- SFT

@@ -81,9 +81,9 @@ def evaluate(
     "reference", "answer", "response", "correct", "truncated"}: the fixed rollouts the analyses (analysis/) read.
     """
     from common import load_model, write_json  # imported here: pass_at_k above needs no torch
-    from data import policy_messages
+    from data import encode_prompts, policy_messages
     from judge import answer_reward
-    from rollout import HFSampler, encode_prompts
+    from rollout import HFSampler
 
     if isinstance(model, str):
         model, tokenizer = load_model(model)

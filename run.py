@@ -28,7 +28,6 @@ from common import (
 )
 from evaluate import evaluate, format_pass_at_k
 from judge_health import JudgeError, JudgeMonitor
-from rollout import sync_weights
 
 PHASES = ("sample", "judge", "update")
 
@@ -73,8 +72,7 @@ class Run:
         if self.resumed:  # optimiser, this rank's RNG streams, logs cut to the checkpoint's step
             self.start = self.resumed[1]["step"]
             restore_training_state(self.resumed[1], model, optimizer, sampler, args.output_dir, args.seed)
-            if args.engine == "vllm":
-                sync_weights(model, sampler)  # the engine started from args.model
+            sampler.update_weights(model)  # vLLM: the engine started from args.model
         path = os.path.join(args.output_dir, "{}.jsonl")
         self.metrics_log = MetricsLog(path.format("metrics")) if self.is_main else None
         self.judge_log = MetricsLog(path.format("judge_samples")) if self.is_main else None

@@ -17,11 +17,11 @@ import distributed
 from advantages import outcome_advantages, process_advantages, segment_spans, token_advantages
 from common import load_model, resolve_model_path
 from config import Args, load_inputs, parse_args  # noqa: F401 (parse_args: the command line)
-from data import policy_messages
+from data import encode_prompts, policy_messages
 from grpo import LossConfig, aggregation_denominator, grpo_step, token_logprobs
 from judge import JudgeResult, answer_reward
 from judge_health import JudgeError, probe_judge
-from rollout import HFSampler, encode_prompts, sync_weights, to_batch
+from rollout import HFSampler, to_batch
 from run import Run, group_record, judge_sample, step_metrics
 from toy_judge import TOY_JUDGES, build_toy_judge
 
@@ -42,7 +42,8 @@ def build_judge(args: Args):
     frozen model of its own)."""
     if args.judge in TOY_JUDGES:
         return build_toy_judge(args.judge, args.judge_error_rate)
-    from judge import LLMJudge, OpenAIEngine
+    from judge import LLMJudge
+    from openai_engine import OpenAIEngine
 
     if args.judge.startswith(("http://", "https://")):  # the paper's layout: the judge served on its own GPUs
         return LLMJudge(OpenAIEngine(args.judge, args.judge_model), max_tokens=args.judge_max_tokens)
@@ -58,7 +59,7 @@ def make_sampler(args: Args, policy, tokenizer):
     """The rollout engine: HF generate on the training model itself, or a vLLM engine fed by sync_weights."""
     if args.engine == "hf":
         return HFSampler(policy, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    from rollout import VLLMSampler
+    from vllm_engine import VLLMSampler
 
     return VLLMSampler(
         resolve_model_path(args.model),
@@ -120,8 +121,7 @@ def main(args: Args, teacher=None) -> dict:
         # 4. update: GRPO on the step's batch (updates_per_step mini-batches); 5. the engine gets the new weights
         batch = build_batch(rollouts, per_token, keep, tokenizer.pad_token_id)
         update_metrics = update_policy(args, model, ref_model, optimizer, batch)
-        if args.engine == "vllm":
-            sync_weights(model, sampler)  # the next step samples from the updated policy
+        sampler.update_weights(model)  # vLLM: the next step samples from the updated policy (HF: nothing to do)
         run.lap("update")
 
         # 6. log (metrics, one raw judge output, every --log_group_every steps one whole group); evaluate, checkpoint

@@ -12,9 +12,9 @@ import toy
 from baselines import DistillArgs, SFTArgs, distill_signal, sft_batch, sft_step, teacher_messages, train_sft
 from baselines import main as baselines_main
 from common import TOY_BASE
-from data import Problem, save_problems
+from data import Problem, encode_prompts, save_problems
 from grpo import LossConfig, grpo_step, token_logprobs
-from rollout import HFSampler, encode_prompts, to_batch
+from rollout import HFSampler, to_batch
 
 
 @pytest.fixture(scope="module")

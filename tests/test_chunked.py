@@ -12,7 +12,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 import toy
 from grpo import LossConfig, grpo_step
-from logprobs import _ChunkedHead, token_logprobs
+from logprobs import token_logprobs
+from logprobs_fast import _ChunkedHead
 from tests.test_grpo import GROUP_PROMPTS, GROUP_RESPONSES, GradRecorder, make_batch, training_batch
 
 

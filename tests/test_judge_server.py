@@ -15,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from judge import JudgeResult, LLMJudge, OpenAIEngine
+from judge import JudgeResult, LLMJudge
 from judge_health import PROBE_RETRIES, JudgeError, JudgeMonitor, probe_judge
+from openai_engine import OpenAIEngine
 
 SERVED_MODEL = "judge"
 HEALTHY_ANSWER = "Reasoning: ok.\nScore: 4"

