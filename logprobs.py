@@ -85,15 +85,16 @@ def _logprobs_one_micro_batch(
     share = share_prompts and bool(in_response.any()) and can_share_prompts(model)
     keep = response_mask[:, p0:].bool()  # [b, L - p0]
     if chunk_size is None:
-        logits = _response_logits(model, input_ids, attention_mask, position_ids, p0, share).float()  # [b, L - p0, V]
-        lp, h = response_stats(logits, input_ids[:, p0:], keep, temperature, with_entropy)  # [b, L - p0] each
+        logits = _response_logits(model, input_ids, attention_mask, position_ids, p0=p0, share_prompts=share)
+        targets = input_ids[:, p0:]  # [b, L - p0]
+        lp, h = response_stats(logits.float(), targets, keep, temperature=temperature, with_entropy=with_entropy)
     else:  # long responses: the LM head k positions at a time, no [b, L - p0, V] tensor (logprobs_fast.py)
         lp, h = chunked_response_stats(
             model,
             input_ids,
             attention_mask,
             position_ids,
-            keep,
+            keep=keep,
             p0=p0,
             share=share,
             temperature=temperature,
@@ -124,7 +125,7 @@ def response_stats(logits, targets, keep, temperature, with_entropy):
 
 def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, share_prompts: bool):
     """Logits predicting columns p0 .. L - 1 (the response tokens), [b, L - p0, V]."""
-    shared = shared_prompt_logits(model, input_ids, attention_mask, position_ids, p0) if share_prompts else None
+    shared = shared_prompt_logits(model, input_ids, attention_mask, position_ids, p0=p0) if share_prompts else None
     if shared is not None:  # fast path (logprobs_fast.py): each distinct prompt ran once, the responses on its cache
         return shared
     # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the

@@ -197,29 +197,19 @@ def test_same_seed_same_rollouts(tiny):
     assert [r.response_ids for r in c.sample(prompts, n=4)] != [r.response_ids for r in first_a]  # another seed
 
 
-def test_stage1_step_on_the_vllm_engine_keeps_engine_and_trainer_in_sync(tmp_path):
+def test_stage1_step_on_the_vllm_engine_keeps_engine_and_trainer_in_sync(tmp_path, tiny_args):
     """train_stage1 with --engine vllm on the toy base: one process-reward step, then the engine's greedy output
     equals the updated HF policy's (the weights were synced) and the policy did change."""
     import json
 
-    import toy
     import train_stage1
     from common import TOY_BASE, load_model
-    from data import save_problems
 
-    data = tmp_path / "hard.jsonl"
-    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(data))
-    args = train_stage1.Args(
+    args = tiny_args(
         model=TOY_BASE,
-        train_data=str(data),
-        eval_data="",
         output_dir=str(tmp_path / "run"),
         engine="vllm",
         reward="process",
-        group_size=4,
-        prompts_per_step=4,
-        steps=1,
-        threads=1,
         lr=1e-3,
         weight_decay=0.0,
         vllm_kwargs=json.dumps({"enforce_eager": True, "dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
