@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cli import ArgumentParser, check_flags, fail  # noqa: F401  (ArgumentParser, check_flags: analysis/calibrate.py)
+from cli import ArgumentParser, check_flags, fail  # noqa: F401  (re-exported: evaluate.main, analysis/calibrate.py)
 from data import DataError, Problem, load_problems
 
 REPO = os.path.dirname(os.path.abspath(__file__))

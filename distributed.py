@@ -68,6 +68,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
 
 
+def rank_seed(seed: int) -> int:
+    """One random stream per rank: seed * world + rank (the seed itself in one process)."""
+    return seed * world_size() + rank()
+
+
 def is_main() -> bool:
     """Rank 0 logs, evaluates and writes checkpoints."""
     return rank() == 0

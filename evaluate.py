@@ -81,9 +81,9 @@ def evaluate(
     "reference", "answer", "response", "correct", "truncated"}: the fixed rollouts the analyses (analysis/) read.
     """
     from common import load_model, write_json  # imported here: pass_at_k above needs no torch
-    from data import encode_prompts, policy_messages
+    from data import policy_messages
     from judge import answer_reward
-    from rollout import HFSampler
+    from rollout import HFSampler, encode_prompts
 
     if isinstance(model, str):
         model, tokenizer = load_model(model)
@@ -154,8 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     if argv and argv[0] in MOVED:
         print(f"evaluate.py: `{argv[0]}` moved: run `python -m {MOVED[argv[0]]} ...`", file=sys.stderr)
         raise SystemExit(2)
-    from cli import ArgumentParser, check_flags
-    from common import check_model_path, load_problem_set, seed_everything, set_threads
+    from common import ArgumentParser, check_flags, check_model_path, load_problem_set, seed_everything, set_threads
 
     parser = ArgumentParser(
         description="pass@k of a checkpoint on a problem set (the analyses: python -m analysis.calibrate|injection|"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from data import encode_prompts  # noqa: F401  (re-exported: analysis/prefix_calibration.py imports it from here)
+from data import encode_prompts  # noqa: F401  (re-exported: evaluate.evaluate, analysis/prefix_calibration.py)
 from logprobs_fast import prefill_distinct_prompts
 
 

@@ -5,7 +5,7 @@ TensorBoard / W&B with --report_to; the progress bar and the per-phase timer (--
 evaluation into eval/; checkpoint files (every --save_every steps, the final one, and --resume, which restores the
 newest complete checkpoint's weights, optimiser, RNG streams and data order); and the judge watch, which stops a run
 whose judge gives no scores, after a resumable checkpoint. Everything else (seeds, models, optimiser, data order) is
-made in train_stage1.main and handed in when the Run is built.
+made in train_stage1.main and handed in.
 
 `StepRollouts` carries one step's rollouts and what the step made of them to the logs: `step_metrics`, `judge_sample`
 and `group_record` turn it into the lines the files get.
@@ -25,8 +25,6 @@ from judge import JudgeResult
 from judge_health import JudgeError, JudgeMonitor
 from logs import MetricsLog, Reporter
 
-PHASES = ("sample", "judge", "update")
-
 
 @dataclass
 class StepRollouts:
@@ -42,7 +40,8 @@ class StepRollouts:
 
 
 class Run:
-    """One training run's files, progress bar, timer and judge watch; every attribute is set here, once.
+    """One training run's files, progress bar, timer and judge watch. Everything it holds is handed in here (and
+    --resume done here, before the logs open), except the data order and the progress bar, which `steps` takes.
 
     `policy` samples and is evaluated; `model` trains (the policy itself in one process, its DDP / FSDP2 wrapper under
     torchrun); `model`, `tokenizer`, `optimizer` and `sampler` are what checkpoints save and --resume restores. Under

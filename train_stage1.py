@@ -18,7 +18,7 @@ import torch
 import distributed
 from advantages import outcome_advantages, process_advantages, segment_spans, token_advantages
 from common import load_model, resolve_model_path, seed_everything, set_threads
-from config import Args, load_inputs, loss_config, parse_args  # noqa: F401 (parse_args: the command line)
+from config import Args, load_inputs, loss_config, parse_args
 from data import encode_prompts, policy_messages
 from grpo import LossConfig, grpo_step, token_logprobs
 from judge import JudgeResult, answer_reward
@@ -157,7 +157,7 @@ def make_sampler(args: Args, policy, tokenizer):
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         gpu_memory_utilization=args.vllm_memory,
-        seed=args.seed * distributed.world_size() + distributed.rank(),  # one stream per rank
+        seed=distributed.rank_seed(args.seed),  # one stream per rank
         **json.loads(args.vllm_kwargs),
     )
 
@@ -167,7 +167,7 @@ def shuffled_order(num_problems: int, seed: int) -> list[int]:
     is then reseeded, so that ranks sample different rollouts for their prompts."""
     order = distributed.broadcast_object(torch.randperm(num_problems).tolist())
     if distributed.world_size() > 1:
-        seed_everything(seed * distributed.world_size() + distributed.rank())
+        seed_everything(distributed.rank_seed(seed))
     return order
 
 
