@@ -13,7 +13,8 @@ from bisect import bisect_left
 
 import torch
 
-DELTA_MODES = ("delta", "delta_code", "delta_from_zero", "end")
+DELTA_MODES = ("delta", "delta_code", "delta_from_zero", "end")  # delta_advantages
+PROCESS_MODES = (*DELTA_MODES, "group_norm")  # process_advantages: the delta modes and GroupNorm
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -21,24 +21,22 @@ from tqdm import tqdm
 
 import distributed
 import train_stage1
+from cli import check_flags, fail, parse_cli
 from common import (
-    MetricsLog,
-    check_flags,
     check_model_path,
-    fail,
     load_model,
     load_problem_set,
-    parse_cli,
     save_checkpoint,
     seed_everything,
     set_threads,
     write_json,
 )
-from config import check_args
-from data import Problem, policy_messages
+from config import Args, check_args
+from data import Problem, encode_prompts, policy_messages
 from evaluate import evaluate, format_pass_at_k
 from grpo import token_logprobs
-from rollout import Rollout, encode_prompts, to_batch
+from logs import MetricsLog
+from rollout import Rollout, to_batch
 
 
 # ---------------------------------------------------------------------------------------------------- SFT
@@ -171,7 +169,7 @@ def train_sft(args: SFTArgs) -> dict:
     model = distributed.wrap_model(policy, "ddp")  # no-op in one process
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     log = MetricsLog(os.path.join(args.output_dir, "metrics.jsonl")) if main_rank else None
-    evals = {"before": _eval(args, policy, tokenizer, eval_problems, 0) if args.eval_before else None}
+    evals = {"before": _eval(args, policy, tokenizer, eval_problems, step=0) if args.eval_before else None}
     orders = distributed.broadcast_object([torch.randperm(len(problems)).tolist() for _ in range(args.epochs)])
     batches = [
         (epoch, order[i : i + args.batch_size])
@@ -183,12 +181,19 @@ def train_sft(args: SFTArgs) -> dict:
     for step, (epoch, idx) in enumerate(tqdm(batches, desc="sft", dynamic_ncols=True, disable=not main_rank), start=1):
         mine = idx[rank::world]  # this rank's rows (all of them in one process)
         batch = {k: v.to(args.device) for k, v in sft_batch(tokenizer, [problems[i] for i in mine or idx[:1]]).items()}
-        metrics = sft_step(model, optimizer, batch, args.micro_batch_size, args.max_grad_norm, active=bool(mine))
+        metrics = sft_step(
+            model,
+            optimizer,
+            batch,
+            micro_batch_size=args.micro_batch_size,
+            max_grad_norm=args.max_grad_norm,
+            active=bool(mine),
+        )
         if main_rank:
             log.log(step, {"epoch": epoch, **metrics})
     if main_rank:
         save_checkpoint(policy, tokenizer, os.path.join(args.output_dir, "checkpoint"))
-        evals["after"] = _eval(args, policy, tokenizer, eval_problems, len(batches))
+        evals["after"] = _eval(args, policy, tokenizer, eval_problems, step=len(batches))
     distributed.barrier()
     distributed.cleanup()
     return evals
@@ -238,7 +243,7 @@ def response_logprobs(
             batch["input_ids"],
             batch["attention_mask"],
             batch["response_mask"],
-            micro_batch_size,
+            micro_batch_size=micro_batch_size,
             temperature=temperature,
         )  # [B, P + R]
     return logprobs[:, -width:]  # [B, R]
@@ -259,9 +264,11 @@ def distill_signal(
     reference-informed teacher; minimising token-mean(d_t * log pi_theta) lowers those tokens (reverse KL to the
     teacher). With teacher = student and the same prompt, d_t = 0 exactly.
     """
-    student_lp = response_logprobs(student, rollouts, pad_id, micro_batch_size, temperature)  # [B, R]
+    student_lp = response_logprobs(student, rollouts, pad_id, micro_batch_size, temperature=temperature)  # [B, R]
     in_teacher_context = [Rollout(p, r.response_ids, r.text, r.truncated) for p, r in zip(teacher_prompt_ids, rollouts)]
-    teacher_lp = response_logprobs(teacher, in_teacher_context, pad_id, micro_batch_size, temperature)  # [B, R]
+    teacher_lp = response_logprobs(
+        teacher, in_teacher_context, pad_id, micro_batch_size, temperature=temperature
+    )  # [B, R]
     return [(student_lp[i] - teacher_lp[i])[: len(r.response_ids)] for i, r in enumerate(rollouts)]
 
 
@@ -285,16 +292,16 @@ class DistillTeacher:
             self.teacher,
             rollouts,
             prompts,
-            self.tokenizer.pad_token_id,
-            self.micro_batch_size,
-            self.temperature,
+            pad_id=self.tokenizer.pad_token_id,
+            micro_batch_size=self.micro_batch_size,
+            temperature=self.temperature,
         )
         num_tokens = sum(len(x) for x in d)
         return [-x for x in d], float(sum(x.sum() for x in d)) / max(num_tokens, 1)
 
 
 @dataclass
-class DistillArgs(train_stage1.Args):
+class DistillArgs(Args):
     reward: str = field(
         default="self_distill", metadata={"help": "self-distillation (fixed)", "choices": ["self_distill"]}
     )

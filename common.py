@@ -1,25 +1,20 @@
-"""What every script shares: seeding and threads, loading a policy, atomic checkpoints, metrics logging.
+"""What every script shares: seeds and threads, a model in (`load_model`: 'toy' or a save_pretrained directory) and
+out (`save_checkpoint`, atomic), a problem set by name or path (`load_problem_set`), JSON and report files.
 
-Kept deliberately small: helpers that several scripts need, nothing that hides the training loop.
+The command-line helpers are in cli.py, resumable training checkpoints in checkpoint.py, run logs in logs.py.
 """
 
-import argparse
-import glob
 import json
 import os
 import random
 import shutil
-import sys
 import tempfile
-import time
-import warnings
-from dataclasses import field
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import distributed
+from cli import ArgumentParser, check_flags, fail  # noqa: F401  (re-exported: evaluate.main, analysis/calibrate.py)
 from data import DataError, Problem, load_problems
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -29,81 +24,6 @@ TOY_DATA = {  # the committed toy problem sets (see toy.py, "python toy.py data"
     "toy:heldout": os.path.join(REPO, "toy_data", "heldout.jsonl"),  # fresh HARD problems, not mined: development
     "toy:test": os.path.join(REPO, "toy_data", "test.jsonl"),  # the untouched test split: the final reproduction only
 }
-
-
-# ------------------------------------------------------------------------------------------- the command line
-class UsageError(SystemExit):
-    """Exit status 2 (argparse's) for a bad command line or input; str() is the message (what tests match)."""
-
-    def __init__(self, message: str):
-        super().__init__(2)
-        self.message = message
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def fail(message: str):
-    """A bad command line or input: one line on stderr, exit status 2, no traceback; raised before anything is
-    loaded or written."""
-    print(f"error: {message}", file=sys.stderr)
-    raise UsageError(message)
-
-
-def check_flags(args, rules) -> None:
-    """rules: (flag name, condition, what the value must be); the first false condition stops with one line naming
-    the flag and its value. NaN fails every comparison, so `--lr nan` lands here too.
-
-    Example: check_flags(args, [("n", args.n >= 1, ">= 1")]) with n = 0 -> `error: --n 0: must be >= 1`, exit 2.
-    """
-    for name, ok, expected in rules:
-        if not ok:
-            fail(f"--{name} {getattr(args, name)!r}: must be {expected}")
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse for the plain scripts (evaluate.py, analysis/): errors are one line, exit status 2, no usage block."""
-
-    def error(self, message: str):
-        fail(message)
-
-
-class _OneLineParser(HfArgumentParser):
-    """HfArgumentParser whose errors (unknown flag, invalid choice, bad number) are one line, not the usage block."""
-
-    def error(self, message: str):
-        fail(message)
-
-
-def arg(default, help: str, choices=None):
-    """A documented dataclass field of a script's arguments; with `choices`, any other value stops the command line.
-
-    Example: `reward: str = arg("outcome", "outcome | process | sparse", choices=("outcome", "process", "sparse"))`
-    """
-    metadata = {"help": help} if choices is None else {"help": help, "choices": list(choices)}
-    return field(default=default, metadata=metadata)
-
-
-def parse_cli(dataclass_type, argv: list[str] | None = None):
-    """Command line -> (the script's @dataclass of arguments, names of the flags given explicitly).
-
-    Fields with metadata "choices" accept only those values; a wrong one stops here:
-    `error: argument --reward: invalid choice: 'foo' (choose from outcome, process, sparse)`.
-    """
-    argv = sys.argv[1:] if argv is None else argv
-    args, unknown = _OneLineParser(dataclass_type).parse_args_into_dataclasses(argv, return_remaining_strings=True)
-    if unknown:
-        fail(f"unrecognized arguments: {' '.join(unknown)} (--help lists the flags)")
-    given = {a.split("=")[0].lstrip("-").replace("-", "_") for a in argv if a.startswith("--")}
-    return args, given
-
-
-def check_model_path(name: str, flag: str) -> None:
-    """`--model toy` or a save_pretrained directory; anything else stops with one line naming the flag."""
-    try:
-        resolve_model_path(name)
-    except FileNotFoundError as error:
-        fail(f"{flag}: {error}")
 
 
 def seed_everything(seed: int) -> None:
@@ -129,6 +49,14 @@ def resolve_model_path(name: str) -> str:
             "nothing is downloaded at run time)"
         )
     return path
+
+
+def check_model_path(name: str, flag: str) -> None:
+    """`--model toy` or a save_pretrained directory; anything else stops with one line naming the flag."""
+    try:
+        resolve_model_path(name)
+    except FileNotFoundError as error:
+        fail(f"{flag}: {error}")
 
 
 def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
@@ -191,116 +119,6 @@ def save_checkpoint(
         raise
 
 
-# ------------------------------------------------------------------------------------------- checkpoint / resume
-# Layout of a run directory:
-#   output_dir/checkpoint/                the final model (save_pretrained) + trainer state: what later stages load
-#   output_dir/checkpoints/step_000010/   every --save_every steps, the newest --keep_last kept: what --resume reads
-# Each holds trainer_state.json ({"step": N}, cheap to read) and trainer_state.pt (step, optimiser, per-rank RNG
-# states, data order), both written after the weights; the directory appears only when complete (save_checkpoint).
-
-
-def rng_state(sampler=None) -> dict:
-    """Every random stream a step draws from: Python, NumPy, torch CPU (+ CUDA), and the sampler's own seed generator
-    (VLLMSampler.seeds; HFSampler samples from torch's global RNG, already included)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    if isinstance(getattr(sampler, "seeds", None), torch.Generator):
-        state["sampler"] = sampler.seeds.get_state()
-    return state
-
-
-def set_rng_state(state: dict, sampler=None) -> None:
-    """Inverse of rng_state: the next random draw is the one the interrupted run would have made."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "sampler" in state and isinstance(getattr(sampler, "seeds", None), torch.Generator):
-        sampler.seeds.set_state(state["sampler"])
-
-
-def save_training_checkpoint(
-    path: str, model, tokenizer, optimizer, step: int, data_order: list[int], sampler=None
-) -> None:
-    """A resumable checkpoint at `path` (atomic, see save_checkpoint): weights, optimiser, step, data order, and the RNG
-    states of every rank. Collective under data parallelism: every rank calls it, rank 0 writes."""
-    weights = distributed.full_state_dict(model) if distributed.is_sharded(model) else None  # None: the model's own
-    optimizer_state = distributed.optimizer_state_dict(model, optimizer)
-    rngs = distributed.all_gather_object(rng_state(sampler))  # [one per rank]
-    if distributed.is_main():
-        state = {"step": step, "optimizer": optimizer_state, "rng": rngs, "data_order": data_order}
-        save_checkpoint(
-            distributed.unwrap(model),
-            tokenizer,
-            path,
-            state_dict=weights,
-            extra_files={"trainer_state.json": {"step": step}, "trainer_state.pt": state},
-        )
-    distributed.barrier()
-
-
-def restore_training_state(state: dict, model, optimizer, sampler, output_dir: str, seed: int) -> None:
-    """--resume, once the weights are loaded: optimiser state, this rank's RNG states, and (rank 0) metrics.jsonl /
-    judge_samples.jsonl cut to the checkpoint's step, so the redone steps do not appear twice."""
-    distributed.load_optimizer_state_dict(model, optimizer, state["optimizer"])
-    rank, world = distributed.rank(), distributed.world_size()
-    if len(state["rng"]) == world:
-        set_rng_state(state["rng"][rank], sampler)
-    else:  # another number of processes: the old random streams cannot be continued anyway
-        warnings.warn(f"resume: checkpoint written by {len(state['rng'])} processes, now {world}: fresh RNG seeds")
-        seed_everything(seed * world + rank + 7919 * state["step"])
-    if distributed.is_main():
-        for name in ("metrics.jsonl", "judge_samples.jsonl"):
-            truncate_jsonl(os.path.join(output_dir, name), state["step"])
-        print(f"resume: continuing after step {state['step']}")
-
-
-def latest_checkpoint(output_dir: str) -> tuple[str, dict] | None:
-    """(path, trainer state) of the newest COMPLETE checkpoint of a run, or None.
-
-    Candidates: checkpoints/step_* and checkpoint/, newest step first. A write killed mid-way leaves only a .tmp-*
-    directory (never a candidate); a directory whose trainer state is missing or does not load is skipped, with a
-    warning, for the next older one.
-    """
-    candidates = []
-    for path in glob.glob(os.path.join(output_dir, "checkpoints", "step_*")) + [os.path.join(output_dir, "checkpoint")]:
-        try:
-            with open(os.path.join(path, "trainer_state.json")) as f:
-                candidates.append((int(json.load(f)["step"]), path))
-        except (OSError, ValueError, KeyError):
-            if os.path.isdir(path):
-                warnings.warn(f"resume: ignoring {path} (no readable trainer_state.json: incomplete checkpoint)")
-    for step, path in sorted(candidates, reverse=True):
-        try:
-            state = torch.load(os.path.join(path, "trainer_state.pt"), map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001  (a damaged checkpoint: fall back to the previous one)
-            warnings.warn(f"resume: ignoring {path} ({error})")
-            continue
-        if state.get("step") == step and os.path.isfile(os.path.join(path, "config.json")):
-            return path, state
-    return None
-
-
-def prune_checkpoints(output_dir: str, keep_last: int) -> None:
-    """Delete all but the newest `keep_last` periodic checkpoints (0 keeps all); never the final checkpoint/."""
-    paths = sorted(glob.glob(os.path.join(output_dir, "checkpoints", "step_*")))  # zero-padded: name order = step order
-    for path in paths[: max(len(paths) - keep_last, 0)] if keep_last > 0 else []:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def truncate_jsonl(path: str, last_step: int) -> None:
-    """Keep the rows with step <= last_step (atomic rewrite): a resumed run redoes the later steps, no duplicates."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= last_step]
-    with open(path + ".tmp", "w") as f:
-        f.writelines(rows)
-    os.replace(path + ".tmp", path)
-
-
 def write_json(path: str, obj) -> None:
     """Write JSON atomically (temp file + rename)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -319,53 +137,3 @@ def write_report(out_dir: str, stem: str, report, table: str) -> None:
         f.write(table + "\n")
     os.replace(path + ".tmp", path)
     print(table)
-
-
-class Reporter:
-    """A step's metrics also to TensorBoard or Weights & Biases (--report_to), through those libraries' own writers;
-    metrics.jsonl stays the record. "none" does nothing. TensorBoard events go to output_dir/tensorboard/
-    (`tensorboard --logdir runs`); wandb reads WANDB_PROJECT (default "exprl") and its usual login or offline mode."""
-
-    def __init__(self, kind: str, output_dir: str, config: dict):
-        self.kind, self.writer = kind, None
-        if kind == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(os.path.join(output_dir, "tensorboard"))
-        elif kind == "wandb":
-            import wandb
-
-            name = os.path.basename(os.path.normpath(output_dir))
-            self.writer = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", "exprl"), name=name, dir=output_dir, config=config
-            )
-
-    def log(self, step: int, metrics: dict, prefix: str = "train") -> None:
-        """Every number of `metrics` as prefix/name at `step`."""
-        if self.writer is None:
-            return
-        values = {f"{prefix}/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-        if self.kind == "tensorboard":
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
-            self.writer.flush()
-        else:
-            self.writer.log(values, step=step)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close() if self.kind == "tensorboard" else self.writer.finish()
-
-
-class MetricsLog:
-    """Append one JSON line per step to metrics.jsonl (flushed, so a killed run keeps every finished step)."""
-
-    def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self.file = open(path, "a")
-        self.start = time.time()
-
-    def log(self, step: int, metrics: dict) -> None:
-        row = {"step": step, "time": round(time.time() - self.start, 2), **metrics}
-        self.file.write(json.dumps(row) + "\n")
-        self.file.flush()

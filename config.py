@@ -10,12 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
-from common import arg, check_flags, check_model_path, fail, load_problem_set, parse_cli
-from grpo import AGGREGATIONS
+from advantages import PROCESS_MODES
+from cli import arg, check_flags, fail, parse_cli
+from common import check_model_path, load_problem_set
+from grpo import AGGREGATIONS, LossConfig
 from toy_judge import TOY_JUDGES
 
-REWARDS = ("outcome", "process", "sparse")
-ADVANTAGES = ("delta", "delta_code", "delta_from_zero", "end", "group_norm")
+REWARDS = ("outcome", "process", "sparse", "self_distill")
 
 
 @dataclass
@@ -39,7 +40,12 @@ class Args:
     eval_data: str = arg("toy:heldout", "held-out problems for pass@k ('' to skip)")
     output_dir: str = arg("runs/stage1", "run directory: config.json, metrics.jsonl, eval/, checkpoint/")
     # --- the reward
-    reward: str = arg("outcome", "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer)", choices=REWARDS)
+    reward: str = arg(
+        "outcome",
+        "outcome | process (ExpRL) | sparse (the GRPO baseline, 0/1 answer) | self_distill (the self-distillation "
+        "baseline: python baselines.py self_distill)",
+        choices=REWARDS,
+    )
     process_view: str = arg(
         "prefix", "prefix (PAPER: judge y_<=t) | segment (CODE: judge segment t alone)", choices=("prefix", "segment")
     )
@@ -47,7 +53,7 @@ class Args:
         "delta",
         "process advantages: delta (Eq. 2, the default) | delta_code | delta_from_zero | end | group_norm "
         "(docs/results.md: the measurement that chose it)",
-        choices=ADVANTAGES,
+        choices=PROCESS_MODES,
     )
     delimiter: str = arg("###", "segment delimiter for process judging")
     # --- sampling
@@ -172,23 +178,72 @@ PRESETS = {
     }
 }
 
+# docs/paper.md, "Stage II", for Qwen3-4B on a GPU node; flags given explicitly still win.
+STAGE2_PRESETS = {
+    "paper-4b": {
+        "common": dict(
+            group_size=32,
+            prompts_per_step=32,
+            steps=500,
+            lr=1e-6,
+            weight_decay=0.01,
+            kl_coef=0.0,
+            entropy_coef=1e-4,
+            max_grad_norm=0.3,
+            temperature=0.8,
+            max_new_tokens=16384,
+            updates_per_step=1,
+            engine="vllm",
+            micro_batch_size=4,
+            logprob_chunk_size=1024,
+            eval_n=128,
+            eval_limit=0,
+            threads=0,
+        )
+    }
+}
+
+
+def apply_preset(args, given: set[str], presets: dict) -> None:
+    """--preset NAME: every field the command line did not set explicitly (`given`) takes the value of presets[NAME],
+    its shared settings ("common") first, then those of args.reward (PRESETS, STAGE2_PRESETS)."""
+    preset = presets[args.preset]
+    for name, value in {**preset["common"], **preset.get(args.reward, {})}.items():
+        if name not in given:
+            setattr(args, name, value)
+
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """Command line -> Args; a --preset fills every field the command line does not set explicitly. A bad flag or
-    value stops here with one line and exit status 2 (common.parse_cli, check_args), before anything is loaded."""
+    value stops here with one line and exit status 2 (cli.parse_cli, check_args), before anything is loaded."""
     args, given = parse_cli(Args, argv)
     if args.preset:
-        values = {**PRESETS[args.preset]["common"], **PRESETS[args.preset][args.reward]}
-        for name, value in values.items():
-            if name not in given:
-                setattr(args, name, value)
-        if "model" not in given or ("judge" not in given and args.reward != "sparse") or "train_data" not in given:
+        apply_preset(args, given, PRESETS)
+        judged = args.reward in ("outcome", "process")
+        if "model" not in given or ("judge" not in given and judged) or "train_data" not in given:
             fail(
                 f"--preset {args.preset} needs --model and --judge (local Qwen3-4B-Instruct-2507 directories; the "
                 "paper's judge is a frozen copy of the base policy) and --train_data (your hard problems)"
             )
     check_args(args)
     return args
+
+
+def loss_config(args: Args) -> LossConfig:
+    """The GRPO loss of the command line (grpo.LossConfig: clip bounds, KL and entropy terms, aggregation), the one
+    place it is built (train_stage1.update_policy)."""
+    return LossConfig(
+        clip_low=args.clip_low,
+        clip_high=args.clip_high,
+        dual_clip=args.dual_clip,
+        kl_coef=args.kl_coef,
+        entropy_coef=args.entropy_coef,
+        agg=args.loss_agg,
+        temperature=args.temperature,
+        log_entropy=True,
+        norm_length=args.max_new_tokens,
+        chunk_size=args.logprob_chunk_size or None,
+    )
 
 
 def check_args(args: Args) -> None:

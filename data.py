@@ -223,6 +223,22 @@ def policy_messages(problem_or_question: Problem | str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
 
 
+def encode_prompts(tokenizer, messages_list: list[list[dict]], **chat_template_kwargs) -> list[list[int]]:
+    """Chat messages -> prompt token ids ending with the assistant header (add_generation_prompt).
+
+    `chat_template_kwargs` reach the template, e.g. `enable_thinking=False` for hybrid Qwen3 models
+    (docs/paper.md, "Policy prompt": thinking mode off).
+    """
+    return [
+        list(
+            tokenizer.apply_chat_template(
+                m, add_generation_prompt=True, tokenize=True, return_dict=False, **chat_template_kwargs
+            )
+        )
+        for m in messages_list
+    ]
+
+
 def mine_hard(problems: Sequence[Problem], correct_counts: Sequence[int] | Mapping[str, int]) -> list[Problem]:
     """Keep the problems the base model never solved: 0 correct out of k samples (docs/paper.md, "Data": k = 64).
 

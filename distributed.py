@@ -5,10 +5,10 @@
 
 How a step splits (train_stage1.py): every rank holds the same global prompt order; rank r takes the r-th contiguous
 block of the step's prompts (`shard`: whole groups stay on one rank), samples and judges it. The loss of the GLOBAL
-mini-batch is a token-mean, so each rank's loss is scaled by world * (its tokens / the global token count), because
-both wrappers AVERAGE gradients over ranks (`loss_scale`, passed to grpo.grpo_step). The average is then the
-single-process gradient over the same global batch. A rank whose micro-batch holds only dropped rollouts still runs
-its forward/backward (grpo.py computes a zero loss for it), so every rank makes the same collective calls.
+mini-batch is a token-mean, so each rank divides its summed token losses by (the global token count / world), because
+both wrappers AVERAGE gradients over ranks (`global_mini_batch`, whose denominator goes to grpo.grpo_step). The average
+is then the single-process gradient over the same global batch. A rank whose micro-batch holds only dropped rollouts
+still runs its forward/backward (grpo.py computes a zero loss for it), so every rank makes the same collective calls.
 
 Which wrapper (`wrap_model`), and why:
 - "ddp" (DistributedDataParallel): every rank keeps the full model, optimiser state and gradients; gradients are
@@ -31,6 +31,16 @@ import torch.distributed as dist
 
 
 # ---------------------------------------------------------------------------------------------------------- process
+def setup(data_parallel: str, engine: str, prompts_per_step: int) -> str:
+    """Join torchrun's process group (a plain process: nothing happens) and check, before anything loads, that the
+    run can split: the wrapper (choose_mode) and prompts_per_step a multiple of the world size. Returns "ddp" | "fsdp".
+    """
+    init()
+    mode = choose_mode(data_parallel, engine)
+    shard(list(range(prompts_per_step)))  # fail now, not at step 1, unless prompts split evenly
+    return mode
+
+
 def init() -> None:
     """Join the process group when started by torchrun (WORLD_SIZE > 1); nccl with one GPU per rank, else gloo on the
     CPU. Idempotent."""
@@ -56,6 +66,11 @@ def rank() -> int:
 def local_rank() -> int:
     """This process's index on its node (its GPU), from torchrun's LOCAL_RANK."""
     return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def rank_seed(seed: int) -> int:
+    """One random stream per rank: seed * world + rank (the seed itself in one process)."""
+    return seed * world_size() + rank()
 
 
 def is_main() -> bool:
@@ -99,20 +114,25 @@ def all_reduce_sum(value: float) -> float:
     return type(value)(t.item())
 
 
-def loss_scale(local_denominator: float, summed: bool = True) -> float:
-    """The factor for this rank's loss so that the gradient AVERAGE over ranks (DDP, FSDP2) equals the single-process
-    gradient of the global mini-batch: world * n_r / N, N = sum over ranks of n_r (e.g. response tokens for a
-    token-mean). summed=False: the denominator is the same constant on every rank (seq-mean-token-sum-norm's fixed
-    length), so N = n_r and the factor is the world size. Exactly 1.0 in one process. Collective: every rank must
-    call it.
+def global_mini_batch(mini: dict, loss) -> tuple[float | None, bool]:
+    """This rank's rows as part of the GLOBAL mini-batch (all ranks' rows): (the `denominator` for grpo.grpo_step,
+    whether any rank's rows carry a non-zero advantage). `loss` is the grpo.LossConfig. Collective: every rank must
+    call it. One process: (None, i.e. grpo_step's own denominator, whether this batch has an advantage).
 
-    Example: 2 ranks with 30 and 10 tokens -> 2 * 30 / 40 = 1.5 and 2 * 10 / 40 = 0.5; the average of 1.5 g_0 and
-    0.5 g_1 is (30 g_0 + 10 g_1) / 40, the token-weighted mean.
+    Both wrappers AVERAGE gradients over ranks, so each rank divides its summed token losses by N / world, N = the
+    denominator summed over ranks (response tokens for a token-mean, non-empty rows for seq-mean-token-mean): averaged,
+    the gradient is the single-process gradient of the global mini-batch. seq-mean-token-sum-norm's constant is the
+    same on every rank and is kept (None), so its synchronised gradient is the ranks' mean, 1/world of the
+    single-process sum.
+
+    Example: 2 ranks with 30 and 10 tokens: N = 40, both divide by 40 / 2 = 20; the average of sum_0 / 20 and
+    sum_1 / 20 is (sum_0 + sum_1) / 40, the token-mean of the global mini-batch.
     """
-    if not dist.is_initialized():
-        return 1.0
-    total = all_reduce_sum(float(local_denominator)) if summed else float(local_denominator) * world_size()
-    return world_size() * local_denominator / total if total > 0 else 0.0
+    signal = all_reduce_sum(float((mini["advantages"] * mini["response_mask"]).abs().sum()))
+    if not dist.is_initialized() or loss.agg == "seq-mean-token-sum-norm":
+        return None, signal != 0.0
+    total = all_reduce_sum(float(loss.denominator(mini["response_mask"])))
+    return max(total, 1.0) / world_size(), signal != 0.0
 
 
 def broadcast_object(obj):
@@ -222,6 +242,11 @@ def wrap_model(model: torch.nn.Module, mode: str = "ddp", trainable: bool = True
     raise ValueError(f"data-parallel mode must be 'ddp' or 'fsdp', got {mode!r}")
 
 
+def wrap_models(policy: torch.nn.Module, ref_model: torch.nn.Module | None, mode: str):
+    """(the policy wrapped to train, the frozen reference wrapped or None) by wrap_model; one process: unchanged."""
+    return wrap_model(policy, mode), (wrap_model(ref_model, mode, trainable=False) if ref_model is not None else None)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The Hugging Face model inside a DDP wrapper (FSDP2 shards in place: the model is itself)."""
     return getattr(model, "module", model)
@@ -241,6 +266,16 @@ def full_state_dict(model: torch.nn.Module) -> dict:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_full_state_dict(model: torch.nn.Module, state: dict) -> None:
+    """Inverse of full_state_dict: every rank passes the full weights; under FSDP2 each keeps its own shard."""
+    if not is_sharded(model):
+        unwrap(model).load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
 
 
 def optimizer_state_dict(model: torch.nn.Module, optimizer) -> dict:

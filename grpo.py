@@ -205,6 +205,10 @@ class LossConfig:
     norm_length: int | None = None  # seq-mean-token-sum-norm's constant (None: the batch width L)
     chunk_size: int | None = None  # LM head over this many response tokens at a time (token_logprobs); None = at once
 
+    def denominator(self, mask: torch.Tensor) -> int:
+        """What this loss divides the summed token losses of a batch with response mask `mask` by."""
+        return aggregation_denominator(mask, self.agg, self.norm_length)
+
 
 def grpo_step(
     model,
@@ -213,8 +217,8 @@ def grpo_step(
     loss: LossConfig,
     micro_batch_size: int,
     max_grad_norm: float | None = 1.0,
-    loss_scale: float = 1.0,
     apply: bool = True,
+    denominator: float | None = None,
 ) -> dict:
     """One optimiser step of the GRPO loss over a whole mini-batch, with gradient accumulation over micro-batches.
 
@@ -223,16 +227,16 @@ def grpo_step(
     ratio = 1 and no second forward pass is needed) and ref_logprobs (required when loss.kl_coef > 0).
 
     Each micro-batch runs forward + policy_loss + backward on its own (only one micro-batch's activations live at a
-    time). Its loss is scaled by its share of the batch's aggregation denominator (tokens for token-mean, non-empty rows
-    for the seq-mean variants), so the accumulated gradient EQUALS the gradient of the unsplit batch's loss:
+    time). Its loss is scaled by its share of the batch's aggregation denominator N (tokens for token-mean, non-empty
+    rows for the seq-mean variants), so the accumulated gradient EQUALS the gradient of the unsplit batch's loss:
         batch loss = sum_tokens l / N = sum_micro (n_micro / N) * (sum_micro_tokens l / n_micro).
-    `loss_scale` multiplies every micro-batch's loss (1 in one process; under torchrun the caller passes
-    distributed.loss_scale(...), so that the ranks' averaged gradient is the one of the global batch).
+    `denominator` replaces N (None: this batch's own, loss.denominator); a process that trains its rows of a larger
+    batch passes that batch's (distributed.global_mini_batch).
     Then: clip the gradient norm to max_grad_norm (None: no clipping), optimizer.step(), optimizer.zero_grad().
     apply=False computes the loss, gradient norm and metrics but leaves the weights and the optimiser state untouched.
 
-    Returns metrics averaged over micro-batches weighted by their token counts, plus "loss" (the batch loss, times
-    loss_scale) and "grad_norm" (before clipping).
+    Returns metrics averaged over micro-batches weighted by their token counts, plus "loss" (the batch loss) and
+    "grad_norm" (before clipping).
     """
     input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
     response_mask, advantages = batch["response_mask"], batch["advantages"]
@@ -240,7 +244,7 @@ def grpo_step(
     if loss.kl_coef != 0.0 and ref_logprobs is None:
         raise ValueError("grpo_step: kl_coef > 0 needs batch['ref_logprobs'] (log-probs of the frozen base)")
     want_entropy = loss.entropy_coef != 0.0 or loss.log_entropy
-    total_denom = max(aggregation_denominator(response_mask, loss.agg, loss.norm_length), 1)
+    total_denom = max(loss.denominator(response_mask), 1) if denominator is None else denominator
     total_tokens = max(int(response_mask.bool().sum()), 1)
 
     loss_sum, sums = 0.0, {}
@@ -252,42 +256,37 @@ def grpo_step(
             input_ids[rows],
             attention_mask[rows],
             mask,
-            micro_batch_size,
+            micro_batch_size=micro_batch_size,
             with_entropy=want_entropy,
             temperature=loss.temperature,
             chunk_size=loss.chunk_size,
         )
         lp, ent = out if want_entropy else (out, None)  # [b, L] each
-        old = lp.detach() if old_logprobs is None else old_logprobs[rows]
-        ref = None if ref_logprobs is None else ref_logprobs[rows]
         micro_loss, metrics = policy_loss(
             lp,
-            old,
-            advantages[rows],
-            mask,
-            loss.clip_low,
-            loss.clip_high,
-            loss.dual_clip,
-            ref,
-            loss.kl_coef,
-            loss.agg,
-            ent,
-            loss.entropy_coef,
-            loss.norm_length,
+            old_logprobs=lp.detach() if old_logprobs is None else old_logprobs[rows],  # on-policy: ratio 1
+            advantages=advantages[rows],
+            mask=mask,
+            clip_low=loss.clip_low,
+            clip_high=loss.clip_high,
+            dual_clip=loss.dual_clip,
+            ref_logprobs=None if ref_logprobs is None else ref_logprobs[rows],
+            kl_coef=loss.kl_coef,
+            agg=loss.agg,
+            entropy=ent,
+            entropy_coef=loss.entropy_coef,
+            norm_length=loss.norm_length,
         )
-        share = (
-            aggregation_denominator(mask, loss.agg, loss.norm_length) / total_denom
-        )  # 0 for a micro-batch of dropped rollouts
-        (micro_loss * (share * loss_scale)).backward()  # share * 1.0 == share exactly: one process is unchanged
-        loss_sum += micro_loss.item() * share * loss_scale
+        share = loss.denominator(mask) / total_denom  # 0 for a micro-batch of dropped rollouts
+        (micro_loss * share).backward()
+        loss_sum += micro_loss.item() * share
         n_tokens = int(mask.bool().sum())
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + value * n_tokens
 
     params = [p for p in model.parameters() if p.grad is not None]
     max_norm = math.inf if max_grad_norm is None else max_grad_norm
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else 0.0
-    grad_norm = float(getattr(grad_norm, "full_tensor", lambda: grad_norm)())  # FSDP2 returns a (replicated) DTensor
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
     if apply:
         optimizer.step()
     optimizer.zero_grad()

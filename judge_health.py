@@ -13,7 +13,8 @@ The error lines name the judge (`where`: its URL or model path), what it answere
 
 import copy
 
-from judge import JudgeResult, OpenAIEngine
+from judge import JudgeResult
+from openai_engine import OpenAIEngine
 
 # The probe's outcome request: a problem any judge scores, written so both toy judges (toy_judge.py) parse it too (its
 # reference states the checkpoint "that gives 2", the response reaches it with a valid equation, 1+1=2, and boxes 2).

@@ -1,125 +1,112 @@
-"""The bookkeeping around the Stage-I loop, so that train_stage1.main shows only the algorithm.
+"""The I/O of a training run, so that train_stage1.main shows only the algorithm and its schedule.
 
-`Run` owns what every step needs but the method does not: the processes (torchrun or one), seeds and threads, the
-run directory (config.json, metrics.jsonl, judge_samples.jsonl, groups.jsonl), the data order and this rank's share
-of each step's prompts, wrapping the policy for DDP/FSDP2 and its optimiser, --resume, the per-phase timer and
---benchmark, held-out evaluation, and checkpoints. Nothing in here changes what a step computes.
+`Run` owns the run directory: config.json; metrics.jsonl, judge_samples.jsonl and groups.jsonl (rank 0), also to
+TensorBoard / W&B with --report_to; the progress bar and the per-phase timer (--benchmark prints its table); held-out
+evaluation into eval/; checkpoint files (every --save_every steps, the final one, and --resume, which restores the
+newest complete checkpoint's weights, optimiser, RNG streams and data order); and the judge watch, which stops a run
+whose judge gives no scores, after a resumable checkpoint. Everything else (seeds, models, optimiser, data order) is
+made in train_stage1.main and handed in.
+
+`StepRollouts` carries one step's rollouts and what the step made of them to the logs: `step_metrics`, `judge_sample`
+and `group_record` turn it into the lines the files get.
 """
 
 import os
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
-import torch
 from tqdm import tqdm
 
 import distributed
-from common import (
-    MetricsLog,
-    Reporter,
-    fail,
-    latest_checkpoint,
-    load_model,
-    prune_checkpoints,
-    restore_training_state,
-    save_training_checkpoint,
-    seed_everything,
-    set_threads,
-    write_json,
-)
+from checkpoint import latest_checkpoint, prune_checkpoints, restore_training_state, save_training_checkpoint
+from cli import fail
+from common import load_model, write_json
 from evaluate import evaluate, format_pass_at_k
+from judge import JudgeResult
 from judge_health import JudgeError, JudgeMonitor
-from rollout import sync_weights
+from logs import MetricsLog, Reporter
 
-PHASES = ("sample", "judge", "update")
+
+@dataclass
+class StepRollouts:
+    """One step's rollouts and what the step made of them, one entry per rollout, ordered group by group."""
+
+    problems: list  # data.Problem of each rollout
+    rollouts: list  # rollout.Rollout
+    correct: list  # 0/1 final-answer reward (logged; the reward itself for --reward sparse)
+    judged: JudgeResult  # scores and raw judge outputs: per response, or per segment for --reward process
+    spans: list  # token spans (segments) of each response ...
+    advantages: list  # ... and one advantage per span
+    keep: list  # False: dropped from the loss (an unparseable score)
 
 
 class Run:
-    """One training run. Construct it first (it joins torchrun's process group and seeds), then `prepare` the models.
+    """One training run's files, progress bar, timer and judge watch. Everything it holds is handed in here (and
+    --resume done here, before the logs open), except the data order and the progress bar, which `steps` takes.
 
-    Under torchrun every rank runs the same loop; rank 0 logs, evaluates and writes checkpoints (`distributed.py`).
+    `policy` samples and is evaluated; `model` trains (the policy itself in one process, its DDP / FSDP2 wrapper under
+    torchrun); `model`, `tokenizer`, `optimizer` and `sampler` are what checkpoints save and --resume restores. Under
+    torchrun every rank runs the same loop; rank 0 writes the logs, evaluates and writes checkpoints.
     """
 
-    def __init__(self, args):
-        distributed.init()  # torchrun: join the process group; a plain process: nothing happens
-        self.args = args
-        self.rank, self.world, self.is_main = distributed.rank(), distributed.world_size(), distributed.is_main()
-        self.dp_mode = distributed.choose_mode(args.data_parallel, args.engine)
-        distributed.shard(list(range(args.prompts_per_step)))  # fail now, not at step 1, unless prompts split evenly
-        set_threads(args.threads)
-        seed_everything(args.seed)
+    def __init__(self, args, policy, model, tokenizer, optimizer, sampler, eval_problems):
+        self.args, self.policy, self.model, self.tokenizer = args, policy, model, tokenizer
+        self.optimizer, self.sampler = optimizer, sampler
+        self.eval_problems = [] if args.benchmark else eval_problems
+        self.is_main = distributed.is_main()
         os.makedirs(args.output_dir, exist_ok=True)
         if self.is_main:
             write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
-        self.start, self.resumed, self.order, self.timings = 0, None, None, []
-        self.evals = {"before": None, "after": None}
-        self.judge_monitor = JudgeMonitor(args.judge, patience=args.judge_patience)
-
-    # ------------------------------------------------------------------------------------------------- set-up
-    def prepare(self, policy, ref_model, sampler, num_problems: int):
-        """Resume (--resume), wrap for data parallelism, build AdamW. Returns (model, ref_model, optimizer): `model`
-        trains (DDP-wrapped or FSDP2-sharded; the policy itself in one process), `policy` keeps sampling."""
-        args = self.args
-        self.sampler, self.policy = sampler, policy
-        self.resumed = latest_checkpoint(args.output_dir) if args.resume else None  # (path, trainer state) or None
-        found = distributed.all_gather_object(self.resumed[1]["step"] if self.resumed else None) if args.resume else []
-        if len(set(found)) > 1:  # e.g. node 1 cannot see node 0's disk: it would start at step 0 and hang the others
-            fail(
-                f"--resume: the ranks found different checkpoints in {args.output_dir} (step by rank: {found}); "
-                "every node must read the same checkpoint (a shared filesystem, or rank 0's copied to this path)"
-            )
-        if self.resumed:  # the policy continues from the checkpoint; the KL reference and judge stay the start model
-            policy.load_state_dict(load_model(self.resumed[0])[0].state_dict())
-        elif args.resume:
-            tqdm.write(f"--resume: no complete checkpoint in {args.output_dir}; starting from step 0")
-        if args.gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = distributed.wrap_model(policy, self.dp_mode)
-        ref_model = distributed.wrap_model(ref_model, self.dp_mode, trainable=False) if ref_model is not None else None
-        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-        if self.resumed:  # optimiser, this rank's RNG streams, logs cut to the checkpoint's step
-            self.start = self.resumed[1]["step"]
-            restore_training_state(self.resumed[1], model, optimizer, sampler, args.output_dir, args.seed)
-            if args.engine == "vllm":
-                sync_weights(model, sampler)  # the engine started from args.model
+        self.start, self.order = self.resume() if args.resume else (0, None)  # before the logs open: they get cut
         path = os.path.join(args.output_dir, "{}.jsonl")
         self.metrics_log = MetricsLog(path.format("metrics")) if self.is_main else None
         self.judge_log = MetricsLog(path.format("judge_samples")) if self.is_main else None
         self.group_log = MetricsLog(path.format("groups")) if self.is_main else None
         self.reporter = Reporter(args.report_to if self.is_main else "none", args.output_dir, asdict(args))
-        self.num_problems, self.model, self.optimizer = num_problems, model, optimizer
-        return model, ref_model, optimizer
+        self.judge_monitor = JudgeMonitor(args.judge, patience=args.judge_patience)
+        self.timings, self.laps, self.lap_start, self.bar = [], {}, time.time(), None
 
-    def steps(self, tokenizer, eval_problems):
-        """Evaluate the starting policy, fix the data order, then yield the step numbers start + 1 .. args.steps (with
-        a progress bar; each step's timer starts here)."""
-        args = self.args
-        self.tokenizer, self.eval_problems = tokenizer, [] if args.benchmark else eval_problems
-        if args.eval_before and self.start == 0:
-            self.evals["before"] = self.evaluate(0)
-        # The data order: one shuffle, the same on every rank (rank 0's), saved in checkpoints.
-        self.order = (
-            self.resumed[1]["data_order"]
-            if self.resumed
-            else distributed.broadcast_object(torch.randperm(self.num_problems).tolist())
+    def resume(self) -> tuple[int, list | None]:
+        """--resume: the newest complete checkpoint's weights into the training model (the KL reference, judge and
+        teacher stay the start model), its optimiser state, this rank's RNG streams, and the logs cut to its step.
+        Returns (its step, its data order), or (0, None) when there is none."""
+        found = latest_checkpoint(self.args.output_dir)  # (path, trainer state) or None
+        steps = distributed.all_gather_object(found[1]["step"] if found else None)
+        if len(set(steps)) > 1:  # e.g. node 1 cannot see node 0's disk: it would start at step 0 and hang the others
+            fail(
+                f"--resume: the ranks found different checkpoints in {self.args.output_dir} (step by rank: {steps}); "
+                "every node must read the same checkpoint (a shared filesystem, or rank 0's copied to this path)"
+            )
+        if found is None:
+            tqdm.write(f"--resume: no complete checkpoint in {self.args.output_dir}; starting from step 0")
+            return 0, None
+        path, state = found
+        distributed.load_full_state_dict(self.model, load_model(path)[0].state_dict())
+        restore_training_state(
+            state,
+            model=self.model,
+            optimizer=self.optimizer,
+            sampler=self.sampler,
+            output_dir=self.args.output_dir,
+            seed=self.args.seed,
         )
-        if self.world > 1 and not self.resumed:
-            seed_everything(args.seed * self.world + self.rank)  # ranks sample different rollouts for their prompts
-        name = os.path.basename(os.path.normpath(args.output_dir))
+        self.sampler.update_weights(self.model)  # vLLM: the engine started from args.model
+        return state["step"], state["data_order"]
+
+    def steps(self, order: list[int]):
+        """The step numbers start + 1 .. args.steps, with a progress bar; each step's timer starts here. `order` (the
+        data order) goes into every checkpoint."""
+        self.order = order
+        name = os.path.basename(os.path.normpath(self.args.output_dir))
         self.bar = tqdm(
-            range(self.start + 1, args.steps + 1),
-            desc=f"{name} {args.reward}",
+            range(self.start + 1, self.args.steps + 1),
+            desc=f"{name} {self.args.reward}",
             dynamic_ncols=True,
             disable=not self.is_main,
         )
         for step in self.bar:
             self.lap_start, self.laps = time.time(), {}
             yield step
-
-    def prompt_indices(self, step: int) -> list[int]:
-        """This step's prompts (cycling through the shuffled order), this rank's contiguous block of whole groups."""
-        n = self.args.prompts_per_step
-        return distributed.shard([self.order[((step - 1) * n + j) % len(self.order)] for j in range(n)])
 
     # ------------------------------------------------------------------------------------------------- per step
     def lap(self, phase: str) -> None:
@@ -128,27 +115,37 @@ class Run:
         self.laps[f"time_{phase}"] = now - self.lap_start
         self.lap_start = now
 
-    def log(self, step: int, metrics: dict, update_metrics: dict, batch: dict, judge_sample: dict | None) -> dict:
-        """Reduce a step's metrics over ranks, write metrics.jsonl (rank 0), show them in the progress bar; one raw
-        judge output to judge_samples.jsonl.
+    def log(self, step: int, scored: StepRollouts, update_metrics: dict, batch: dict) -> dict:
+        """The step's metrics (step_metrics, the update's, the phase times), reduced over ranks, to metrics.jsonl and
+        the progress bar; one raw judge output to judge_samples.jsonl; on step 1 and every --log_group_every steps one
+        whole GRPO group to groups.jsonl (python -m analysis.show_group draws it).
 
-        Over ranks: means weighted by rollouts, the update's metrics by response tokens, counts summed, the loss
-        summed (each rank's part of the global token-mean), times maxed (the slowest rank sets the pace).
+        Over ranks: means weighted by rollouts, the update's metrics by response tokens, counts summed, times maxed (the
+        slowest rank sets the pace), the loss averaged (each rank's is its rows' part of the global mini-batch loss,
+        times the world size: distributed.global_mini_batch).
         """
-        metrics = {**metrics, **update_metrics, **self.laps, "time_step": sum(self.laps.values())}
+        metrics = {
+            **step_metrics(self.args, scored),
+            **update_metrics,
+            **self.laps,
+            "time_step": sum(self.laps.values()),
+        }
         num_tokens = int(batch["response_mask"].sum())
         metrics = distributed.reduce_metrics(
             metrics,
-            weights={k: num_tokens for k in update_metrics},
+            weights={**{k: num_tokens for k in update_metrics}, "loss": 1},
             default_weight=batch["input_ids"].shape[0],
-            sums=("judge_parse_failures", "dropped_rollouts", "loss"),
+            sums=("judge_parse_failures", "dropped_rollouts"),
             maxes=tuple(k for k in metrics if k[:5] == "time_"),
         )
+        every = self.args.log_group_every
         if self.is_main:
             self.metrics_log.log(step, metrics)
             self.reporter.log(step, metrics)
-            if judge_sample is not None:
-                self.judge_log.log(step, judge_sample)
+            if (sample := judge_sample(scored)) is not None:
+                self.judge_log.log(step, sample)
+            if every > 0 and (step == 1 or step % every == 0):
+                self.group_log.log(step, group_record(self.args, scored, self.tokenizer))
         self.timings.append({k: metrics[k] for k in ("time_sample", "time_judge", "time_update", "time_step")})
         self.bar.set_postfix(
             score=f"{metrics['judge_score']:.3f}",
@@ -157,16 +154,6 @@ class Run:
             len=f"{metrics['response_length']:.0f}",
         )
         return metrics
-
-    def show_group(self, step: int) -> bool:
-        """Whether this step logs one whole GRPO group: step 1 and every --log_group_every steps (0 = never)."""
-        every = self.args.log_group_every
-        return every > 0 and (step == 1 or step % every == 0)
-
-    def log_group(self, step: int, group: dict) -> None:
-        """One whole GRPO group to groups.jsonl (rank 0; python -m analysis.show_group draws it)."""
-        if self.is_main:
-            self.group_log.log(step, group)
 
     def check_judge(self, step: int, judged, judge) -> None:
         """After a step's judging: a one-line summary of failed judge requests (never one line per request), a warning
@@ -188,39 +175,33 @@ class Run:
             errors = "; ".join(getattr(engine, "last_errors", []) or [])
             tqdm.write(f"step {step}: {warning or f'{failed} judge requests failed: {errors}'}")
 
-    def evaluate_and_checkpoint(self, step: int) -> None:
-        """Evaluate every --eval_every steps, write a resumable checkpoint every --save_every steps."""
+    # ------------------------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, step: int, final: bool = False) -> None:
+        """A resumable checkpoint: checkpoints/step_N, of which the newest --keep_last stay, or with final=True
+        checkpoint/, what later stages load (not rewritten by a resumed run that had already finished). None under
+        --benchmark."""
         args = self.args
-        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
-            self.evaluate(step)
-        if not args.benchmark and args.save_every and step % args.save_every == 0:
-            self.checkpoint(os.path.join(args.output_dir, "checkpoints", f"step_{step:06d}"), step)
-            if self.is_main:
-                prune_checkpoints(args.output_dir, args.keep_last)
-
-    # ------------------------------------------------------------------------------------------------- end of run
-    def finish(self) -> dict:
-        """The final checkpoint (what later stages load), the benchmark table, the held-out evaluation after.
-        Returns {"before": pass@k result or None, "after": ...}."""
-        args = self.args
-        if not args.benchmark and self.start < args.steps:
-            self.checkpoint(os.path.join(args.output_dir, "checkpoint"), args.steps)
-        if args.benchmark:
-            print_timings(self.timings)
-        self.evals["after"] = self.evaluate(args.steps)
-        if self.evals["before"] and self.evals["after"]:
-            for name in ("before", "after"):
-                print(
-                    f"held-out {name:6s}: pass@1 {self.evals[name]['pass@k']['1']:.3f}  "
-                    f"pass@16 {self.evals[name]['pass@k'].get('16', float('nan')):.3f}"
-                )
-        self.reporter.close()
-        distributed.barrier()  # the other ranks wait for rank 0's evaluation
-        return self.evals
+        if args.benchmark or (final and self.start >= args.steps):
+            return
+        if final:
+            self.checkpoint(os.path.join(args.output_dir, "checkpoint"), step)
+            return
+        self.checkpoint(os.path.join(args.output_dir, "checkpoints", f"step_{step:06d}"), step)
+        if self.is_main:
+            prune_checkpoints(args.output_dir, args.keep_last)
 
     def checkpoint(self, path: str, step: int) -> None:
-        save_training_checkpoint(path, self.model, self.tokenizer, self.optimizer, step, self.order, self.sampler)
+        save_training_checkpoint(
+            path,
+            model=self.model,
+            tokenizer=self.tokenizer,
+            optimizer=self.optimizer,
+            step=step,
+            data_order=self.order,
+            sampler=self.sampler,
+        )
 
+    # ------------------------------------------------------------------------------------------------- evaluation
     def evaluate(self, step: int) -> dict | None:
         """pass@k on the held-out problems (rank 0 only), with the run's sampler when it is vLLM."""
         args = self.args
@@ -243,11 +224,26 @@ class Run:
         tqdm.write(f"[eval {tag}] {format_pass_at_k(result)}")
         return result
 
+    def finish(self, before: dict | None, after: dict | None) -> dict:
+        """The --benchmark table, the held-out before/after lines; the other ranks wait for rank 0 here.
+        Returns {"before": pass@k result or None, "after": ...}."""
+        if self.args.benchmark:
+            print_timings(self.timings)
+        if before and after:
+            for name, result in (("before", before), ("after", after)):
+                print(
+                    f"held-out {name:6s}: pass@1 {result['pass@k']['1']:.3f}  "
+                    f"pass@16 {result['pass@k'].get('16', float('nan')):.3f}"
+                )
+        self.reporter.close()
+        distributed.barrier()  # the other ranks wait for rank 0's evaluation
+        return {"before": before, "after": after}
+
 
 # ----------------------------------------------------------------------------------------------------- what a step logs
-def step_metrics(args, rollouts, correct, judged, keep, spans) -> dict:
+def step_metrics(args, scored: StepRollouts) -> dict:
     """What a step logs besides the update: the judge's mean score, zero-signal groups, answer accuracy, lengths."""
-    G = args.group_size
+    G, rollouts, judged, correct, keep = args.group_size, scored.rollouts, scored.judged, scored.correct, scored.keep
     if args.reward == "process":
         finals = [row[-1] if k and row else None for row, k in zip(judged.scores, keep)]  # s_T of the kept rollouts
         rewards = finals
@@ -270,55 +266,55 @@ def step_metrics(args, rollouts, correct, judged, keep, spans) -> dict:
         "truncated": sum(r.truncated for r in rollouts) / len(rollouts),
     }
     if args.reward == "process":
-        metrics["segments_per_response"] = sum(len(sp) for sp in spans) / len(spans)
+        metrics["segments_per_response"] = sum(len(sp) for sp in scored.spans) / len(scored.spans)
     return metrics
 
 
-def judge_sample(problems, rollouts, judged) -> dict | None:
+def judge_sample(scored: StepRollouts) -> dict | None:
     """One raw judge output per step, for reading what the judge actually said (judge_samples.jsonl)."""
-    if not judged.texts or not judged.texts[0]:
+    texts = scored.judged.texts
+    if not texts or not texts[0]:
         return None
-    return {"question": problems[0].question, "response": rollouts[0].text, "judge_text": judged.texts[0]}
+    return {"question": scored.problems[0].question, "response": scored.rollouts[0].text, "judge_text": texts[0]}
 
 
-def group_record(args, problems, rollouts, spans, judged, advantages, correct, keep, tokenizer) -> dict:
+def group_record(args, scored: StepRollouts, tokenizer) -> dict:
     """The first GRPO group of the step, whole (groups.jsonl; python -m analysis.show_group draws it): each rollout's
-    segments with their scores s_t, advantages A_t and raw judge outputs."""
+    segments with their scores s_t, advantages A_t and raw judge outputs. Outcome and sparse rewards have one segment
+    (the response); self-distillation's per-token advantages are drawn as one segment, their mean."""
+    process = args.reward == "process"
     rows = []
     for i in range(args.group_size):
-        r, scores, texts = rollouts[i], judged.scores[i], judged.texts[i]
-        segment_scores = scores if isinstance(scores, list) else [scores]
-        segment_texts = texts if isinstance(texts, list) else [texts]
-        if args.reward == "self_distill":
-            spans_i = [(0, len(r.response_ids))]  # one segment; the per-token signal is not drawn
-            segment_values = [sum(advantages[i]) / max(len(advantages[i]), 1)]
-        else:
-            spans_i, segment_values = spans[i], advantages[i]
+        r, scores, texts = scored.rollouts[i], scored.judged.scores[i], scored.judged.texts[i]
+        scores, texts = (scores, texts) if process else ([scores], [texts])  # one entry per segment
+        spans, values = scored.spans[i], scored.advantages[i]
+        if args.reward == "self_distill":  # one segment: the mean of the per-token A_t
+            spans, values = [(0, len(r.response_ids))], [sum(values) / max(len(values), 1)]
         segments = [
             {
                 "text": tokenizer.decode(r.response_ids[a:b], skip_special_tokens=True),
-                "score": segment_scores[t] if args.reward == "process" else segment_scores[0],
-                "advantage": float(segment_values[t]),
-                "judge_text": segment_texts[t] if args.reward == "process" else segment_texts[0],
+                "score": scores[t],
+                "advantage": float(values[t]),
+                "judge_text": texts[t],
             }
-            for t, (a, b) in enumerate(spans_i)
+            for t, (a, b) in enumerate(spans)
         ]
         rows.append(
             {
                 "text": r.text,
                 "segments": segments,
-                "score": segment_scores[-1] if segment_scores else None,
-                "advantage": None if args.reward == "process" else float(segment_values[0] if segment_values else 0),
-                "judge_text": "" if args.reward == "process" else segment_texts[0],
-                "answer_reward": float(correct[i]),
+                "score": scores[-1] if scores else None,
+                "advantage": None if process else float(values[0] if values else 0),
+                "judge_text": "" if process else texts[0],
+                "answer_reward": float(scored.correct[i]),
                 "truncated": r.truncated,
-                "dropped": not keep[i],
+                "dropped": not scored.keep[i],
             }
         )
-    p = problems[0]
+    p = scored.problems[0]
     return {
         "reward": args.reward,
-        "advantage": args.advantage if args.reward == "process" else "group",
+        "advantage": args.advantage if process else "group",
         "process_view": args.process_view,
         "question": p.question,
         "reference": p.reference,

@@ -339,7 +339,7 @@ def make_data(args: DataArgs) -> dict:
 
 
 @dataclass
-class TestSplitArgs:
+class SplitArgs:
     output: str = field(default="toy_data/test.jsonl", metadata={"help": "where the test split is written"})
     num_problems: int = field(default=128, metadata={"help": "fresh HARD problems in the test split"})
     hard_ops: int = field(default=8, metadata={"help": "operations per problem (the held-out difficulty)"})
@@ -347,7 +347,7 @@ class TestSplitArgs:
     seed: int = field(default=1001, metadata={"help": "problem seed: one no other file uses (training 1, held-out 2)"})
 
 
-def make_test_split(args: TestSplitArgs, others: list[str]) -> list[Problem]:
+def make_test_split(args: SplitArgs, others: list[str]) -> list[Problem]:
     """The untouched test split: fresh HARD problems at the held-out difficulty from an unused seed, none sharing a
     question with the files in `others` (drawn until num_problems distinct new ones). Not mined, like the held-out
     set. It is read by the final reproduction only (docs/toy-world.md, "Splits")."""
@@ -379,7 +379,7 @@ if __name__ == "__main__":
         set_threads(2)
         make_data(data_args)
     elif command == "test":
-        (test_args,) = HfArgumentParser(TestSplitArgs).parse_args_into_dataclasses()
+        (test_args,) = HfArgumentParser(SplitArgs).parse_args_into_dataclasses()
         folder = os.path.dirname(test_args.output)
         others = [os.path.join(folder, f) for f in ("stage1_train.jsonl", "heldout.jsonl", "easy.jsonl")]
         print(f"wrote {len(make_test_split(test_args, others))} problems to {test_args.output}")

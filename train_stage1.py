@@ -4,6 +4,8 @@ One step (docs/paper.md, "The idea"; `main` below is the algorithm box):
     sample G responses per prompt from the question alone -> judge each response (outcome) or each prefix (process)
     against the hidden reference -> advantages (group-normalised, or Eq. 2 per segment) -> GRPO update(s) -> log.
 `--reward sparse` swaps the judge for the 0/1 final-answer reward: the sparse-GRPO baseline.
+`--reward self_distill` (run by baselines.py, which passes the teacher) swaps judge and advantages for a frozen
+reference-conditioned teacher's per-token signal: the self-distillation baseline.
 
 Defaults run the embedded toy world on a CPU (python train_stage1.py); `--preset paper-4b` holds the paper's settings.
 """
@@ -15,15 +17,104 @@ import torch
 
 import distributed
 from advantages import outcome_advantages, process_advantages, segment_spans, token_advantages
-from common import load_model, resolve_model_path
-from config import Args, load_inputs, parse_args  # noqa: F401 (parse_args: the command line)
-from data import policy_messages
-from grpo import LossConfig, aggregation_denominator, grpo_step, token_logprobs
+from common import load_model, resolve_model_path, seed_everything, set_threads
+from config import Args, load_inputs, loss_config, parse_args
+from data import encode_prompts, policy_messages
+from grpo import LossConfig, grpo_step, token_logprobs
 from judge import JudgeResult, answer_reward
 from judge_health import JudgeError, probe_judge
-from rollout import HFSampler, encode_prompts, sync_weights, to_batch
-from run import Run, group_record, judge_sample, step_metrics
+from rollout import HFSampler, to_batch
+from run import Run, StepRollouts
 from toy_judge import TOY_JUDGES, build_toy_judge
+
+
+def main(args: Args, teacher=None) -> dict:
+    """ExpRL Stage I (docs/paper.md, "The idea"). Returns {"before": pass@k result, "after": ...} (None: not evaluated).
+
+    teacher: replaces judge + advantages by a per-token signal, `teacher(policy, problems, rollouts) -> (per-token
+    advantages, mean signal)`: the self-distillation baseline (baselines.py, --reward self_distill).
+    """
+    problems, eval_problems = load_inputs(args, teacher)  # every check before anything is loaded or written
+    dp_mode = distributed.setup(args.data_parallel, args.engine, args.prompts_per_step)  # torchrun: join, "ddp"/"fsdp"
+    set_threads(args.threads)
+    seed_everything(args.seed)
+    policy, tokenizer = load_model(args.model, device=args.device)
+    # The frozen base for the KL term: a copy of the policy as loaded, not a second read from disk.
+    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
+    judge = make_judge(args)  # None for sparse GRPO and self-distillation; probed once: a dead judge stops here
+    sampler = make_sampler(args, policy, tokenizer)
+    if args.gradient_checkpointing:  # recompute each layer's activations in backward (long responses)
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model, ref_model = distributed.wrap_models(policy, ref_model, dp_mode)  # DDP / FSDP2; one process: as they are
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    run = Run(  # the run directory, logs, checkpoints (--resume restores the newest), progress bar, judge watch
+        args,
+        policy=policy,
+        model=model,
+        tokenizer=tokenizer,
+        optimizer=optimizer,
+        sampler=sampler,
+        eval_problems=eval_problems,
+    )
+    prompt_ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])  # question only, never the reference
+    before = run.evaluate(0) if args.eval_before and run.start == 0 else None  # the starting policy, held out
+    order = run.order or shuffled_order(len(problems), args.seed)  # --resume: the checkpoint's data order
+    G = args.group_size
+
+    for step in run.steps(order):
+        # 1. sample: this step's prompts (this rank's share under torchrun), G rollouts each, ordered group by group
+        idx = step_prompts(order, step, args.prompts_per_step)
+        rollouts = sampler.sample([prompt_ids[i] for i in idx], n=G)
+        group_problems = [problems[i] for i in idx for _ in range(G)]  # the problem of each rollout
+        questions, references = [p.question for p in group_problems], [p.reference for p in group_problems]
+        correct = [answer_reward(r.text, p.answer) for r, p in zip(rollouts, group_problems)]  # 0/1, logged
+        truncated = [r.truncated for r in rollouts]
+        run.lap("sample")
+
+        # 2. judge and 3. advantages: one per segment (token span) of each response, then on each of its tokens
+        if args.reward == "process":  # s_1..s_T: one score per prefix y_<=t (or per segment), Eq. 2 per segment
+            spans = [segment_spans(r.response_ids, tokenizer, args.delimiter) for r in rollouts]
+            segments = decode_spans(tokenizer, rollouts, spans)
+            judged = judge.score_process(questions, references, segments, view=args.process_view)
+            advantages, keep = process_advantages(judged.scores, truncated, G, args.advantage)
+        elif args.reward in ("outcome", "sparse"):  # one score per response: the judge's, or the 0/1 final answer
+            spans = [[(0, len(r.response_ids))] for r in rollouts]
+            texts, no_text = [r.text for r in rollouts], [""] * len(rollouts)
+            judged = judge.score_outcome(questions, references, texts) if judge else JudgeResult(correct, no_text)
+            advantages, keep = outcome_advantages(judged.scores, truncated, G, args.scale_advantages)
+            advantages = [[a] for a in advantages]  # (s - group mean) / (group std + eps), on every token
+        else:  # self_distill: the reference-conditioned teacher's per-token signal A_t = -d_t, no judge
+            spans = [[(t, t + 1) for t in range(len(r.response_ids))] for r in rollouts]  # one span per token
+            advantages, signal = teacher(policy, group_problems, rollouts)
+            judged, keep = JudgeResult([signal] * len(rollouts), [""] * len(rollouts)), [True] * len(rollouts)
+        run.check_judge(step, judged, judge)  # no score for --judge_patience steps: checkpoint, then stop
+        per_token = [token_advantages(sp, a, len(r.response_ids)) for r, sp, a in zip(rollouts, spans, advantages)]
+        run.lap("judge")
+
+        # 4. update: GRPO on the step's batch (updates_per_step mini-batches); 5. the engine gets the new weights
+        batch = build_batch(rollouts, per_token, keep, tokenizer.pad_token_id)
+        update_metrics = update_policy(args, model=model, ref_model=ref_model, optimizer=optimizer, batch=batch)
+        sampler.update_weights(model)  # vLLM: the next step samples from the updated policy (HF: nothing to do)
+        run.lap("update")
+
+        # 6. log: metrics, one raw judge output, every --log_group_every steps one whole group (run.py)
+        scored = StepRollouts(
+            problems=group_problems,
+            rollouts=rollouts,
+            correct=correct,
+            judged=judged,
+            spans=spans,
+            advantages=advantages,
+            keep=keep,
+        )
+        run.log(step, scored, update_metrics, batch)
+        # 7. evaluate every --eval_every steps; a resumable checkpoint every --save_every steps
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+            run.evaluate(step)
+        if args.save_every and step % args.save_every == 0:
+            run.save_checkpoint(step)
+    run.save_checkpoint(args.steps, final=True)  # output_dir/checkpoint: what Stage II starts from
+    return run.finish(before, after=run.evaluate(args.steps))  # held-out pass@k before/after training
 
 
 def make_judge(args: Args):
@@ -42,7 +133,8 @@ def build_judge(args: Args):
     frozen model of its own)."""
     if args.judge in TOY_JUDGES:
         return build_toy_judge(args.judge, args.judge_error_rate)
-    from judge import LLMJudge, OpenAIEngine
+    from judge import LLMJudge
+    from openai_engine import OpenAIEngine
 
     if args.judge.startswith(("http://", "https://")):  # the paper's layout: the judge served on its own GPUs
         return LLMJudge(OpenAIEngine(args.judge, args.judge_model), max_tokens=args.judge_max_tokens)
@@ -58,80 +150,31 @@ def make_sampler(args: Args, policy, tokenizer):
     """The rollout engine: HF generate on the training model itself, or a vLLM engine fed by sync_weights."""
     if args.engine == "hf":
         return HFSampler(policy, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    from rollout import VLLMSampler
+    from vllm_engine import VLLMSampler
 
     return VLLMSampler(
         resolve_model_path(args.model),
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
         gpu_memory_utilization=args.vllm_memory,
-        seed=args.seed * distributed.world_size() + distributed.rank(),  # one stream per rank
+        seed=distributed.rank_seed(args.seed),  # one stream per rank
         **json.loads(args.vllm_kwargs),
     )
 
 
-def main(args: Args, teacher=None) -> dict:
-    """ExpRL Stage I (docs/paper.md, "The idea"). Returns {"before": pass@k result, "after": ...} (None: not evaluated).
+def shuffled_order(num_problems: int, seed: int) -> list[int]:
+    """The data order: one shuffle, the same on every rank (rank 0's), saved in checkpoints. Under torchrun each rank
+    is then reseeded, so that ranks sample different rollouts for their prompts."""
+    order = distributed.broadcast_object(torch.randperm(num_problems).tolist())
+    if distributed.world_size() > 1:
+        seed_everything(distributed.rank_seed(seed))
+    return order
 
-    teacher: replaces judge + advantages by a per-token signal, `teacher(policy, problems, rollouts) -> (per-token
-    advantages, mean signal)`: the self-distillation baseline (baselines.py).
-    """
-    problems, eval_problems = load_inputs(args, teacher)  # every check before anything is loaded or written
-    run = Run(args)  # processes (torchrun or one), seeds, threads, the run directory (run.py)
-    policy, tokenizer = load_model(args.model, device=args.device)
-    # The frozen base for the KL term: a copy of the policy as loaded, not a second read from disk.
-    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
-    judge = make_judge(args)  # None for sparse GRPO and self-distillation; probed once: a dead judge stops here
-    sampler = make_sampler(args, policy, tokenizer)
-    model, ref_model, optimizer = run.prepare(policy, ref_model, sampler, len(problems))  # DDP/FSDP2, AdamW, resume
-    prompt_ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])  # question only, never the reference
-    G = args.group_size
 
-    for step in run.steps(tokenizer, eval_problems):  # evaluates the starting policy first
-        # 1. sample: this step's prompts (this rank's share under torchrun), G rollouts each, ordered group by group
-        idx = run.prompt_indices(step)
-        rollouts = sampler.sample([prompt_ids[i] for i in idx], n=G)
-        group_problems = [problems[i] for i in idx for _ in range(G)]  # the problem of each rollout
-        questions, references = [p.question for p in group_problems], [p.reference for p in group_problems]
-        correct = [answer_reward(r.text, p.answer) for r, p in zip(rollouts, group_problems)]  # 0/1, logged
-        truncated = [r.truncated for r in rollouts]
-        run.lap("sample")
-
-        # 2. judge and 3. advantages, per token of each response
-        if args.reward == "process":  # s_1..s_T: one score per prefix y_<=t (or per segment), Eq. 2 per segment
-            spans = [segment_spans(r.response_ids, tokenizer, args.delimiter) for r in rollouts]
-            segments = decode_spans(tokenizer, rollouts, spans)
-            judged = judge.score_process(questions, references, segments, view=args.process_view)
-            advantages, keep = process_advantages(judged.scores, truncated, G, args.advantage)
-        elif args.reward in ("outcome", "sparse"):  # one score per response: the judge's, or the 0/1 final answer
-            spans = [[(0, len(r.response_ids))] for r in rollouts]
-            texts, no_text = [r.text for r in rollouts], [""] * len(rollouts)
-            judged = judge.score_outcome(questions, references, texts) if judge else JudgeResult(correct, no_text)
-            advantages, keep = outcome_advantages(judged.scores, truncated, G, args.scale_advantages)
-            advantages = [[a] for a in advantages]  # (s - group mean) / (group std + eps), on every token
-        else:  # self-distillation: the reference-conditioned teacher's per-token signal A_t = -d_t, no judge
-            spans = [[(t, t + 1) for t in range(len(r.response_ids))] for r in rollouts]  # one span per token
-            advantages, signal = teacher(policy, group_problems, rollouts)
-            judged, keep = JudgeResult([signal] * len(rollouts), [""] * len(rollouts)), [True] * len(rollouts)
-        run.check_judge(step, judged, judge)  # no score for --judge_patience steps: checkpoint, then stop
-        per_token = [token_advantages(sp, a, len(r.response_ids)) for r, sp, a in zip(rollouts, spans, advantages)]
-        run.lap("judge")
-
-        # 4. update: GRPO on the step's batch (updates_per_step mini-batches); 5. the engine gets the new weights
-        batch = build_batch(rollouts, per_token, keep, tokenizer.pad_token_id)
-        update_metrics = update_policy(args, model, ref_model, optimizer, batch)
-        if args.engine == "vllm":
-            sync_weights(model, sampler)  # the next step samples from the updated policy
-        run.lap("update")
-
-        # 6. log (metrics, one raw judge output, every --log_group_every steps one whole group); evaluate, checkpoint
-        metrics = step_metrics(args, rollouts, correct, judged, keep, spans)
-        run.log(step, metrics, update_metrics, batch, judge_sample(group_problems, rollouts, judged))
-        if run.show_group(step):
-            record = group_record(args, group_problems, rollouts, spans, judged, advantages, correct, keep, tokenizer)
-            run.log_group(step, record)
-        run.evaluate_and_checkpoint(step)
-    return run.finish()  # final checkpoint, held-out evaluation after training
+def step_prompts(order: list[int], step: int, n: int) -> list[int]:
+    """This step's n prompts, cycling through the data order; under torchrun this rank's contiguous block of whole
+    groups (distributed.shard)."""
+    return distributed.shard([order[((step - 1) * n + j) % len(order)] for j in range(n)])
 
 
 def decode_spans(tokenizer, rollouts, spans) -> list[list[str]]:
@@ -159,61 +202,49 @@ def update_policy(args: Args, model, ref_model, optimizer, batch) -> dict:
 
     The paper's values: docs/paper.md, "Stage I optimiser settings".
 
-    Under torchrun `batch` is this rank's shard; distributed.loss_scale makes the synchronised gradient the one of the
-    GLOBAL mini-batch. A mini-batch without any advantage is not applied (--skip_no_signal): Adam divides by the
-    running gradient RMS, so the lone KL / entropy gradient would still move every weight by about lr.
+    A mini-batch without any advantage is not applied (--skip_no_signal): Adam divides by the running gradient RMS, so
+    the lone KL / entropy gradient would still move every weight by about lr. Under torchrun `batch` is this rank's
+    shard; distributed.global_mini_batch makes each mini-batch train as the global one (and decides the skip for all).
     """
-    loss = LossConfig(
-        args.clip_low,
-        args.clip_high,
-        args.dual_clip,
-        args.kl_coef,
-        args.entropy_coef,
-        args.loss_agg,
-        args.temperature,
-        log_entropy=True,
-        norm_length=args.max_new_tokens,
-        chunk_size=args.logprob_chunk_size or None,
-    )
-    mask = batch["response_mask"]
-    if args.kl_coef > 0:
-        with torch.no_grad():
-            batch["ref_logprobs"] = token_logprobs(
-                ref_model,
-                batch["input_ids"],
-                batch["attention_mask"],
-                mask,
-                args.micro_batch_size,
-                temperature=args.temperature,
-                chunk_size=loss.chunk_size,
-            )
+    loss = loss_config(args)
+    if args.kl_coef > 0:  # the frozen base's log-probs, for the KL term
+        batch["ref_logprobs"] = frozen_logprobs(ref_model, batch, loss, args.micro_batch_size)
     if args.updates_per_step > 1:  # off-policy after the first mini-batch: freeze the behaviour log-probs first
-        with torch.no_grad():
-            batch["old_logprobs"] = token_logprobs(
-                model,
-                batch["input_ids"],
-                batch["attention_mask"],
-                mask,
-                args.micro_batch_size,
-                temperature=args.temperature,
-                chunk_size=loss.chunk_size,
-            )
-    order = torch.randperm(batch["input_ids"].shape[0])
+        batch["old_logprobs"] = frozen_logprobs(model, batch, loss, args.micro_batch_size)
     metrics = {}
-    for chunk in order.chunk(args.updates_per_step):
-        mini = {k: v[chunk] for k, v in batch.items()}
-        denominator = aggregation_denominator(mini["response_mask"], args.loss_agg, loss.norm_length)
-        scale = distributed.loss_scale(denominator, summed=args.loss_agg != "seq-mean-token-sum-norm")
-        signal = distributed.all_reduce_sum(float((mini["advantages"] * mini["response_mask"]).abs().sum()))
-        skip = args.skip_no_signal and signal == 0.0  # one decision for all ranks
-        step_metrics = grpo_step(
-            model, optimizer, mini, loss, args.micro_batch_size, args.max_grad_norm, scale, apply=not skip
+    for rows in torch.randperm(batch["input_ids"].shape[0]).chunk(args.updates_per_step):
+        mini = {k: v[rows] for k, v in batch.items()}
+        denominator, has_signal = distributed.global_mini_batch(mini, loss)  # one process: (None, this batch's)
+        skip = args.skip_no_signal and not has_signal
+        mini_metrics = grpo_step(
+            model,
+            optimizer,
+            mini,
+            loss,
+            micro_batch_size=args.micro_batch_size,
+            max_grad_norm=args.max_grad_norm,
+            apply=not skip,
+            denominator=denominator,
         )
-        step_metrics["loss"] /= distributed.world_size()  # this rank's part: summed over ranks, the global loss
-        step_metrics["skipped_update"] = float(skip)
-        for k, v in step_metrics.items():
+        mini_metrics["skipped_update"] = float(skip)
+        for k, v in mini_metrics.items():
             metrics[k] = metrics.get(k, 0.0) + v / args.updates_per_step
     return metrics
+
+
+@torch.no_grad()
+def frozen_logprobs(model, batch: dict, loss: LossConfig, micro_batch_size: int) -> torch.Tensor:
+    """Log-probs of the batch's response tokens under `model`, without a graph: the KL reference's, or the behaviour
+    policy's before an off-policy mini-batch. [B, L]."""
+    return token_logprobs(
+        model,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch["response_mask"],
+        micro_batch_size=micro_batch_size,
+        temperature=loss.temperature,
+        chunk_size=loss.chunk_size,
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ grad clip 0.3.
 The claim under test: Stage I raised coverage (pass@k), so Stage II now has correct samples to amplify.
 
 Stage II IS the Stage-I loop with the sparse reward: this file only changes the defaults (a subclass of Stage I's
-Args) and calls train_stage1.main, so the two stages can never drift apart.
+Args, config.py, where the Stage-II paper preset is too) and calls train_stage1.main, so the two stages can never drift
+apart.
 
     python train_stage1.py                   # Stage I (ExpRL-Outcome on the toy world) -> runs/stage1/checkpoint
     python train_stage2.py                   # Stage II from it -> runs/stage2
@@ -16,14 +17,14 @@ Args) and calls train_stage1.main, so the two stages can never drift apart.
 import os
 from dataclasses import dataclass, field
 
+import config
 import distributed
 import train_stage1
-from common import fail, parse_cli
-from config import check_args
+from cli import fail, parse_cli
 
 
 @dataclass
-class Args(train_stage1.Args):
+class Args(config.Args):
     model: str = field(
         default="runs/stage1/checkpoint",
         metadata={
@@ -49,38 +50,12 @@ class Args(train_stage1.Args):
     steps: int = field(default=60, metadata={"help": "Stage-II steps (paper: 500)"})
 
 
-# docs/paper.md, "Stage II", for Qwen3-4B on a GPU node; flags given explicitly still win.
-PRESETS = {
-    "paper-4b": dict(
-        group_size=32,
-        prompts_per_step=32,
-        steps=500,
-        lr=1e-6,
-        weight_decay=0.01,
-        kl_coef=0.0,
-        entropy_coef=1e-4,
-        max_grad_norm=0.3,
-        temperature=0.8,
-        max_new_tokens=16384,
-        updates_per_step=1,
-        engine="vllm",
-        micro_batch_size=4,
-        logprob_chunk_size=1024,
-        eval_n=128,
-        eval_limit=0,
-        threads=0,
-    )
-}
-
-
 def parse_args(argv: list[str] | None = None) -> Args:
     """Command line -> Args (Stage II defaults; --preset paper-4b fills docs/paper.md, "Stage II"); a bad flag or
     value stops with one line and exit status 2 before anything is loaded."""
     args, given = parse_cli(Args, argv)
     if args.preset:
-        for name, value in PRESETS[args.preset].items():
-            if name not in given:
-                setattr(args, name, value)
+        config.apply_preset(args, given, config.STAGE2_PRESETS)
         if "model" not in given or "train_data" not in given:
             fail(f"--preset {args.preset} needs --model (the Stage-I checkpoint) and --train_data")
     if args.model != "toy" and not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -88,7 +63,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
             f"--model {args.model!r}: no checkpoint there (config.json missing). Run Stage I first (python "
             "train_stage1.py writes runs/stage1/checkpoint) or pass --model toy for the base."
         )
-    check_args(args)
+    config.check_args(args)
     return args
 
 

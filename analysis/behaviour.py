@@ -14,7 +14,7 @@ labels are not meaningful.
 import json
 import os
 
-from common import ArgumentParser
+from cli import ArgumentParser
 
 # name -> (kind, the one-line rule the annotator is given); counts are integers >= 0, flags 0/1.
 BEHAVIOURS = {

@@ -39,7 +39,7 @@ import os
 import random
 
 from analysis.prefix_calibration import plot_prefix_calibration, prefix_calibration
-from common import ArgumentParser, check_flags, fail
+from cli import ArgumentParser, check_flags, fail
 from judge import JudgeResult
 
 THRESHOLD = 0.75  # a 1-5 score >= 4, normalised by (N - 1) / 4
@@ -172,7 +172,8 @@ def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_
         return build_toy_judge(spec, error_rate)
     if error_rate:
         raise ValueError("--judge_error_rate applies to the toy judges only")
-    from judge import LLMJudge, OpenAIEngine
+    from judge import LLMJudge
+    from openai_engine import OpenAIEngine
 
     if spec.startswith(("http://", "https://")):
         return LLMJudge(OpenAIEngine(spec, served_model), max_tokens=max_tokens)

@@ -12,7 +12,7 @@ import os
 import random
 
 from analysis.calibrate import THRESHOLD, add_judge_args, build_judge, check_judge_args, load_rollouts, percent
-from common import ArgumentParser
+from cli import ArgumentParser
 from judge import _SCORE_LINE, _SCORE_VALUE, OUTCOME_SYSTEM, UNTRUSTED_RULE, JudgeResult, normalise
 
 
@@ -122,7 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
     seed_everything(args.seed)
     rows = [r for r in load_rollouts(args.rollouts) if not r["correct"]]
     rows = random.Random(args.seed).sample(rows, min(args.limit, len(rows))) if args.limit else rows
-    judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size, args.judge_error_rate)
+    judge = build_judge(
+        args.judge,
+        args.max_tokens,
+        served_model=args.served_model,
+        batch_size=args.batch_size,
+        error_rate=args.judge_error_rate,
+    )
     report = {
         "before": inject(judge, rows, hardened=False),
         "after": inject(judge, rows, hardened=True),

@@ -34,9 +34,9 @@ def prefix_calibration(
     Returns {"pairs": [(s_t, success)], "pearson", "by_score": {s: [mean success, count]}}.
     """
     from advantages import segment_spans
-    from data import policy_messages
+    from data import encode_prompts, policy_messages
     from judge import answer_reward
-    from rollout import HFSampler, encode_prompts
+    from rollout import HFSampler
 
     prompt_ids = encode_prompts(tokenizer, [policy_messages(r["question"]) for r in rows])
     segments, prefixes = [], []  # prefixes: (prompt + prefix ids, prefix text, answer)

@@ -65,7 +65,7 @@ def worker(args) -> dict:
         model.zero_grad(set_to_none=True)
         start_cpu, start_wall = time.process_time(), time.perf_counter()
         lp, ent = token_logprobs(
-            model, input_ids, attention_mask, response_mask, 1, with_entropy=True, chunk_size=chunk
+            model, input_ids, attention_mask, response_mask, micro_batch_size=1, with_entropy=True, chunk_size=chunk
         )  # [1, L] each
         (-(lp.sum()) - 0.01 * ent.sum()).backward()
         cpu.append(time.process_time() - start_cpu)
@@ -132,7 +132,9 @@ def toy_step(args) -> str:
     for _ in range(args.repeats):
         for chunk in args.chunks:
             start = time.process_time()
-            grpo_step(model, optimizer, batch, LossConfig(log_entropy=True, chunk_size=chunk or None), B)
+            grpo_step(
+                model, optimizer, batch, LossConfig(log_entropy=True, chunk_size=chunk or None), micro_batch_size=B
+            )
             seconds[chunk].append(time.process_time() - start)
     lines = [
         f"toy grpo_step, {B} rows, {sum(lengths)} response tokens, {args.threads} thread(s), median of {args.repeats}",

@@ -126,12 +126,12 @@ def main(argv=None):
     shape = QWEN3_4B if args.model == "4b" else QWEN3_06B
     items = budget(
         shape,
-        args.response_tokens,
-        args.prompt_tokens,
-        args.chunk_size or None,
-        args.ranks,
-        args.vllm_memory,
-        args.gpu_gb,
+        response_tokens=args.response_tokens,
+        prompt_tokens=args.prompt_tokens,
+        chunk_size=args.chunk_size or None,
+        ranks=args.ranks,
+        vllm_fraction=args.vllm_memory,
+        gpu_gb=args.gpu_gb,
         rows=args.rows,
     )
     print(

@@ -12,16 +12,9 @@ import toy
 from baselines import DistillArgs, SFTArgs, distill_signal, sft_batch, sft_step, teacher_messages, train_sft
 from baselines import main as baselines_main
 from common import TOY_BASE
-from data import Problem, save_problems
+from data import Problem, encode_prompts, save_problems
 from grpo import LossConfig, grpo_step, token_logprobs
-from rollout import HFSampler, encode_prompts, to_batch
-
-
-@pytest.fixture(scope="module")
-def tiny_problems(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "hard.jsonl"
-    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(path))
-    return str(path)
+from rollout import HFSampler, to_batch
 
 
 def weight_change(checkpoint_dir) -> float:
@@ -77,13 +70,13 @@ def sample(model, tokenizer, problems, n=2):
 def test_distill_signal_is_zero_when_teacher_is_student_in_the_same_context(toy_model):
     model, tokenizer = toy_model
     rollouts = sample(model, tokenizer, toy.make_toy_problems(2, 8, 8, seed=5))
-    signal = distill_signal(model, model, rollouts, [r.prompt_ids for r in rollouts], tokenizer.pad_token_id)
+    signal = distill_signal(model, model, rollouts, [r.prompt_ids for r in rollouts], pad_id=tokenizer.pad_token_id)
     assert [len(s) for s in signal] == [len(r.response_ids) for r in rollouts]
     assert all(torch.equal(s, torch.zeros_like(s)) for s in signal)
     # ... and not zero once the teacher sees the reference
     problems = toy.make_toy_problems(2, 8, 8, seed=5)
     teacher_prompts = encode_prompts(tokenizer, [teacher_messages(problems[i // 2]) for i in range(4)])
-    signal = distill_signal(model, model, rollouts, teacher_prompts, tokenizer.pad_token_id)
+    signal = distill_signal(model, model, rollouts, teacher_prompts, pad_id=tokenizer.pad_token_id)
     assert max(s.abs().max().item() for s in signal) > 0.01
 
 
@@ -100,7 +93,9 @@ def test_distill_as_advantage_has_the_gradient_of_the_papers_loss(toy_model):
         signal[i, P : P + len(x)] = x
     # the paper's loss, by hand
     m1 = copy.deepcopy(model)
-    lp = token_logprobs(m1, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 64)  # [B, L]
+    lp = token_logprobs(
+        m1, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size=64
+    )  # [B, L]
     mask = batch["response_mask"].bool()
     ((signal * lp)[mask].sum() / mask.sum()).backward()
     expected = torch.cat([p.grad.flatten() for p in m1.parameters()])
@@ -112,7 +107,7 @@ def test_distill_as_advantage_has_the_gradient_of_the_papers_loss(toy_model):
         torch.optim.SGD(m2.parameters(), lr=1.0),
         {**batch, "advantages": -signal},
         LossConfig(dual_clip=None),
-        64,
+        micro_batch_size=64,
         max_grad_norm=None,
     )
     got = torch.cat([(b - p.detach()).flatten() for p, b in zip(m2.parameters(), before)])
@@ -120,30 +115,8 @@ def test_distill_as_advantage_has_the_gradient_of_the_papers_loss(toy_model):
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)
 
 
-def test_one_self_distill_step_changes_weights(tmp_path, tiny_problems):
-    baselines_main(
-        [
-            "self_distill",
-            "--train_data",
-            tiny_problems,
-            "--eval_data",
-            "",
-            "--output_dir",
-            str(tmp_path),
-            "--group_size",
-            "2",
-            "--prompts_per_step",
-            "2",
-            "--steps",
-            "1",
-            "--threads",
-            "1",
-            "--lr",
-            "1e-3",
-            "--weight_decay",
-            "0",
-        ]
-    )
+def test_one_self_distill_step_changes_weights(tmp_path, tiny_flags):
+    baselines_main(["self_distill", *tiny_flags(group_size=2, prompts_per_step=2, lr="1e-3", weight_decay=0)])
     row = json.loads(open(tmp_path / "metrics.jsonl").readline())
     assert row["judge_score"] > 0  # mean d_t: the base is more confident without the reference than with it
     assert weight_change(tmp_path / "checkpoint") > 0
@@ -172,37 +145,14 @@ def test_stage2_defaults_follow_the_paper_and_reject_judge_rewards():
     assert (paper.group_size, paper.prompts_per_step, paper.steps, paper.lr) == (32, 32, 500, 1e-6)
 
 
-def test_one_stage2_step_from_a_checkpoint_changes_weights(tmp_path):
+def test_one_stage2_step_from_a_checkpoint_changes_weights(tmp_path, tiny_flags):
     """Stage II on problems the base solves about half the time (7 ops), so groups have mixed 0/1 rewards and a
     gradient (on 2-op problems every rollout is right: no advantage, and --skip_no_signal skips the step)."""
     from train_stage2 import main, parse_args
 
     data = tmp_path / "easy.jsonl"
     save_problems(toy.make_toy_problems(4, 7, 7, seed=1), str(data))
-    args = parse_args(
-        [
-            "--model",
-            "toy",
-            "--train_data",
-            str(data),
-            "--eval_data",
-            "",
-            "--output_dir",
-            str(tmp_path / "run"),
-            "--group_size",
-            "4",
-            "--prompts_per_step",
-            "4",
-            "--steps",
-            "1",
-            "--threads",
-            "1",
-            "--lr",
-            "1e-3",
-            "--weight_decay",
-            "0",
-        ]
-    )
+    args = parse_args(tiny_flags(train_data=data, output_dir=tmp_path / "run", lr="1e-3", weight_decay=0))
     main(args)
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
     assert 0 < row["answer_accuracy"] < 1 and row["judge_score"] == row["answer_accuracy"]
@@ -211,7 +161,7 @@ def test_one_stage2_step_from_a_checkpoint_changes_weights(tmp_path):
 
 
 @pytest.mark.parametrize("skip", [True, False])
-def test_stage2_step_without_any_correct_rollout_leaves_weights_alone(tmp_path, skip):
+def test_stage2_step_without_any_correct_rollout_leaves_weights_alone(tmp_path, tiny_flags, skip):
     """All rewards 0 -> all advantages 0; the only gradient is the 1e-4 entropy bonus, which Adam would scale up to a
     full lr-sized step on every weight. --skip_no_signal (default) makes that step a no-op; turned off, it moves."""
     from train_stage2 import main, parse_args
@@ -220,28 +170,14 @@ def test_stage2_step_without_any_correct_rollout_leaves_weights_alone(tmp_path, 
     data = tmp_path / "unsolvable.jsonl"  # the toy world's values are 0..99: an answer of -1 is never produced
     save_problems(problems, str(data))
     args = parse_args(
-        [
-            "--model",
-            "toy",
-            "--train_data",
-            str(data),
-            "--eval_data",
-            "",
-            "--output_dir",
-            str(tmp_path / "run"),
-            "--group_size",
-            "2",
-            "--prompts_per_step",
-            "2",
-            "--steps",
-            "1",
-            "--threads",
-            "1",
-            "--max_new_tokens",
-            "40",
-            "--skip_no_signal",
-            str(skip),
-        ]
+        tiny_flags(
+            train_data=data,
+            output_dir=tmp_path / "run",
+            group_size=2,
+            prompts_per_step=2,
+            max_new_tokens=40,
+            skip_no_signal=skip,
+        )
     )
     main(args)
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())

@@ -12,7 +12,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 import toy
 from grpo import LossConfig, grpo_step
-from logprobs import _ChunkedHead, token_logprobs
+from logprobs import token_logprobs
+from logprobs_fast import _ChunkedHead
 from tests.test_grpo import GROUP_PROMPTS, GROUP_RESPONSES, GradRecorder, make_batch, training_batch
 
 
@@ -63,7 +64,7 @@ def logprobs_and_grads(model, batch, chunk_size, share, temperature=0.7, with_en
         batch["input_ids"],
         batch["attention_mask"],
         batch["response_mask"],
-        micro,
+        micro_batch_size=micro,
         with_entropy=with_entropy,
         temperature=temperature,
         share_prompts=share,
@@ -127,7 +128,7 @@ def test_chunked_grpo_step_equals_unchunked():
         model = llama_tied()
         recorder = GradRecorder(model)
         loss = LossConfig(kl_coef=0.1, entropy_coef=0.01, temperature=0.8, chunk_size=chunk_size)
-        metrics = grpo_step(model, recorder, batch, loss, micro, max_grad_norm=None)
+        metrics = grpo_step(model, recorder, batch, loss, micro_batch_size=micro, max_grad_norm=None)
         results.append((metrics, recorder.grads))
     (m0, g0), *others = results
     assert m0["clipfrac_low"] + m0["clipfrac_high"] > 0 and m0["kl_ref"] > 0 and m0["entropy"] > 0
@@ -181,7 +182,7 @@ def vocabulary_sized_saved_tensors(model, batch, chunk_size) -> list[tuple]:
             batch["input_ids"],
             batch["attention_mask"],
             batch["response_mask"],
-            6,
+            micro_batch_size=6,
             with_entropy=True,
             share_prompts=False,
             chunk_size=chunk_size,
@@ -259,10 +260,11 @@ def test_memory_budget_arithmetic():
     assert items["fp32 weights + grads + AdamW m, v (sharded)"] == pytest.approx(QWEN3_4B.params * 16 / 6 / 1e9)
     assert items["vLLM engine (gpu_memory_utilization)"] == 24.0
     assert sum(items.values()) == pytest.approx(51.3, abs=0.05)  # docs/memory-budget.md's total
-    unchunked = budget(QWEN3_4B, 16384, 512, None, 6, 0.3, 80)
+    paper = dict(response_tokens=16384, prompt_tokens=512, ranks=6, vllm_fraction=0.3, gpu_gb=80)
+    unchunked = budget(QWEN3_4B, chunk_size=None, **paper)
     assert sum(unchunked.values()) - sum(items.values()) == pytest.approx(34.85 - 2.49 - 2.33, abs=0.01)
     # 4 rows: the activations (and final hidden states) x 4, the head chunk unchanged (tokens are flattened).
-    four = budget(QWEN3_4B, 16384, 512, 1024, 6, 0.3, 80, rows=4)
+    four = budget(QWEN3_4B, chunk_size=1024, rows=4, **paper)
     assert (
         four["head chunk: logits and softmax, 4 fp32 copies"] == items["head chunk: logits and softmax, 4 fp32 copies"]
     )

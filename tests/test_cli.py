@@ -23,7 +23,10 @@ def usage_error(call, capsys) -> str:
 @pytest.mark.parametrize(
     "argv, expected",
     [
-        (["--reward", "foo"], "argument --reward: invalid choice: 'foo' (choose from 'outcome', 'process', 'sparse')"),
+        (
+            ["--reward", "foo"],
+            "argument --reward: invalid choice: 'foo' (choose from 'outcome', 'process', 'sparse', 'self_distill')",
+        ),
         (["--reward", "process", "--advantage", "bar"], "argument --advantage: invalid choice: 'bar'"),
         (["--process_view", "whole"], "argument --process_view/--process-view: invalid choice: 'whole'"),
         (["--engine", "sglang"], "argument --engine: invalid choice: 'sglang'"),

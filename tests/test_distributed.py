@@ -58,11 +58,15 @@ def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, 
     rollouts, advantages, keep = fixed_rollouts()
     mine = slice(rank * ROWS // world, (rank + 1) * ROWS // world)  # this rank's whole group
     batch = build_batch(rollouts[mine], advantages[mine], keep[mine], tokenizer.pad_token_id)
-    metrics = update_policy(fixed_args(), model, ref, optimizer, batch)
+    metrics = update_policy(fixed_args(), model=model, ref_model=ref, optimizer=optimizer, batch=batch)
+    return {k: v.detach().clone() for k, v in distributed.full_state_dict(model).items()}, reduce(metrics, batch)
+
+
+def reduce(metrics: dict, batch: dict) -> dict:
+    """The update's metrics over ranks as run.Run.log reduces them: token-weighted means, the loss averaged (each
+    rank's is its rows' part of the global loss times the world size)."""
     tokens = int(batch["response_mask"].sum())
-    metrics = distributed.reduce_metrics(metrics, {k: tokens for k in metrics}, sums=("loss",))
-    weights = distributed.full_state_dict(model)
-    return {k: v.detach().clone() for k, v in weights.items()}, metrics
+    return distributed.reduce_metrics(metrics, {**{k: tokens for k in metrics}, "loss": 1})
 
 
 def tied_tiny_model(seed: int):
@@ -80,7 +84,7 @@ def chunked_update(mode: str, rank: int = 0, world: int = 1, chunk_size: int | N
     """fixed_batch_update's update with chunked log-probs (LossConfig.chunk_size, and the KL reference's log-probs
     chunked too), a tied head, and an entropy bonus: grpo_step directly, since train_stage1.Args has no chunk flag
     here. Returns (full weights or {} off rank 0, metrics)."""
-    from grpo import LossConfig, aggregation_denominator, grpo_step, token_logprobs
+    from grpo import LossConfig, grpo_step, token_logprobs
 
     _, tokenizer = tiny_model()
     ref = distributed.wrap_model(tied_tiny_model(1).requires_grad_(False), mode, trainable=False)
@@ -91,24 +95,28 @@ def chunked_update(mode: str, rank: int = 0, world: int = 1, chunk_size: int | N
     batch = build_batch(rollouts[mine], advantages[mine], keep[mine], tokenizer.pad_token_id)
     with torch.no_grad():
         batch["ref_logprobs"] = token_logprobs(
-            ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"], MICRO, chunk_size=chunk_size
+            ref,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            micro_batch_size=MICRO,
+            chunk_size=chunk_size,
         )
     loss = LossConfig(kl_coef=0.1, entropy_coef=0.01, log_entropy=True, temperature=0.9, chunk_size=chunk_size)
-    scale = distributed.loss_scale(aggregation_denominator(batch["response_mask"], loss.agg))
-    metrics = grpo_step(model, optimizer, batch, loss, MICRO, max_grad_norm=1e9, loss_scale=scale)
-    metrics["loss"] /= world
-    tokens = int(batch["response_mask"].sum())
-    metrics = distributed.reduce_metrics(metrics, {k: tokens for k in metrics}, sums=("loss",))
-    weights = distributed.full_state_dict(model)
-    return {k: v.detach().clone() for k, v in weights.items()}, metrics
+    denominator, _ = distributed.global_mini_batch(batch, loss)
+    metrics = grpo_step(
+        model, optimizer, batch, loss, micro_batch_size=MICRO, max_grad_norm=1e9, denominator=denominator
+    )
+    return {k: v.detach().clone() for k, v in distributed.full_state_dict(model).items()}, reduce(metrics, batch)
 
 
 def fsdp_checkpoint_round_trip(out: str) -> bool:
     """Under torchrun: one AdamW step on an FSDP2 model, save_training_checkpoint (gathers the shards; rank 0 writes),
-    load it into a fresh sharded model + optimiser, take one more step with both: True when they end identical."""
+    load it into a fresh sharded model + optimiser (once from the directory, once into an already sharded model with
+    distributed.load_full_state_dict, as --resume does), take one more step with all: True when they end identical."""
     from transformers import AutoModelForCausalLM
 
-    from common import save_training_checkpoint
+    from checkpoint import save_training_checkpoint
 
     x = torch.randint(5, 90, (2, 12), generator=torch.Generator().manual_seed(distributed.rank()))  # [2, 12]
 
@@ -127,10 +135,15 @@ def fsdp_checkpoint_round_trip(out: str) -> bool:
     again = distributed.wrap_model(AutoModelForCausalLM.from_pretrained(path), "fsdp")
     again_optimizer = torch.optim.AdamW(again.parameters(), lr=1e-2)
     distributed.load_optimizer_state_dict(again, again_optimizer, state["optimizer"])
-    step(model, optimizer)
-    step(again, again_optimizer)
-    a, b = distributed.full_state_dict(model), distributed.full_state_dict(again)
-    return all(torch.equal(a[k], b[k]) for k in a)
+    resumed = distributed.wrap_model(tiny_model()[0], "fsdp")  # the start weights, sharded, then the checkpoint's
+    resumed_optimizer = torch.optim.AdamW(resumed.parameters(), lr=1e-2)
+    distributed.load_full_state_dict(resumed, AutoModelForCausalLM.from_pretrained(path).state_dict())
+    state = torch.load(os.path.join(path, "trainer_state.pt"), weights_only=False)  # its own copy: shards are views
+    distributed.load_optimizer_state_dict(resumed, resumed_optimizer, state["optimizer"])
+    for pair in ((model, optimizer), (again, again_optimizer), (resumed, resumed_optimizer)):
+        step(*pair)
+    a, b, c = (distributed.full_state_dict(m) for m in (model, again, resumed))
+    return all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
 
 
 WORKER = """
@@ -286,8 +299,8 @@ def test_shard_and_reduce_metrics_in_one_process():
 
 def test_judge_as_an_http_endpoint(monkeypatch):
     """The 6 + 2 GPU layout: --judge http://host:port/v1 --judge_model NAME reaches the judge server through
-    judge.OpenAIEngine (replaced here by a stand-in: the openai client is not installed in this environment)."""
-    import judge
+    openai_engine.OpenAIEngine (replaced here by a stand-in: the openai client is not installed in this environment)."""
+    import openai_engine
     from train_stage1 import build_judge, parse_args
 
     class FakeEngine:
@@ -297,7 +310,7 @@ def test_judge_as_an_http_endpoint(monkeypatch):
         def chat(self, messages_list, max_tokens):
             return ["Reasoning: fine.\nScore: 4"] * len(messages_list)
 
-    monkeypatch.setattr(judge, "OpenAIEngine", FakeEngine)
+    monkeypatch.setattr(openai_engine, "OpenAIEngine", FakeEngine)
     args = parse_args(["--judge", "http://10.0.0.7:8000/v1", "--judge_model", "qwen-judge", "--judge_max_tokens", "64"])
     llm_judge = build_judge(args)
     assert (llm_judge.engine.base_url, llm_judge.engine.model, llm_judge.max_tokens) == (

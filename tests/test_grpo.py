@@ -261,11 +261,15 @@ def test_token_logprobs_matches_naive_unpadded(micro_batch_size):
             batch["input_ids"],
             batch["attention_mask"],
             batch["response_mask"],
-            micro_batch_size,
+            micro_batch_size=micro_batch_size,
             with_entropy=True,
         )
         only_lp = token_logprobs(
-            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            micro_batch_size=micro_batch_size,
         )
     assert lp.shape == ent.shape == batch["input_ids"].shape and torch.equal(lp, only_lp)
     for b, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
@@ -284,7 +288,9 @@ def test_token_logprobs_left_padding_with_absolute_positions():
     batch = make_batch()
     P = batch["input_ids"].shape[1] - max(map(len, RESPONSES))
     with torch.no_grad():
-        lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 4)
+        lp = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size=4
+        )
     for b, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
         want, _ = naive_row(model, prompt, response)
         assert torch.allclose(lp[b, P : P + len(response)], want, atol=1e-5)
@@ -296,7 +302,12 @@ def test_token_logprobs_temperature():
     batch = make_batch(PROMPTS[:1], RESPONSES[:1])
     with torch.no_grad():
         lp = token_logprobs(
-            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 1, temperature=0.5
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            micro_batch_size=1,
+            temperature=0.5,
         )
         logp = torch.log_softmax(model(torch.tensor([PROMPTS[0] + RESPONSES[0]])).logits[0] / 0.5, dim=-1)
     want = torch.stack([logp[1 + i, tok] for i, tok in enumerate(RESPONSES[0])])
@@ -327,7 +338,7 @@ def test_shared_prompts_same_logprobs_and_gradients_less_work(make_model):
             batch["input_ids"],
             batch["attention_mask"],
             batch["response_mask"],
-            B,
+            micro_batch_size=B,
             with_entropy=True,
             share_prompts=share,
         )
@@ -352,11 +363,16 @@ def test_shared_prompts_off_with_gradient_checkpointing():
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     batch = make_batch(GROUP_PROMPTS, GROUP_RESPONSES)
-    lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 6)
+    lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size=6)
     model.gradient_checkpointing_disable()
     with torch.no_grad():
         want = token_logprobs(
-            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 6, share_prompts=False
+            model,
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["response_mask"],
+            micro_batch_size=6,
+            share_prompts=False,
         )
     assert torch.allclose(lp.detach(), want, atol=1e-5)
 
@@ -372,7 +388,9 @@ def training_batch(model):
     torch.manual_seed(1)
     mask = batch["response_mask"].float()
     with torch.no_grad():
-        lp = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 4)
+        lp = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size=4
+        )
     batch["advantages"] = torch.randn(mask.shape) * mask  # [B, L]
     batch["old_logprobs"] = (lp + 0.3 * torch.randn(mask.shape)) * mask
     batch["ref_logprobs"] = (lp + 0.3 * torch.randn(mask.shape)) * mask
@@ -387,7 +405,7 @@ def step_grads(batch, micro_batch_size, agg):
         recorder,
         batch,
         LossConfig(kl_coef=0.1, agg=agg, entropy_coef=0.01),
-        micro_batch_size,
+        micro_batch_size=micro_batch_size,
         max_grad_norm=None,
     )
     return recorder.grads, metrics
@@ -415,7 +433,11 @@ def test_naive_micro_batch_averaging_would_fail_the_test_above():
     for b in range(3):
         rows = slice(b, b + 1)
         lp = token_logprobs(
-            model, batch["input_ids"][rows], batch["attention_mask"][rows], batch["response_mask"][rows], 1
+            model,
+            batch["input_ids"][rows],
+            batch["attention_mask"][rows],
+            batch["response_mask"][rows],
+            micro_batch_size=1,
         )
         loss, _ = policy_loss(
             lp,
@@ -436,7 +458,9 @@ def test_on_policy_step_changes_weights():
     batch["advantages"] = batch["response_mask"].float()  # every response token is good: push its log-prob up
     before = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
-        lp_before = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 4)
+        lp_before = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size=4
+        )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     metrics = grpo_step(model, optimizer, batch, LossConfig(log_entropy=True), micro_batch_size=2)
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
@@ -444,7 +468,9 @@ def test_on_policy_step_changes_weights():
     # no old_logprobs: old = current, so ratio = 1, nothing clipped, approx_kl = 0
     assert metrics["approx_kl"] == 0.0 and metrics["clipfrac_high"] == 0.0 and metrics["entropy"] > 0
     with torch.no_grad():
-        lp_after = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], 4)
+        lp_after = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["response_mask"], micro_batch_size=4
+        )
     assert lp_after.sum() > lp_before.sum()
 
 
@@ -463,4 +489,4 @@ def test_kl_without_reference_is_an_error():
     batch = make_batch()
     batch["advantages"] = torch.zeros(batch["input_ids"].shape)
     with pytest.raises(ValueError, match="ref_logprobs"):
-        grpo_step(model, GradRecorder(model), batch, LossConfig(kl_coef=0.001), 2)
+        grpo_step(model, GradRecorder(model), batch, LossConfig(kl_coef=0.001), micro_batch_size=2)

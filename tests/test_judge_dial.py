@@ -21,7 +21,7 @@ def test_p0_cells_are_the_reproduction_and_other_cells_add_only_the_error_rate()
         == reproduce.chain(reproduce.Args(output_dir="out"), DATA, "outcome", 1)[:2]
     )
     (dir1, first), (dir2, second) = judge_dial.chain(
-        args, DATA, "process", 1, cell("process", 0.5), ("--judge_error_rate", "0.5")
+        args, DATA, "process", 1, name=cell("process", 0.5), stage1_flags=("--judge_error_rate", "0.5")
     )
     (_, plain), (_, plain2) = judge_dial.chain(args, DATA, "process", 1)
     assert dir1 == os.path.join("out", "s1", "process_p0.5", "stage1")

@@ -15,8 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from judge import JudgeResult, LLMJudge, OpenAIEngine
+from judge import JudgeResult, LLMJudge
 from judge_health import PROBE_RETRIES, JudgeError, JudgeMonitor, probe_judge
+from openai_engine import OpenAIEngine
 
 SERVED_MODEL = "judge"
 HEALTHY_ANSWER = "Reasoning: ok.\nScore: 4"
@@ -344,42 +345,18 @@ def test_monitor_on_a_real_failing_server(judge_server):
 # --- the training loop against real judge servers (train_stage1.main) ----------------------------------------------
 
 
-def stage1_args(url: str, out, tiny_problems_path: str, **overrides):
-    from train_stage1 import Args
-
-    values = dict(
-        model="toy",
-        judge=url,
-        judge_model=SERVED_MODEL,
-        train_data=tiny_problems_path,
-        eval_data="",
-        output_dir=str(out),
-        group_size=2,
-        prompts_per_step=2,
-        steps=2,
-        threads=1,
-        log_group_every=0,
-        seed=0,
-    )
-    return Args(**{**values, **overrides})
-
-
-@pytest.fixture(scope="module")
-def problems_path(tmp_path_factory):
-    import toy
-    from data import save_problems
-
-    path = tmp_path_factory.mktemp("data") / "hard.jsonl"
-    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(path))
-    return str(path)
+def stage1_args(tiny_args, url: str, **overrides):
+    """The tests' short run (conftest.tiny_args) judged by the server at `url`: 2 prompts x 2 rollouts, 2 steps."""
+    values = dict(judge=url, judge_model=SERVED_MODEL, group_size=2, prompts_per_step=2, steps=2, log_group_every=0)
+    return tiny_args(**{**values, **overrides})
 
 
 @pytest.mark.parametrize("behaviour", ["varied", "flaky"])
-def test_healthy_and_flaky_judges_train(judge_server, problems_path, tmp_path, behaviour):
+def test_healthy_and_flaky_judges_train(judge_server, tiny_args, tmp_path, behaviour):
     from train_stage1 import main
 
     server = judge_server(behaviour)
-    main(stage1_args(server.url, tmp_path, problems_path))
+    main(stage1_args(tiny_args, server.url))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["step"] for r in rows] == [1, 2]
     assert server.requests >= 1 + 2 * 4  # the probe, then 2 steps x 4 rollouts (flaky: plus the retries)
@@ -387,16 +364,16 @@ def test_healthy_and_flaky_judges_train(judge_server, problems_path, tmp_path, b
         assert [r["judge_parse_failures"] for r in rows] == [0, 0] and rows[0]["skipped_update"] == 0.0
 
 
-def test_mute_judge_stops_before_training(judge_server, problems_path, tmp_path):
+def test_mute_judge_stops_before_training(judge_server, tiny_args, tmp_path):
     from train_stage1 import main
 
     server = judge_server("mute")
     with pytest.raises(JudgeError, match=f"judge {server.url} answered the probe without a parseable score"):
-        main(stage1_args(server.url, tmp_path, problems_path))
+        main(stage1_args(tiny_args, server.url))
     assert server.requests == 1 and not (tmp_path / "metrics.jsonl").exists()
 
 
-def test_down_judge_stops_the_script_with_one_line_and_no_traceback(problems_path, tmp_path):
+def test_down_judge_stops_the_script_with_one_line_and_no_traceback(tiny_problems, tmp_path):
     import subprocess
 
     from common import REPO
@@ -409,7 +386,7 @@ def test_down_judge_stops_the_script_with_one_line_and_no_traceback(problems_pat
             "--judge",
             url,
             "--train_data",
-            problems_path,
+            tiny_problems,
             "--eval_data",
             "",
             "--output_dir",
@@ -431,13 +408,13 @@ def test_down_judge_stops_the_script_with_one_line_and_no_traceback(problems_pat
     assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "checkpoint").exists()
 
 
-def test_judge_dying_mid_run_stops_with_a_checkpoint_and_resume_continues(judge_server, problems_path, tmp_path):
+def test_judge_dying_mid_run_stops_with_a_checkpoint_and_resume_continues(judge_server, tiny_args, tmp_path):
     from train_stage1 import main
 
     # requests: 1 probe + 4 per step. Step 1 is judged; from request 6 on every request fails: steps 2 and 3 are
     # dead, so with patience 2 the run stops at step 3, after a checkpoint of step 2 (the last update it made).
     server = judge_server("dies_at_5")
-    args = stage1_args(server.url, tmp_path, problems_path, steps=4, judge_patience=2)
+    args = stage1_args(tiny_args, server.url, steps=4, judge_patience=2)
     with pytest.raises(JudgeError, match="4 of 4 judge requests failed or gave no score in each of the last 2 steps"):
         main(args)
     assert [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")] == [1, 2]

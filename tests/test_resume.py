@@ -11,9 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 import toy
-from common import TOY_BASE, latest_checkpoint, load_model, save_checkpoint
+from checkpoint import latest_checkpoint
+from common import TOY_BASE, load_model, save_checkpoint
 from data import save_problems
-from train_stage1 import Args, main
+from train_stage1 import main
 
 
 @pytest.fixture(scope="module")
@@ -23,24 +24,24 @@ def problems(tmp_path_factory):
     return str(path)
 
 
-def run(problems: str, output_dir, steps: int, **overrides) -> None:
-    torch.set_num_threads(1)
-    main(
-        Args(
-            model="toy",
-            train_data=problems,
-            eval_data="",
-            output_dir=str(output_dir),
-            group_size=4,
-            prompts_per_step=2,
-            steps=steps,
-            max_new_tokens=100,
-            lr=1e-3,
-            threads=1,
-            seed=0,
-            **overrides,
+@pytest.fixture
+def run(tiny_args, problems):
+    """run(output_dir, steps, **flags): the tests' short run (conftest.tiny_args) on 6 problems, 2 prompts per step."""
+
+    def go(output_dir, steps: int, **overrides) -> None:
+        main(
+            tiny_args(
+                train_data=problems,
+                output_dir=str(output_dir),
+                prompts_per_step=2,
+                steps=steps,
+                max_new_tokens=100,
+                lr=1e-3,
+                **overrides,
+            )
         )
-    )
+
+    return go
 
 
 def rows_without_timing(path) -> list[dict]:
@@ -64,17 +65,17 @@ def kill_writer_mid_checkpoint(target: str) -> None:
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
 
 
-def test_resume_equals_uninterrupted_run_and_skips_a_killed_checkpoint(tmp_path, problems):
+def test_resume_equals_uninterrupted_run_and_skips_a_killed_checkpoint(tmp_path, run):
     # S = 1. Two steps in one go; a checkpoint every step, the newest one kept; --resume with nothing to resume from
     # starts at step 0.
-    run(problems, tmp_path / "full", steps=2, save_every=1, keep_last=1, resume=True)
+    run(tmp_path / "full", steps=2, save_every=1, keep_last=1, resume=True)
     assert os.listdir(tmp_path / "full" / "checkpoints") == ["step_000002"]
 
     # The interrupted run: step 1 checkpointed, step 2 done and logged, then killed (SIGKILL, for real) while writing
     # step 2's checkpoint. We rebuild that state from a finished run: drop its step-2 checkpoints, then let a writer
     # die mid-write. Plus a directory cut short without its trainer state (as an interrupted copy would leave).
     cut = tmp_path / "cut"
-    run(problems, cut, steps=2, save_every=1, keep_last=0)
+    run(cut, steps=2, save_every=1, keep_last=0)
     shutil.rmtree(cut / "checkpoint")
     shutil.rmtree(cut / "checkpoints" / "step_000002")
     kill_writer_mid_checkpoint(str(cut / "checkpoints" / "step_000002"))
@@ -90,7 +91,7 @@ def test_resume_equals_uninterrupted_run_and_skips_a_killed_checkpoint(tmp_path,
 
     # --resume continues after step 1: step 2 is redone and its old metrics row dropped
     with pytest.warns(UserWarning):
-        run(problems, cut, steps=2, save_every=1, resume=True)
+        run(cut, steps=2, save_every=1, resume=True)
     full_rows, cut_rows = (
         rows_without_timing(tmp_path / "full" / "metrics.jsonl"),
         rows_without_timing(cut / "metrics.jsonl"),

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import toy
-from data import policy_messages
-from rollout import HFSampler, Rollout, encode_prompts, left_pad, split_response, to_batch
+from data import encode_prompts, policy_messages
+from rollout import HFSampler, Rollout, left_pad, split_response, to_batch
 
 
 @pytest.fixture(scope="module")

