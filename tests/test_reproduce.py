@@ -38,7 +38,7 @@ def test_every_method_is_one_stage1_command_then_the_same_stage2():
     stage2_commands = []
     for method in METHODS:
         (dir1, first), (dir2, second), (test1, _), (test2, _) = chain(Args(output_dir="out"), data, method, seed=3)
-        assert (test1, test2) == (os.path.join(dir1, "test"), os.path.join(dir2, "test"))  # each stage on the test split
+        assert (test1, test2) == (os.path.join(dir1, "test"), os.path.join(dir2, "test"))  # both on the test split
         assert dir1 == os.path.join("out", "s3", method, "stage1") and second[0] == "train_stage2.py"
         start = second[second.index("--model") + 1]
         assert start == ("toy" if method == "base" else os.path.join(dir1, "checkpoint"))
