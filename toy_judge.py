@@ -47,6 +47,7 @@ from toy_reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-e
     boxed_answer,
     equations,
     misread,
+    process_items,
     read_reference,
     unit_hash,
     verify,
@@ -132,12 +133,11 @@ class LLMLikeJudge:
     def score_process(
         self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
     ) -> JudgeResult:
-        if view not in ("prefix", "segment"):
-            raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
-        texts = []
-        for ref, segs in zip(references, segments):
-            items = ["".join(segs[: t + 1]) for t in range(len(segs))] if view == "prefix" else segs
-            texts.append([self._judge(ref, item, self._process, alone=view == "segment") for item in items])
+        alone = view == "segment"
+        texts = [
+            [self._judge(ref, item, self._process, alone=alone) for item in items]
+            for ref, items in zip(references, process_items(segments, view))
+        ]
         scores = [[normalise(parse_score(t)) for t in row] for row in texts]
         return JudgeResult(scores=scores, texts=texts, num_requests=sum(map(len, texts)))
 

@@ -24,6 +24,7 @@ from toy_reading import (
     boxed_answer,
     equations,
     misread,
+    process_items,
     read_reference,
     reference_checkpoints,
     stated_results,
@@ -81,13 +82,9 @@ class RubricJudge:
     def score_process(
         self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
     ) -> JudgeResult:
-        if view not in ("prefix", "segment"):
-            raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
+        items = process_items(segments, view)  # checks the view first
         rubric = self._prefix if view == "prefix" else self._segment
-        texts = []
-        for ref, segs in zip(references, segments):
-            items = ["".join(segs[: t + 1]) for t in range(len(segs))] if view == "prefix" else segs
-            texts.append([self._judge(ref, item, rubric) for item in items])
+        texts = [[self._judge(ref, item, rubric) for item in row] for ref, row in zip(references, items)]
         scores = [[normalise(parse_score(t)) for t in row] for row in texts]
         return JudgeResult(scores=scores, texts=texts, num_requests=sum(map(len, texts)))
 
@@ -233,14 +230,8 @@ class CheckpointJudge:
     def score_process(
         self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
     ) -> JudgeResult:
-        if view not in ("prefix", "segment"):
-            raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
-        texts = []
-        for ref, segs in zip(references, segments):
-            if view == "prefix":
-                texts.append([self._judge_prefix(ref, "".join(segs[: t + 1])) for t in range(len(segs))])
-            else:
-                texts.append([self._judge_segment(ref, seg) for seg in segs])
+        judge_item = self._judge_prefix if view == "prefix" else self._judge_segment
+        texts = [[judge_item(ref, item) for item in row] for ref, row in zip(references, process_items(segments, view))]
         return JudgeResult(scores=[[normalise(parse_score(t)) for t in row] for row in texts], texts=texts)
 
     @staticmethod

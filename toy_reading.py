@@ -167,3 +167,18 @@ def verify(path: ReferencePath, text: str) -> Verification:
         contradicts=any(e <= len(eqs) and eqs[e - 1][3] != path.values[e] for e in path.ends),
         boxed=boxed_answer(text),
     )
+
+
+def process_items(segments: list[list[str]], view: str) -> list[list[str]]:
+    """What a process judge scores for each response: every prefix y_<=t (view "prefix", the paper) or each
+    segment alone (view "segment", the authors' code).
+
+    Example:
+        >>> process_items([["a###", "b"]], "prefix"), process_items([["a###", "b"]], "segment")
+        ([['a###', 'a###b']], [['a###', 'b']])
+    """
+    if view not in ("prefix", "segment"):
+        raise ValueError(f"view must be 'prefix' or 'segment', got {view!r}")
+    if view == "segment":
+        return segments
+    return [["".join(segs[: t + 1]) for t in range(len(segs))] for segs in segments]

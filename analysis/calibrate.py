@@ -1,4 +1,4 @@
-"""Judge calibration on fixed rollouts (docs/paper.md, "Judge calibration"; issue 7).
+"""Judge calibration on fixed rollouts (docs/paper.md, "Judge calibration").
 
 Calibration: every rollout has a known final-answer correctness (evaluate.py --rollouts writes them). The judge scores
 each one under three reference conditions,
@@ -38,7 +38,7 @@ import math
 import os
 import random
 
-from analysis.prefix_calibration import plot_prefix_calibration, prefix_calibration
+from analysis.prefix_calibration import plot_prefix_calibration, prefix_calibration, split_segments
 from cli import ArgumentParser, check_flags, fail
 from judge import JudgeResult
 
@@ -207,19 +207,6 @@ def score_condition(judge, rows: list[dict], condition: str, seed: int = 0, leve
         return judge.score_no_reference(questions, responses, level="process")  # the whole response is s_T's prefix
     result = judge.score_process(questions, references, [split_segments(r) for r in responses], "prefix")
     return JudgeResult([row[-1] if row else None for row in result.scores], [row[-1] for row in result.texts])
-
-
-def split_segments(response: str, delimiter: str = "###") -> list[str]:
-    """The response's segments as process judging slices it (the delimiter closes a segment; on text, the same cut
-    advantages.segment_spans makes on tokens when the delimiter is one token, as in the toy world).
-
-    Example:
-        >>> split_segments("47+8=55###55*2=110###so 110")
-        ['47+8=55###', '55*2=110###', 'so 110']
-    """
-    parts = response.split(delimiter)
-    segments = [p + delimiter for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
-    return segments or [response]
 
 
 def calibrate(

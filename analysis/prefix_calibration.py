@@ -16,6 +16,19 @@ def pearson(x: list[float], y: list[float]) -> float | None:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else None
 
 
+def split_segments(response: str, delimiter: str = "###") -> list[str]:
+    """The response's segments as process judging slices it (the delimiter closes a segment; on text, the same cut
+    advantages.segment_spans makes on tokens when the delimiter is one token, as in the toy world).
+
+    Example:
+        >>> split_segments("47+8=55###55*2=110###so 110")
+        ['47+8=55###', '55*2=110###', 'so 110']
+    """
+    parts = response.split(delimiter)
+    segments = [p + delimiter for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+    return segments or [response]
+
+
 def prefix_calibration(
     policy,
     tokenizer,

@@ -144,23 +144,25 @@ def diagnostics_markdown(out: str, stage2_steps: int, methods: list[str], seeds:
     steps), final token entropy, and how many optimiser steps had no advantage at all (skipped, `--skip_no_signal`)."""
     first, last, every = slice(0, 10), slice(-10, None), slice(None)
 
+    def per_seed(method: str, stage: str, key: str, part: slice = every) -> list[list[float]]:
+        """The logged values of key over the steps in part, one list per seed whose run logged it."""
+        curves = [_metric_curve(os.path.join(out, f"s{s}", method, stage, "metrics.jsonl"), key) for s in seeds]
+        return [c[part] for c in curves if len(c[part])]
+
     def stat(method: str, stage: str, key: str, part: slice, reduce=np.mean, fmt: str = ".2f") -> str:
         """reduce(key over the steps in part) per seed, averaged over seeds; "" when the run logged no such key."""
-        values = [_metric_curve(os.path.join(out, f"s{s}", method, stage, "metrics.jsonl"), key)[part] for s in seeds]
-        values = [reduce(v) for v in values if len(v)]
+        values = [reduce(v) for v in per_seed(method, stage, key, part)]
         return format(np.mean(values), fmt) if values else ""
 
     def skipped(method: str, stage: str) -> str:  # optimiser steps skipped over a whole run
         return stat(method, stage, "skipped_update", every, np.sum, ".1f")
 
     def frozen(method: str, stage: str) -> str:  # seeds whose run skipped every update: the model did not change
-        paths = [os.path.join(out, f"s{s}", method, stage, "metrics.jsonl") for s in seeds]
-        runs = [r for r in (_metric_curve(p, "skipped_update") for p in paths) if r]
+        runs = per_seed(method, stage, "skipped_update")
         return f"{sum(all(r) for r in runs)} of {len(runs)}" if runs else ""
 
     def spread(method: str, stage: str, key: str, part: slice) -> str:  # mean over seeds [lowest, highest seed]
-        values = [_metric_curve(os.path.join(out, f"s{s}", method, stage, "metrics.jsonl"), key)[part] for s in seeds]
-        values = [np.mean(v) for v in values if len(v)]
+        values = [np.mean(v) for v in per_seed(method, stage, key, part)]
         return f"{np.mean(values):.2f} [{min(values):.2f}, {max(values):.2f}]" if values else ""
 
     lines = [

@@ -132,9 +132,8 @@ def test_report_of_a_hand_made_reproduction(tmp_path):
     text = report(str(tmp_path))
     # outcome dev pass@1: mean (0.30 + 0.20) / 2 = 0.25, sample std |0.30 - 0.20| / sqrt(2) = 0.0707
     # outcome test pass@1: (0.25 + 0.15) / 2 = 0.20, std 0.0707; pass@4 0.5 in every run (std 0)
-    row = (
-        "| ExpRL-Outcome | 0.250 ± 0.071 | 0.500 ± 0.000 | 0.200 ± 0.071 | 0.500 ± 0.000 | 0.300, 0.200 | 0.250, 0.150"
-    )
+    row = "| ExpRL-Outcome | 0.250 ± 0.071 | 0.500 ± 0.000 | 0.200 ± 0.071 | 0.500 ± 0.000 | "
+    row += "0.300, 0.200 | 0.250, 0.150"
     assert text.count(row) == 2  # the same numbers after Stage I and after Stage II
     # base: dev (0.10 + 0.20) / 2 = 0.15, std 0.0707; test 0.05 twice: std 0
     assert "| Base (no Stage I) | 0.150 ± 0.071 | 0.500 ± 0.000 | 0.050 ± 0.000 |" in text
