@@ -30,8 +30,10 @@ Outcome rubric on what was perceived (K checkpoints; k = those reached before th
 Process rubric, prefix y_<=t: a noticed wrong equation or contradiction 1, a noticed step off the path 2; else a wrong
 boxed answer 1 (unless believed: 5, or credited: 4), at least one checkpoint 5, steps but no checkpoint 4, no step 3.
 View "segment" (one segment alone, the authors' code) uses the same perception on the segment's own lines.
-No reference (the calibration's second condition): the same reader checks only the arithmetic and that each line
-starts from the previous result; a boxed answer that is not the last result is a flaw.
+No reference (the calibration's second condition): the same reader checks the arithmetic and that each line starts
+from the previous result (a boxed answer that is not the last result is a flaw), and, like an LLM judge solving the
+question itself, compares a line's operation with the question's on a `question_check` share of the lines; a noticed
+mismatch ("misread") means the response solved another problem, so its final answer is judged wrong.
 
 The error dial `error_rate` (scripts/judge_dial.py) adds, per judged text, a misread of the WHOLE reference: the same
 operations from a start 1..9 higher, i.e. another problem's reference (1.0 = the wrong-reference condition).
@@ -48,6 +50,7 @@ from toy_reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-e
     equations,
     misread,
     process_items,
+    question_steps,
     read_reference,
     unit_hash,
     verify,
@@ -75,8 +78,8 @@ class Perception:
     """What the judge believes after reading a text once.
 
     flaws:   the noticed flaws, [(line index, kind)] with kind "wrong" (arithmetic or a contradicted checkpoint),
-             "off_path" (a valid step that is not the reference's) or "break" (no reference: a line that does not
-             start from the previous result);
+             "off_path" (a valid step that is not the reference's), "break" (no reference: a line that does not
+             start from the previous result) or "misread" (no reference: a step that is not the question's);
     reached: checkpoints reached before the first noticed flaw (k);  lines: equations written (m);
     final:   "right", "wrong" or "none" (the boxed answer against the reference's, or against the last result
              without a reference); believed: a wrong final answer taken for right; credited: one given partial credit.
@@ -109,13 +112,14 @@ class LLMLikeJudge:
         attention: tuple[float, float, float] = (0.95, 0.08, 0.3),
         false_alarm: float = 0.012,
         fooled: float = 0.12,
-        partial_credit: float = 0.4,
+        partial_credit: float = 0.3,
         gap_credit: float = 0.7,
+        question_check: float = 0.4,
     ):
         """attention = (first line, drop per line, floor): line i is checked with max(floor, first - drop * i)."""
         probabilities = {"error_rate": error_rate, "misunderstand": misunderstand, "false_alarm": false_alarm,
                          "fooled": fooled, "partial_credit": partial_credit, "gap_credit": gap_credit,
-                         "attention": min(attention)}  # fmt: skip
+                         "question_check": question_check, "attention": min(attention)}  # fmt: skip
         for name, p in probabilities.items():
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -123,7 +127,7 @@ class LLMLikeJudge:
             raise ValueError(f"fooled + partial_credit must be <= 1, got {fooled + partial_credit}")
         self.error_rate, self.misunderstand, self.attention = error_rate, misunderstand, attention
         self.false_alarm, self.fooled, self.partial_credit = false_alarm, fooled, partial_credit
-        self.gap_credit = gap_credit
+        self.gap_credit, self.question_check = gap_credit, question_check
 
     # ------------------------------------------------------------------------------------------ the interface
     def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
@@ -144,17 +148,18 @@ class LLMLikeJudge:
     def score_no_reference(self, questions: list[str], responses: list[str], level: str = "outcome") -> JudgeResult:
         """The calibration's no-reference condition: the same reader, no reference to compare with."""
         rubric = self._outcome if level == "outcome" else self._process
-        texts = [self._judge("", resp, rubric) for resp in responses]
+        texts = [self._judge("", resp, rubric, question=q) for q, resp in zip(questions, responses)]
         return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts, num_requests=len(texts))
 
     # ------------------------------------------------------------------------------------------ reading
-    def _judge(self, reference: str, text: str, rubric, alone: bool = False) -> str:
-        """Read the reference (maybe misunderstood or misread), perceive the text, apply `rubric`, write the verdict."""
+    def _judge(self, reference: str, text: str, rubric, alone: bool = False, question: str = "") -> str:
+        """Read the reference (maybe misunderstood or misread), perceive the text, apply `rubric`, write the verdict.
+        Without a reference the judge reads the question's operations instead (see the module docstring)."""
         written, boxed = equations(text), boxed_answer(text)
         read = f"{written} {boxed}"  # all the judge reads of the text: its dice see nothing else
 
         def die(*tags) -> float:
-            return unit_hash(*map(str, tags), reference, read)
+            return unit_hash(*map(str, tags), reference or question, read)
 
         path, note = None, "no reference"
         if reference:
@@ -166,7 +171,8 @@ class LLMLikeJudge:
             if die("error") < self.error_rate:
                 shift = 1 + int(9 * die("shift"))
                 path, note = misread(path, shift), f"{note} (reference misread: start {path.values[0] + shift})"
-        seen = self._perceive(path, written, boxed, die, alone)
+        asked = None if reference else question_steps(question)
+        seen = self._perceive(path, written, boxed, die, alone, asked)
         score, why = rubric(seen, path)
         flaws = ", ".join(f"line {i + 1} {kind}" for i, kind in seen.flaws) or "none noticed"
         return f"Reasoning: {note}; {seen.lines} lines, flaws: {flaws}; {why}.\nScore: {score}"
@@ -180,14 +186,18 @@ class LLMLikeJudge:
         values[path.ends[j]] += 1 + int(9 * unit_hash("by", reference))
         return ReferencePath(values, path.steps, path.ends)
 
-    def _perceive(self, path: ReferencePath | None, written, boxed: int | None, die, alone: bool = False) -> Perception:
+    def _perceive(
+        self, path: ReferencePath | None, written, boxed: int | None, die, alone: bool = False, asked=None
+    ) -> Perception:
         """Check each line with the attention its position gets; see Perception. alone: a segment judged without
         its context (view "segment"): a line is checked against every step of the reference, not the one at its
-        position, and it reaches a checkpoint when it states one."""
+        position, and it reaches a checkpoint when it states one. asked: the question's steps (no reference only)."""
         first, drop, floor = self.attention
         flaws = []
         for i, (a, op, b, c) in enumerate(written):
             kind = self._flaw_alone(path, written[i]) if alone and path else self._flaw(path, written, i)
+            if kind is None and asked is not None and die("solve", i) < self.question_check:
+                kind = None if i < len(asked) and (op, b) == asked[i] else "misread"  # not the question's step
             if kind is None and die("alarm", i) < self.false_alarm:
                 kind, noticed = "wrong", True  # a correct line taken for a wrong one
             else:
@@ -200,6 +210,8 @@ class LLMLikeJudge:
             reached = sum(c in path.checkpoints for *_, c in written[:clean_lines])
         target = path.values[-1] if path else (written[-1][3] if written else None)
         final = "none" if boxed is None else "right" if boxed == target else "wrong"
+        if any(kind == "misread" for _, kind in flaws) and final == "right":
+            final = "wrong"  # no reference: the response answered another question
         seen = Perception(flaws, reached, len(written), final, coin=die("coin"))
         if final == "wrong" and path is not None:  # the answer differs from the reference's: believe or credit it?
             late = len(path.ends) >= 2 and reached >= len(path.ends) - 1  # the first noticed flaw in the last stretch

@@ -19,6 +19,7 @@ EQUATION = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)")
 BOXED = re.compile(r"\\boxed\{(\d+)\}")
 CHECKPOINT = re.compile(r"that gives (\d+)")
 SENTENCE = re.compile(r"([^.:]*): that gives (\d+)")  # the words of one reference sentence, and its stated result
+QUESTION_STEP = re.compile(r"(?<=\s)([+\-*])(\d+)")  # " +8", " *2" after the start
 STEP_WORDS = re.compile(r"\b(add|subtract) (\d+)|\b(double)\b", re.IGNORECASE)
 
 
@@ -103,6 +104,17 @@ def read_reference(reference: str) -> ReferencePath | None:
         values.append(apply_op(values[-1], op, operand))
     path = ReferencePath(values, steps, ends)
     return path if path.checkpoints == stated else None
+
+
+def question_steps(question: str) -> list[tuple[str, int]]:
+    """The operations a toy question lists after its start ("47 +8 *2 -5" -> [+8, *2, -5]): what a judge without a
+    reference can check a response's steps against.
+
+    Example:
+        >>> question_steps("47 +8 *2 -5 +3")
+        [('+', 8), ('*', 2), ('-', 5), ('+', 3)]
+    """
+    return [(op, int(b)) for op, b in QUESTION_STEP.findall(question)]
 
 
 def misread(path: ReferencePath, shift: int) -> ReferencePath:

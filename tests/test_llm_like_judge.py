@@ -134,7 +134,7 @@ def test_a_wrong_response_can_outscore_a_correct_one_of_the_same_problem():
     wrong = judge.score_outcome([""] * n, refs, slips).scores
     inverted = sum(w > r for w, r in zip(wrong, right)) / n
     # per response errors reorder groups, as an LLM judge's do; but not most of them
-    assert 0.01 < inverted < 0.2
+    assert 0 < inverted < 0.2  # 3 of 300 here
     assert sum(s >= 0.75 for s in wrong) / n > 0.2  # late slips often pass (fooled or credited)
     assert sum(s >= 0.75 for s in right) / n > 0.8  # most correct responses do
 
@@ -146,3 +146,18 @@ def test_knobs_are_checked():
         LLMLikeJudge(fooled=0.7, partial_credit=0.5)
     with pytest.raises(ValueError):
         LLMLikeJudge(attention=(1.0, 0.1, -0.1))
+
+
+def test_without_a_reference_the_judge_checks_steps_against_the_question():
+    # "47 +8 *2": the response adds 9 where the question adds 8; its arithmetic and chain are sound
+    question, misread_step = "47 +8 *2", "47+9=56###56*2=112###\\boxed{112}"
+    exact = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0)
+    blind = LLMLikeJudge(**exact, question_check=0.0).score_no_reference([question], [misread_step])
+    reads = LLMLikeJudge(**exact, question_check=1.0).score_no_reference([question], [misread_step])
+    assert blind.scores == [1.0]  # only arithmetic and chain checked: 5
+    assert reads.scores == [0.0]  # line 1 is not the question's step: "misread", a wrong answer before progress: 1
+    assert "line 1 misread" in reads.texts[0]
+    right = LLMLikeJudge(**exact, question_check=1.0).score_no_reference(
+        [question], ["47+8=55###55*2=110###\\boxed{110}"]
+    )
+    assert right.scores == [1.0]
