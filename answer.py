@@ -353,3 +353,19 @@ def choice_reward(response: str, letter: str) -> float:
     """
     gold = extract_choice(letter) or letter.strip().upper()
     return 1.0 if extract_choice(response) == gold else 0.0
+
+
+def rule_reward(problem, response: str) -> float:
+    """The rule-based reward of one response, by the problem's kind (docs/paper.md, "Data"): the tests for code, the
+    letter for multiple choice, else the final answer (math-verify). `problem` is a data.Problem.
+
+    Example:
+        >>> from data import Problem
+        >>> rule_reward(Problem("p", "Which? A) 1 B) 2", "...", "B", domain="science", choices=("1", "2")), "Answer: B")
+        1.0
+    """
+    if problem.domain == "code":
+        return code_reward(response, problem.tests)
+    if problem.choices:
+        return choice_reward(response, problem.answer)
+    return answer_reward(response, problem.answer)

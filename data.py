@@ -14,7 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 # docs/paper.md, "Policy prompt"
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -36,7 +36,11 @@ class Problem:
     id: str
     question: str
     reference: str
-    answer: str
+    answer: str  # math: the final answer; multiple choice: the gold letter; code: unused (the tests decide)
+    domain: str = "math"  # "math", "science" or "code": picks the judge's prompt and the rule-based reward
+    choices: tuple[str, ...] = ()  # multiple choice: the options, lettered A, B, ... in this order
+    tests: str = ""  # code: the tests as JSON text (anything answer.decode_tests reads)
+    starter_code: str = ""  # code: the signature the program must complete (LiveCodeBench's functional problems)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -159,7 +163,10 @@ def _problem_from_row(row: Mapping, where: str, keys: dict[str, str], default_id
         problem_id = str(raw_id).strip()
     else:
         raise DataError(f"{where}: field {keys['id']!r} (id) must be a string or integer, got {type(raw_id).__name__}")
-    return Problem(id=problem_id, **texts)
+    extra = {f.name: row[f.name] for f in fields(Problem)[4:] if row.get(f.name) not in (None, "", [])}
+    if "choices" in extra:
+        extra["choices"] = tuple(extra["choices"])
+    return Problem(id=problem_id, **texts, **extra)
 
 
 def _text_field(row: Mapping, key: str, field: str, where: str) -> str:
@@ -192,7 +199,10 @@ def save_problems(problems: Sequence[Problem], path: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             for problem in problems:
-                f.write(json.dumps(asdict(problem), ensure_ascii=False) + "\n")
+                record = {k: list(v) if k == "choices" else v for k, v in asdict(problem).items()}
+                defaults = {f.name: f.default for f in fields(Problem)[4:]}
+                record = {k: v for k, v in record.items() if k not in defaults or v != defaults[k] and v != []}
+                f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
             os.fsync(f.fileno())  # the bytes reach the disk before the rename makes them visible
         os.replace(tmp_path, path)
