@@ -15,7 +15,7 @@ def test_test_split_shares_no_question_with_any_other_file():
     test = [p.question for p in load_problems(os.path.join(DATA, "test.jsonl"))]
     assert len(test) == len(set(test)) == 128  # 128 distinct problems
     assert all(len(toy.parse_question(q)[1]) == 8 for q in test)  # the held-out difficulty: 8 operations
-    for path in glob.glob(os.path.join(DATA, "*.jsonl")):
+    for path in glob.glob(os.path.join(DATA, "**", "*.jsonl"), recursive=True):  # sub-folders too
         if not path.endswith("test.jsonl"):
             others = {p.question for p in load_problems(path)}
             assert not others & set(test), os.path.basename(path)
