@@ -155,7 +155,9 @@ def train_sft(args: SFTArgs) -> dict:
     check_sft_args(args)
     problems = load_problem_set(args.train_data, flag="--train_data")  # checked before anything is written
     eval_problems = (
-        load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data") if args.eval_data else []
+        load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data", require_reference=False)
+        if args.eval_data
+        else []
     )
     distributed.init()
     main_rank = distributed.is_main()

@@ -264,7 +264,7 @@ def _text_field(row: Mapping, key: str, field: str, where: str, optional: bool =
         if optional:
             return ""
         label = f"'{key}'" if key == field else f"'{key}' ({field})"
-        needed = " (Stage I needs a reference for every problem)" if field == "reference" else ""
+        needed = " (training with a judge or a teacher needs every problem's reference)" if field == "reference" else ""
         raise DataError(f"{where}: field {label} is missing or empty{needed}")
     if not isinstance(value, str):
         raise DataError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
