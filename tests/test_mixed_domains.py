@@ -452,3 +452,45 @@ def test_evaluate_command_with_the_toy_model_prints_pass_at_k_per_domain(tmp_pat
     domains = ["science"] * 2 + ["code"] * 2 + ["science"] * 4 + ["math"] * 2  # 2 rows of each source, in order
     assert [r.get("domain", "math") for r in rows[::4]] == domains
     assert rows[0]["question"] == question_text(load(SCIKNOWEVAL)[0])  # the options, as the judge must read them
+
+
+# --- judge calibration per domain -------------------------------------------------------------------------------------
+
+
+class TemplateEngine:
+    """Answers 5 to every code prompt (it cannot tell a bug) and elsewhere 5 iff the response says RIGHT."""
+
+    def chat(self, messages_list, max_tokens):
+        return [
+            "Score: 5" if "LAST ```python" in m[0]["content"] or "RIGHT" in m[1]["content"] else "Score: 1"
+            for m in messages_list
+        ]
+
+
+def test_calibration_per_domain_in_the_three_reference_conditions(tmp_path, monkeypatch):
+    import analysis.calibrate as calibrate
+
+    rows = []
+    for domain in ("math", "science", "code"):
+        for problem in range(2):
+            for correct in (True, False):
+                rows.append(
+                    {"question": f"{domain} q{problem}", "reference": f"ref {domain} {problem}", "answer": "1"}
+                    | {"response": "RIGHT" if correct else "wrong", "correct": correct}
+                    | ({"domain": domain} if domain != "math" else {})
+                )
+    path = tmp_path / "rollouts.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setattr(calibrate, "build_judge", lambda *args: LLMJudge(TemplateEngine()))
+    report = calibrate.main(["--rollouts", str(path), "--out", str(tmp_path / "out"), "--bootstrap", "10"])
+    # math, science: FPR = FNR = 0 in every condition; code: every wrong rollout judged correct, FPR = 2/2, FNR = 0
+    for domain, misplacement in (("math", 0.0), ("science", 0.0), ("code", 0.5)):
+        assert report["domains"][domain]["num_rollouts"] == 4
+        for condition in ("reference", "no_reference", "wrong_reference"):
+            assert report["domains"][domain]["conditions"][condition]["rates"]["misplacement"] == misplacement
+    table = open(tmp_path / "out" / "calibration.md").read()
+    assert "| TemplateEngine" not in table and table.count("| reference |") == 3 and ", code | wrong_reference" in table
+    only = calibrate.main(
+        ["--rollouts", str(path), "--out", str(tmp_path / "one"), "--domain", "code", "--bootstrap", "5"]
+    )
+    assert list(only["domains"]) == ["code"]
