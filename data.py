@@ -6,12 +6,12 @@ ExpRL (docs/paper.md, "The idea", "Data") trains on hard question/reference pair
     reference  a worked solution that only the judge sees,
     answer     the gold final answer, used by the sparse reward of Stage II and by evaluation.
 
-Beside math, a record may be science (multiple choice or open-ended) or code (docs/paper.md, "Mixed domains (§4.6,
-Tables 3-6)"): its `domain` comes from an "ability" or "domain" column, else from the caller's `domain` argument, else
-"math". Records come from a JSONL file (one JSON object per line) or from a Hugging Face dataset, with the column names
-mapped by keyword arguments; rows in the column layout of a known benchmark (SciKnowEval, LiveCodeBench, GPQA,
-OlympiadBench) are recognised by their columns and read by layouts.py. Bad input stops with one `DataError` that names
-the file, the line (or row) and the field.
+Beside math, a record may be science (multiple choice or open-ended) or code
+(docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"): its `domain` comes from an "ability" or "domain" column, else
+from the caller's `domain` argument, else "math". Records come from a JSONL file (one JSON object per line) or from a
+Hugging Face dataset, with the column names mapped by keyword arguments; rows in the column layout of a known
+benchmark (SciKnowEval, LiveCodeBench, GPQA, OlympiadBench) are recognised by their columns and read by layouts.py.
+Bad input stops with one `DataError` that names the file, the line (or row) and the field.
 """
 
 import json

@@ -53,7 +53,7 @@ def pass_at_k_curve(correct_counts: Sequence[int], n: int, ks: Sequence[int]) ->
     return {k: sum(pass_at_k(n, c, k) for c in correct_counts) / len(correct_counts) for k in ks}
 
 
-# docs/paper.md, "Mixed domains (§4.6, Tables 3-6)": Table 4's aggregate columns, and code reported at pass@1 and @4.
+# docs/paper.md, "Reporting by domain": Table 4's aggregate columns; code at pass@1 and pass@4.
 DOMAIN_GROUPS = {"math": "Math-Agg", "science": "STEM-Agg", "code": "Code"}
 CODE_KS = (1, 4)
 
