@@ -234,24 +234,42 @@ def outcome_advantages(
     return advantages, keep
 
 
-def process_advantages(scores: list[list], truncated: list[bool], group_size: int, mode: str):
+def process_advantages(scores: list[list], truncated: list[bool], group_size: int, mode: str, levels=None):
     """Per-segment advantages from per-segment scores (docs/paper.md, "Process judge and Eq. 2": Eq. 2 and ablations).
 
     A rollout with any unparseable segment score is dropped; an over-length rollout keeps advantage 0.
     Returns (advantages per rollout as lists over its segments, keep).
+
+    `levels` (a batch mixing domains, judge.score_process_routed): a group whose rows are at level "outcome" has one
+    score per response and gets ExpRL-Outcome's group-normalised advantage (outcome_advantages), since Eq. 2 on a
+    single segment would give 0; the other groups get `mode` as above. None: every row at level "prefix".
+
+    Example (mode "delta", groups of 2: a prefix group with s = (0.25, 0.75) and (0.5,), an outcome group with 1.0
+    and 0.0; Eq. 2 gives (0.25 - 0.75, 0.75 - 0.25) and 0; the outcome group gives +-0.5 / std 0.707 = +-0.707):
+        >>> adv, keep = process_advantages([[0.25, 0.75], [0.5], [1.0], [0.0]], [False] * 4, 2, "delta",
+        ...                                ["prefix", "prefix", "outcome", "outcome"])
+        >>> [[round(a, 3) for a in row] for row in adv]
+        [[-0.5, 0.5], [0.0], [0.707], [-0.707]]
     """
     keep = [all(s is not None for s in row) for row in scores]
     advantages = [[0.0] * len(row) for row in scores]
+    levels = levels or ["prefix"] * len(scores)
     if mode == "group_norm":
         for g in range(0, len(scores), group_size):
-            members = [i for i in range(g, g + group_size) if keep[i] and scores[i]]
+            members = [i for i in range(g, g + group_size) if keep[i] and scores[i] and levels[i] == "prefix"]
             for i, adv in zip(members, group_norm_advantages([scores[i] for i in members])):
                 advantages[i] = adv
     else:
         for i, row in enumerate(scores):
-            if keep[i]:
+            if keep[i] and levels[i] == "prefix":
                 advantages[i] = delta_advantages(row, mode)
+    for g in range(0, len(scores), group_size):  # outcome-level groups (levels are the same within a group)
+        if levels[g] != "prefix":
+            rows = range(g, g + group_size)
+            outcome, kept = outcome_advantages([scores[i][0] for i in rows], [truncated[i] for i in rows], group_size)
+            for i, a, k in zip(rows, outcome, kept):
+                advantages[i], keep[i] = [a], k
     for i, trunc in enumerate(truncated):
-        if trunc:
+        if trunc and levels[i] == "prefix":  # an outcome-level row was scored 0 instead, as in ExpRL-Outcome
             advantages[i] = [0.0] * len(advantages[i])
     return advantages, keep

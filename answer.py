@@ -355,6 +355,24 @@ def choice_reward(response: str, letter: str) -> float:
     return 1.0 if extract_choice(response) == gold else 0.0
 
 
+def rule_rewards(problems: list, responses: list[str], workers: int | None = None) -> list[float]:
+    """rule_reward of each (problem, response) pair, in order; the code rows run in threads (code_rewards), since each
+    waits on sandbox processes, the others here.
+
+    Example:
+        >>> from data import Problem
+        >>> rule_rewards([Problem("p", "1+1?", "", "2")] * 2, ["\\\\boxed{2}", "\\\\boxed{3}"])
+        [1.0, 0.0]
+    """
+    rewards = [None if p.domain == "code" else rule_reward(p, y) for p, y in zip(problems, responses)]
+    code = [i for i, reward in enumerate(rewards) if reward is None]
+    if code:
+        code_scores = code_rewards([responses[i] for i in code], [problems[i].tests for i in code], workers=workers)
+        for i, reward in zip(code, code_scores):
+            rewards[i] = reward
+    return rewards
+
+
 def rule_reward(problem, response: str) -> float:
     """The rule-based reward of one response, by the problem's kind (docs/paper.md, "Data"): the tests for code, the
     letter for multiple choice, else the final answer (math-verify). `problem` is a data.Problem.

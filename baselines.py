@@ -32,7 +32,7 @@ from common import (
     write_json,
 )
 from config import Args, check_args
-from data import Problem, encode_prompts, policy_messages
+from data import Problem, encode_prompts, policy_messages, question_text
 from evaluate import evaluate, format_pass_at_k
 from grpo import token_logprobs
 from logs import MetricsLog
@@ -155,7 +155,9 @@ def train_sft(args: SFTArgs) -> dict:
     check_sft_args(args)
     problems = load_problem_set(args.train_data, flag="--train_data")  # checked before anything is written
     eval_problems = (
-        load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data") if args.eval_data else []
+        load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data", require_reference=False)
+        if args.eval_data
+        else []
     )
     distributed.init()
     main_rank = distributed.is_main()
@@ -226,7 +228,7 @@ def teacher_messages(problem: Problem) -> list[dict[str, str]]:
     """The teacher's context (docs/paper.md, "Baselines"): one user turn with the problem, the reference, and an
     instruction to solve the problem in its own way. Only the teacher sees this; the student samples from
     policy_messages."""
-    content = f"{problem.question}\nReference solution: {problem.reference}\n{TEACHER_INSTRUCTION}"
+    content = f"{question_text(problem)}\nReference solution: {problem.reference}\n{TEACHER_INSTRUCTION}"
     return [{"role": "user", "content": content}]
 
 

@@ -70,13 +70,18 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
 
 
 def load_problem_set(source: str, limit: int | None = None, flag: str | None = None, **column_mapping) -> list[Problem]:
-    """'toy:train' / 'toy:heldout' or anything data.load_problems reads (JSONL, HF dataset with column mapping).
+    """'toy:train' / 'toy:heldout' or anything data.load_problems reads (JSONL, HF dataset with column mapping,
+    `domain=`, `require_reference=`); several sources, comma-separated, are read in turn (`limit` applies to each).
 
     With `flag` (the command-line flag that named the source), a missing, empty or malformed source stops the script
     with one line naming the flag, the file and (where there is one) the line and field; without it, DataError.
     """
     try:
-        problems = load_problems(TOY_DATA.get(source, source), limit=limit, **column_mapping)
+        problems = [
+            problem
+            for part in source.split(",")
+            for problem in load_problems(TOY_DATA.get(part, part), limit=limit, **column_mapping)
+        ]
         if not problems:
             raise DataError(f"{source}: no problems (the file or dataset is empty)")
     except DataError as error:

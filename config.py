@@ -37,7 +37,15 @@ class Args:
     )
     judge_model: str = arg("judge", "with an http judge: the model name the server serves (its --served-model-name)")
     train_data: str = arg("toy:train", "'toy:train', a JSONL file or an HF dataset (question/reference/answer)")
-    eval_data: str = arg("toy:heldout", "held-out problems for pass@k ('' to skip)")
+    eval_data: str = arg(
+        "toy:heldout", "held-out problems for pass@k ('' to skip; no reference needed; several: comma-separated)"
+    )
+    data_domain: str = arg(
+        "",
+        "domain of the train/eval rows that carry no 'ability' or 'domain' column: math | science | code ('' = math; "
+        "docs/mixed-domains.md)",
+        choices=("", "math", "science", "code"),
+    )
     output_dir: str = arg("runs/stage1", "run directory: config.json, metrics.jsonl, eval/, checkpoint/")
     # --- the reward
     reward: str = arg(
@@ -313,9 +321,15 @@ def load_inputs(args: Args, teacher=None):
     check_hardware(args)
     if args.reward == "self_distill" and teacher is None:
         fail("--reward self_distill runs from baselines.py: python baselines.py self_distill")
-    problems = load_problem_set(args.train_data, flag="--train_data")
+    domain = args.data_domain or None
+    needs_reference = args.reward != "sparse"  # the judge (outcome, process) and the teacher read it; Stage II does not
+    problems = load_problem_set(args.train_data, flag="--train_data", domain=domain, require_reference=needs_reference)
     eval_problems = (
-        load_problem_set(args.eval_data, limit=args.eval_limit or None, flag="--eval_data") if args.eval_data else []
+        load_problem_set(
+            args.eval_data, limit=args.eval_limit or None, flag="--eval_data", domain=domain, require_reference=False
+        )
+        if args.eval_data
+        else []
     )
     check_model_path(args.model, "--model")
     judged = args.reward in ("outcome", "process")

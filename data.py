@@ -6,8 +6,12 @@ ExpRL (docs/paper.md, "The idea", "Data") trains on hard question/reference pair
     reference  a worked solution that only the judge sees,
     answer     the gold final answer, used by the sparse reward of Stage II and by evaluation.
 
-Records come from a JSONL file (one JSON object per line) or from a Hugging Face dataset, with the column names mapped
-by keyword arguments. Bad input stops with one `DataError` that names the file, the line (or row) and the field.
+Beside math, a record may be science (multiple choice or open-ended) or code
+(docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"): its `domain` comes from an "ability" or "domain" column, else
+from the caller's `domain` argument, else "math". Records come from a JSONL file (one JSON object per line) or from a
+Hugging Face dataset, with the column names mapped by keyword arguments; rows in the column layout of a known
+benchmark (SciKnowEval, LiveCodeBench, GPQA, OlympiadBench) are recognised by their columns and read by layouts.py.
+Bad input stops with one `DataError` that names the file, the line (or row) and the field.
 """
 
 import json
@@ -18,6 +22,24 @@ from dataclasses import asdict, dataclass, fields
 
 # docs/paper.md, "Policy prompt"
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+# The other domains' instructions (docs/paper.md, "Policy prompts and references beyond math"); our own wording.
+CHOICE_PROMPT = (
+    "Please reason step by step about the question and its lettered options, then end your response with one line of "
+    'the form "Answer: X", where X is the letter of the option you choose.'
+)
+CODE_PROMPT_STDIN = (
+    "Solve the programming problem in Python 3. Your program reads the input from standard input and prints the "
+    "answer to standard output. Reason about the algorithm and its running time first, then give the complete program "
+    "in one ```python code block at the end of your response."
+)
+CODE_PROMPT_FUNCTION = (
+    "Solve the programming problem in Python 3 by completing the starter code: keep its class, function name and "
+    "parameters; each test calls that function with its arguments and checks the returned value (nothing is read "
+    "from standard input). Reason about the algorithm and its running time first, then give the complete code, "
+    "starter included, in one ```python code block at the end of your response."
+)
+DOMAINS = ("math", "science", "code")
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 class DataError(ValueError):
@@ -55,15 +77,23 @@ def load_problems(
     answer_key: str = "answer",
     id_key: str = "id",
     limit: int | None = None,
+    domain: str | None = None,
+    require_reference: bool = True,
 ) -> list[Problem]:
     """Load problems from a .jsonl file or a Hugging Face dataset (docs/paper.md, "Data").
 
     `source` is one of:
       - a path ending in ".jsonl": one JSON object per line, blank lines skipped;
       - a local directory: a dataset written by `datasets.Dataset.save_to_disk` (or any folder `load_dataset` reads);
-      - anything else: a dataset name for `datasets.load_dataset` (needs the hub cache or network).
+      - anything else: a dataset name for `datasets.load_dataset` (needs the hub cache or network), optionally with a
+        configuration and a split: "Hothan/OlympiadBench:OE_TO_physics_en_COMP@train".
     The *_key arguments name the columns. A record without an id gets f"{basename}-{index}" (index counts records
-    from 0). `limit` keeps the first `limit` problems.
+    from 0). `limit` keeps the first `limit` problems. A row in a benchmark's own column layout (layouts.py) is read
+    by that layout whatever the *_key arguments say.
+
+    `domain` is the domain of rows without an "ability" or "domain" column (None: "math"). `require_reference=False`
+    accepts rows without a reference (evaluation sets; Stage I needs one for every row). A code row needs `tests`
+    instead of an answer; a multiple-choice row's answer is the letter of one of its choices.
 
     Example: toy.jsonl holds the one line {"problem": "1+1?", "solution": "1+1=2", "final": "2"}; then
         load_problems("toy.jsonl", question_key="problem", reference_key="solution", answer_key="final")
@@ -71,23 +101,26 @@ def load_problems(
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0 or None, got {limit}")
+    if domain is not None and domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {', '.join(DOMAINS)} or None, got {domain!r}")
     keys = {"question": question_key, "reference": reference_key, "answer": answer_key, "id": id_key}
-    stem = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+    name = source if os.path.exists(source) else source.split("@")[0].split(":")[0]  # a hub id without config, split
+    stem = os.path.splitext(os.path.basename(os.path.normpath(name)))[0]
     if source.endswith(".jsonl"):
         records = _jsonl_records(source)
     elif os.path.isdir(source):
-        records = _hf_records(source, split, keys, local=True)
+        records = _hf_records(source, split, keys, local=True, require_reference=require_reference)
     elif os.path.isfile(source):
         raise DataError(f"{source}: unsupported file type; expected a .jsonl file or a dataset directory")
     else:
-        records = _hf_records(source, split, keys, local=False)
+        records = _hf_records(source, split, keys, local=False, require_reference=require_reference)
 
     problems: list[Problem] = []
     first_seen: dict[str, str] = {}  # id -> where it was first seen, to name both places of a duplicate
     for index, (where, row) in enumerate(records):
         if limit is not None and len(problems) >= limit:
             break
-        problem = _problem_from_row(row, where, keys, default_id=f"{stem}-{index}")
+        problem = _problem_from_row(row, where, keys, f"{stem}-{index}", domain or "math", require_reference)
         if problem.id in first_seen:
             raise DataError(f"{where}: duplicate id {problem.id!r} (first seen at {first_seen[problem.id]})")
         first_seen[problem.id] = where
@@ -119,10 +152,16 @@ def _jsonl_records(path: str):
         yield where, row
 
 
-def _hf_records(source: str, split: str, keys: dict[str, str], local: bool):
+def _hf_records(source: str, split: str, keys: dict[str, str], local: bool, require_reference: bool = True):
     """Yield (where, row) for each row of a Hugging Face dataset; where = "dataset <source> split <s> row <i>"."""
     import datasets  # lazy: importing datasets costs seconds and JSONL users never need it
 
+    from layouts import layout_of
+
+    name, config = source, None
+    if not local:  # "owner/name:config@split"
+        name, _, split = name.partition("@") if "@" in name else (name, "", split)
+        name, _, config = name.partition(":")
     try:
         if local and _is_saved_dataset(source):
             dataset = datasets.load_from_disk(source)
@@ -131,14 +170,15 @@ def _hf_records(source: str, split: str, keys: dict[str, str], local: bool):
                     raise DataError(f"dataset {source}: no split {split!r} (splits: {', '.join(dataset)})")
                 dataset = dataset[split]
         else:
-            dataset = datasets.load_dataset(source, split=split)
+            dataset = datasets.load_dataset(name, config or None, split=split)
     except DataError:
         raise
     except Exception as e:  # a missing name, no network, a corrupt folder: one message naming the source
         raise DataError(f"cannot load dataset {source} (split {split!r}): {type(e).__name__}: {e}") from None
 
     columns = dataset.column_names
-    for field in ("question", "reference", "answer"):  # a wrong mapping fails once, not on every row
+    needed = ("question", "reference") if require_reference else ("question",)
+    for field in needed if layout_of(columns) is None else ():  # a wrong mapping fails once, not on every row
         if keys[field] not in columns:
             raise DataError(
                 f"dataset {source} split {split!r}: no column {keys[field]!r} for field '{field}' "
@@ -153,9 +193,23 @@ def _is_saved_dataset(path: str) -> bool:
     return any(os.path.exists(os.path.join(path, name)) for name in ("state.json", "dataset_dict.json"))
 
 
-def _problem_from_row(row: Mapping, where: str, keys: dict[str, str], default_id: str) -> Problem:
+def _problem_from_row(
+    row: Mapping, where: str, keys: dict[str, str], default_id: str, domain: str = "math", require_reference=True
+) -> Problem:
     """Build a Problem from one record, or raise DataError naming `where` and the bad field."""
-    texts = {field: _text_field(row, keys[field], field, where) for field in ("question", "reference", "answer")}
+    from layouts import convert_row
+
+    converted = convert_row(row, where)  # a benchmark's own columns -> ours (None: the row is in our layout)
+    if converted is not None:
+        row, keys = converted, {"question": "question", "reference": "reference", "answer": "answer", "id": keys["id"]}
+    domain = _domain_field(row, where, domain)
+    optional = {"reference"} if not require_reference else set()
+    if domain == "code":
+        optional.add("answer")  # the tests decide
+    texts = {
+        field: _text_field(row, keys[field], field, where, optional=field in optional)
+        for field in ("question", "reference", "answer")
+    }
     raw_id = row.get(keys["id"])
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
         problem_id = default_id
@@ -163,20 +217,55 @@ def _problem_from_row(row: Mapping, where: str, keys: dict[str, str], default_id
         problem_id = str(raw_id).strip()
     else:
         raise DataError(f"{where}: field {keys['id']!r} (id) must be a string or integer, got {type(raw_id).__name__}")
-    extra = {f.name: row[f.name] for f in fields(Problem)[4:] if row.get(f.name) not in (None, "", [])}
+    extra = {f.name: row[f.name] for f in fields(Problem)[5:] if row.get(f.name) not in (None, "", [])}
     if "choices" in extra:
         extra["choices"] = tuple(extra["choices"])
-    return Problem(id=problem_id, **texts, **extra)
+        letters, letter = LETTERS[: len(extra["choices"])], texts["answer"].strip().upper()
+        if len(letter) != 1 or letter not in letters:
+            raise DataError(f"{where}: field 'answer' must be one of the letters {', '.join(letters)}, got {letter!r}")
+        texts["answer"] = letter
+    if domain == "code":
+        _check_tests(extra.get("tests", ""), where)
+    return Problem(id=problem_id, **texts, domain=domain, **extra)
 
 
-def _text_field(row: Mapping, key: str, field: str, where: str) -> str:
-    """The non-empty text in row[key]; numbers become text (JSON answers are often bare integers like 42)."""
+def _domain_field(row: Mapping, where: str, default: str) -> str:
+    """The row's domain: its "ability" (the authors' name) or "domain" column, else `default`."""
+    for key in ("ability", "domain"):
+        value = row.get(key)
+        if value not in (None, ""):
+            if not isinstance(value, str) or value.strip().lower() not in DOMAINS:
+                raise DataError(f"{where}: field '{key}' (domain) must be one of {', '.join(DOMAINS)}, got {value!r}")
+            return value.strip().lower()
+    return default
+
+
+def _check_tests(tests: str, where: str) -> None:
+    """A code row's tests must be there and readable by answer.decode_tests, with at least one test."""
+    from answer import decode_tests
+
+    if not tests:
+        raise DataError(f"{where}: field 'tests' is missing or empty (a code problem needs its tests)")
+    try:
+        count = len(decode_tests(tests)["inputs"])
+    except Exception as e:
+        raise DataError(f"{where}: field 'tests' cannot be read ({type(e).__name__}: {e})") from None
+    if count == 0:
+        raise DataError(f"{where}: field 'tests' holds no test")
+
+
+def _text_field(row: Mapping, key: str, field: str, where: str, optional: bool = False) -> str:
+    """The non-empty text in row[key] ("" when `optional` and absent); numbers become text (JSON answers are often
+    bare integers like 42)."""
     value = row.get(key)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
     if value is None or (isinstance(value, str) and not value.strip()):
+        if optional:
+            return ""
         label = f"'{key}'" if key == field else f"'{key}' ({field})"
-        raise DataError(f"{where}: field {label} is missing or empty")
+        needed = " (training with a judge or a teacher needs every problem's reference)" if field == "reference" else ""
+        raise DataError(f"{where}: field {label} is missing or empty{needed}")
     if not isinstance(value, str):
         raise DataError(f"{where}: field '{key}' must be a string, got {type(value).__name__}")
     return value
@@ -216,21 +305,48 @@ def save_problems(problems: Sequence[Problem], path: str) -> None:
 # The policy prompt and hard-problem mining
 
 
+def question_text(problem: Problem) -> str:
+    """The question as the policy and the judge read it: a multiple-choice question with its options lettered A, B, ...
+    one per line; a code question with its starter code; otherwise the question itself, unchanged.
+
+    Example:
+        >>> print(question_text(Problem("p", "Which is a noble gas?", "", "B", "science", ("N2", "Ne"))))
+        Which is a noble gas?
+        <BLANKLINE>
+        A) N2
+        B) Ne
+    """
+    if problem.choices:
+        options = "\n".join(f"{letter}) {text}" for letter, text in zip(LETTERS, problem.choices))
+        return f"{problem.question}\n\n{options}"
+    if problem.starter_code:
+        return f"{problem.question}\n\nStarter code:\n```python\n{problem.starter_code.rstrip()}\n```"
+    return problem.question
+
+
 def policy_messages(problem_or_question: Problem | str) -> list[dict[str, str]]:
     """Chat messages the policy samples from: the system prompt and the question ONLY (docs/paper.md, "Policy prompt").
 
     The reference is the judge's hidden information; it must never enter the policy context, so this function takes
-    the question out of a Problem and drops everything else.
+    the question out of a Problem and drops everything else. The system prompt depends on the problem's kind
+    (docs/paper.md, "Policy prompts and references beyond math"): multiple choice ends with "Answer: X"; code ends
+    with a ```python block that reads stdin, or completes the starter code; math and open-ended science box their
+    final answer (the math prompt is the paper's).
 
     Example:
         >>> policy_messages("What is 2+3?")[1]
         {'role': 'user', 'content': 'What is 2+3?'}
+        >>> policy_messages(Problem("p", "Which?", "", "A", "science", ("yes", "no")))[0]["content"] == CHOICE_PROMPT
+        True
     """
-    if isinstance(problem_or_question, Problem):
-        question = problem_or_question.question
+    if not isinstance(problem_or_question, Problem):
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": problem_or_question}]
+    problem = problem_or_question
+    if problem.domain == "code":
+        system = CODE_PROMPT_FUNCTION if problem.starter_code else CODE_PROMPT_STDIN
     else:
-        question = problem_or_question
-    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
+        system = CHOICE_PROMPT if problem.choices else SYSTEM_PROMPT
+    return [{"role": "system", "content": system}, {"role": "user", "content": question_text(problem)}]
 
 
 def encode_prompts(tokenizer, messages_list: list[list[dict]], **chat_template_kwargs) -> list[list[int]]:

@@ -53,6 +53,35 @@ def pass_at_k_curve(correct_counts: Sequence[int], n: int, ks: Sequence[int]) ->
     return {k: sum(pass_at_k(n, c, k) for c in correct_counts) / len(correct_counts) for k in ks}
 
 
+# docs/paper.md, "Reporting by domain": Table 4's aggregate columns; code at pass@1 and pass@4.
+DOMAIN_GROUPS = {"math": "Math-Agg", "science": "STEM-Agg", "code": "Code"}
+CODE_KS = (1, 4)
+
+
+def domain_pass_at_k(domains: Sequence[str], correct_counts: Sequence[int], n: int, ks: Sequence[int]) -> dict:
+    """pass@k per domain group, as the paper's Table 4: {group: {"domain", "num_problems", "pass@k"}} for the groups
+    present (Math-Agg = math problems, STEM-Agg = science, Code = code, at pass@1 and pass@4 where n allows).
+
+    Example (math c = 1 and 0 of n = 4: pass@1 = (1/4 + 0) / 2; code c = 2: pass@1 = 2/4, pass@4 = 1):
+        >>> domain_pass_at_k(["math", "math", "code"], [1, 0, 2], n=4, ks=[1, 2, 4])["Code"]["pass@k"]
+        {'1': 0.5, '4': 1.0}
+        >>> domain_pass_at_k(["math", "math", "code"], [1, 0, 2], n=4, ks=[1, 2, 4])["Math-Agg"]["pass@k"]["1"]
+        0.125
+    """
+    table = {}
+    for domain, group in DOMAIN_GROUPS.items():
+        counts = [c for d, c in zip(domains, correct_counts) if d == domain]
+        if counts:
+            group_ks = [k for k in CODE_KS if k <= n] if domain == "code" else ks
+            curve = pass_at_k_curve(counts, n, group_ks)
+            table[group] = {
+                "domain": domain,
+                "num_problems": len(counts),
+                "pass@k": {str(k): v for k, v in curve.items()},
+            }
+    return table
+
+
 def powers_of_two(n: int) -> list[int]:
     """k = 1, 2, 4, ... up to n (the paper's pass@k curve grid), plus n itself."""
     ks = [2**i for i in range(n.bit_length()) if 2**i <= n]
@@ -102,19 +131,22 @@ def evaluate(
     rollouts_path: str | None = None,
     seed: int | None = None,
 ) -> dict:
-    """Sample n responses per problem (question-only prompt), grade them with answer_reward, return pass@k.
+    """Sample n responses per problem (question-only prompt), grade them with answer.rule_reward (the final answer, the
+    option letter, or the tests in the sandbox), return pass@k.
 
     `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
     writes output_dir/pass_at_k.json = {"step", "n", "num_problems", "pass@k": {"1": ..., "2": ...},
-    "correct_counts", "seconds"}. `sampler` (e.g. a VLLMSampler holding the same weights) replaces the default
+    "correct_counts", "seconds"}, and, when a problem is not math, "domains": pass@k per domain group
+    (domain_pass_at_k). `sampler` (e.g. a VLLMSampler holding the same weights) replaces the default
     HFSampler on `model`. `seed` fixes the draws (fixed_draws: the result depends on seed, problems and weights
     only, and the caller's random state is untouched); None samples from the caller's stream. With rollouts_path,
     also writes every rollout as one JSONL line {"id", "question", "reference", "answer", "response", "correct",
-    "truncated"}: the fixed rollouts the analyses (analysis/) read.
+    "truncated"} (and "domain" when not math; the question as the judge reads it, data.question_text): the fixed
+    rollouts the analyses (analysis/) read.
     """
+    from answer import rule_rewards
     from common import load_model, write_json  # imported here: pass_at_k above needs no torch
-    from data import policy_messages
-    from judge import answer_reward
+    from data import policy_messages, question_text
     from rollout import HFSampler, encode_prompts
 
     if isinstance(model, str):
@@ -131,7 +163,7 @@ def evaluate(
             temperature=temperature,
             max_new_tokens=max_new_tokens,
         )
-    correct = [answer_reward(r.text, problems[i // n].answer) for i, r in enumerate(rollouts)]
+    correct = rule_rewards([problems[i // n] for i in range(len(rollouts))], [r.text for r in rollouts])
     counts = [int(sum(correct[i * n : (i + 1) * n])) for i in range(len(problems))]
     result = {
         "step": step,
@@ -141,6 +173,8 @@ def evaluate(
         "correct_counts": counts,
         "seconds": round(time.time() - start, 1),
     }
+    if any(p.domain != "math" for p in problems):  # a math-only set keeps exactly the fields above
+        result["domains"] = domain_pass_at_k([p.domain for p in problems], counts, n, ks)
     if output_dir is not None:
         write_json(os.path.join(output_dir, "pass_at_k.json"), result)
     if rollouts_path is not None:
@@ -148,26 +182,23 @@ def evaluate(
         with open(rollouts_path, "w") as f:
             for i, (r, ok) in enumerate(zip(rollouts, correct)):
                 p = problems[i // n]
-                f.write(
-                    json.dumps(
-                        {
-                            "id": p.id,
-                            "question": p.question,
-                            "reference": p.reference,
-                            "answer": p.answer,
-                            "response": r.text,
-                            "correct": bool(ok),
-                            "truncated": r.truncated,
-                        }
-                    )
-                    + "\n"
-                )
+                row = {"id": p.id, "question": question_text(p), "reference": p.reference, "answer": p.answer}
+                row |= {"response": r.text, "correct": bool(ok), "truncated": r.truncated}
+                f.write(json.dumps(row | ({"domain": p.domain} if p.domain != "math" else {})) + "\n")
     return result
 
 
 def format_pass_at_k(result: dict) -> str:
     """One line: 'pass@1 0.055  pass@2 0.090 ...'."""
     return "  ".join(f"pass@{k} {v:.3f}" for k, v in result["pass@k"].items())
+
+
+def format_domains(result: dict) -> str:
+    """One line per domain group (Table 4's aggregates), e.g. 'Code (code, 2 problems):  pass@1 0.250  pass@4 0.500'."""
+    return "\n".join(
+        f"{group} ({row['domain']}, {row['num_problems']} problems):  {format_pass_at_k(row)}"
+        for group, row in result.get("domains", {}).items()
+    )
 
 
 # The paper's analyses run from analysis/ (python -m analysis.calibrate ...); their old subcommands point there.
@@ -195,7 +226,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--model", default="toy", help="'toy' or a save_pretrained directory")
     parser.add_argument(
-        "--data", default="toy:heldout", help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset"
+        "--data",
+        default="toy:heldout",
+        help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset (benchmark layouts: layouts.py); several, "
+        "comma-separated, are evaluated together (pass@k per domain group); no reference is needed",
+    )
+    parser.add_argument(
+        "--domain", default=None, choices=("math", "science", "code"), help="domain of rows without 'ability'/'domain'"
     )
     parser.add_argument("--n", type=int, default=64, help="samples per problem (paper: 128)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (paper: 0.8)")
@@ -214,7 +251,9 @@ def main(argv: list[str] | None = None) -> dict:
              ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"), ("threads", args.threads >= 0, ">= 0"),
              ("limit", args.limit is None or args.limit >= 1, ">= 1")]  # fmt: skip
     check_flags(args, rules)
-    problems = load_problem_set(args.data, limit=args.limit, flag="--data")  # checked before the model loads
+    problems = load_problem_set(  # checked before the model loads
+        args.data, limit=args.limit, flag="--data", domain=args.domain, require_reference=False
+    )
     check_model_path(args.model, "--model")
 
     set_threads(args.threads)
@@ -230,6 +269,8 @@ def main(argv: list[str] | None = None) -> dict:
         seed=args.seed,
     )
     print(f"{result['num_problems']} problems, n={result['n']}, {result['seconds']}s:  {format_pass_at_k(result)}")
+    if "domains" in result:
+        print(format_domains(result))
     return result
 
 

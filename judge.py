@@ -3,12 +3,15 @@
 ExpRL (docs/paper.md, "Outcome judge", "Process judge and Eq. 2") scores a policy response with an LLM judge that
 sees the hidden reference solution:
 
-    outcome_prompt / process_prompt / no_reference_prompt   chat messages for the judge,
+    outcome_prompt / process_prompt / no_reference_prompt   chat messages for the judge, per domain (math here; the
+                                                            science and code texts in judge_domains.py),
     parse_score, normalise                                  "Score: N" (1-5) -> reward s = (N - 1) / 4 in [0, 1],
     JudgeResult                                             the common return type of every judge in the project,
     LLMJudge                                                a judge model on the engine it is given: an HF or vLLM
                                                             sampler, or an HTTP endpoint (openai_engine.py);
                                                             judge_health.py probes it and stops a run when it fails,
+    score_process_routed                                    ExpRL-Process on a batch mixing domains: per prefix or
+                                                            per response, by judge_domains.process_level,
     answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer.
 
 The policy response is untrusted text (a policy under RL pressure may learn to write "Score: 5" or "ignore the
@@ -19,7 +22,8 @@ import re
 from dataclasses import dataclass
 
 from answer import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)
-from data import encode_prompts
+from data import DOMAINS, encode_prompts
+from judge_domains import HEADINGS, SYSTEMS, process_level  # noqa: F401  (process_level re-exported: train_stage1)
 from openai_engine import OpenAIEngine  # noqa: F401  (re-exported: analysis/calibrate.py imports it from here)
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -104,6 +108,24 @@ Scale:
 
 {_OUTPUT_FORMAT}"""
 
+
+def _domain_system(text: str) -> str:
+    """A science or code system text (judge_domains.py) with the same untrusted-text rule and output format."""
+    return f"{text}\n\n{UNTRUSTED_RULE}\n\n{_OUTPUT_FORMAT}"
+
+
+# The system prompt of each (domain, kind): math's above, byte for byte as before; science and code from their texts.
+SYSTEM_PROMPTS = {("math", "outcome"): OUTCOME_SYSTEM, ("math", "process"): PROCESS_SYSTEM}
+SYSTEM_PROMPTS[("math", "no_reference")] = NO_REFERENCE_SYSTEM
+SYSTEM_PROMPTS.update({key: _domain_system(text) for key, text in SYSTEMS.items()})
+
+
+def _system(domain: str, kind: str) -> str:
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
+    return SYSTEM_PROMPTS[(domain, kind)]
+
+
 # What the process prompt says about the student's text, per view: the paper judges prefixes, the released code
 # segments (docs/paper.md, "Process judge and Eq. 2").
 _PROCESS_VIEWS = {
@@ -144,21 +166,26 @@ def _messages(system: str, sections: list[tuple[str, str]]) -> list[dict[str, st
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-def outcome_prompt(question: str, reference: str, response: str) -> list[dict[str, str]]:
+def outcome_prompt(question: str, reference: str, response: str, domain: str = "math") -> list[dict[str, str]]:
     """Judge messages for ExpRL-Outcome (docs/paper.md, "Outcome judge"): problem, reasoning, reference, in this order.
+    `domain` picks the template (docs/paper.md, "Judge templates beyond math"); math's is the paper's.
 
     Example:
         >>> [line for line in outcome_prompt("1+1?", "1+1=2", "It is 2.")[1]["content"].splitlines() if "##" in line]
         ['## Math problem', '## Generated reasoning', '## Reference solution']
+        >>> "LAST ```python" in outcome_prompt("Print 1.", "print(1)", "print(1)", domain="code")[0]["content"]
+        True
     """
+    problem, reasoning, solution = HEADINGS[domain] if domain in HEADINGS else HEADINGS["math"]
     return _messages(
-        OUTCOME_SYSTEM,
-        [("Math problem", question), ("Generated reasoning", fence(response)), ("Reference solution", reference)],
+        _system(domain, "outcome"), [(problem, question), (reasoning, fence(response)), (solution, reference)]
     )
 
 
-def process_prompt(question: str, reference: str, text: str, view: str = "prefix") -> list[dict[str, str]]:
-    """Judge messages for ExpRL-Process (docs/paper.md, "Process judge and Eq. 2").
+def process_prompt(
+    question: str, reference: str, text: str, view: str = "prefix", domain: str = "math"
+) -> list[dict[str, str]]:
+    """Judge messages for ExpRL-Process (docs/paper.md, "Process judge and Eq. 2"); `domain` picks the template.
 
     view="prefix" (PAPER, default): `text` is the response up to and including step t, so s_t scores y_<=t.
     view="segment" (CODE): `text` is step t alone, and the prompt says the prior steps are not included.
@@ -170,13 +197,14 @@ def process_prompt(question: str, reference: str, text: str, view: str = "prefix
     if view not in _PROCESS_VIEWS:
         raise ValueError(f"view must be one of {sorted(_PROCESS_VIEWS)}, got {view!r}")
     heading, explanation = _PROCESS_VIEWS[view]
+    problem = (HEADINGS[domain] if domain in HEADINGS else HEADINGS["math"])[0]
     return _messages(
-        PROCESS_SYSTEM,
-        [("Math problem", question), (heading, f"{explanation}\n{fence(text)}"), ("Reference solution", reference)],
+        _system(domain, "process"),
+        [(problem, question), (heading, f"{explanation}\n{fence(text)}"), ("Reference solution", reference)],
     )
 
 
-def no_reference_prompt(question: str, response: str) -> list[dict[str, str]]:
+def no_reference_prompt(question: str, response: str, domain: str = "math") -> list[dict[str, str]]:
     """Judge messages without a reference: absolute correctness on the same 1-5 scale.
 
     The calibration's no-reference condition (docs/paper.md, "Judge calibration").
@@ -185,7 +213,8 @@ def no_reference_prompt(question: str, response: str) -> list[dict[str, str]]:
         >>> "Reference" in no_reference_prompt("1+1?", "It is 2.")[1]["content"]
         False
     """
-    return _messages(NO_REFERENCE_SYSTEM, [("Math problem", question), ("Generated reasoning", fence(response))])
+    problem, reasoning, _ = HEADINGS[domain] if domain in HEADINGS else HEADINGS["math"]
+    return _messages(_system(domain, "no_reference"), [(problem, question), (reasoning, fence(response))])
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -290,23 +319,37 @@ class LLMJudge:
         texts = self.generate(messages_list)
         return [normalise(parse_score(t)) for t in texts], texts
 
-    def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
-        scores, texts = self._score([outcome_prompt(q, r, y) for q, r, y in zip(questions, references, responses)])
+    def score_outcome(
+        self, questions: list[str], references: list[str], responses: list[str], domains: list[str] | None = None
+    ) -> JudgeResult:
+        """One request per response; `domains` (None: all math) picks each row's template."""
+        domains = domains or ["math"] * len(questions)
+        prompts = [outcome_prompt(*row) for row in zip(questions, references, responses, domains)]
+        scores, texts = self._score(prompts)
         return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
-    def score_no_reference(self, questions: list[str], responses: list[str]) -> JudgeResult:
-        scores, texts = self._score([no_reference_prompt(q, y) for q, y in zip(questions, responses)])
+    def score_no_reference(
+        self, questions: list[str], responses: list[str], domains: list[str] | None = None
+    ) -> JudgeResult:
+        domains = domains or ["math"] * len(questions)
+        scores, texts = self._score([no_reference_prompt(q, y, d) for q, y, d in zip(questions, responses, domains)])
         return JudgeResult(scores=scores, texts=texts, num_requests=len(texts))
 
     def score_process(
-        self, questions: list[str], references: list[str], segments: list[list[str]], view: str = "prefix"
+        self,
+        questions: list[str],
+        references: list[str],
+        segments: list[list[str]],
+        view: str = "prefix",
+        domains: list[str] | None = None,
     ) -> JudgeResult:
         """One request per segment: view "prefix" judges y_<=t (PAPER), "segment" judges segment t alone (CODE)."""
         messages, owner = [], []
-        for i, (q, r, segs) in enumerate(zip(questions, references, segments)):
+        domains = domains or ["math"] * len(questions)
+        for i, (q, r, segs, d) in enumerate(zip(questions, references, segments, domains)):
             for t in range(len(segs)):
                 text = "".join(segs[: t + 1]) if view == "prefix" else segs[t]
-                messages.append(process_prompt(q, r, text, view))
+                messages.append(process_prompt(q, r, text, view, d))
                 owner.append(i)
         flat_scores, flat_texts = self._score(messages)
         scores, texts = [[] for _ in segments], [[] for _ in segments]
@@ -314,3 +357,53 @@ class LLMJudge:
             scores[i].append(s)
             texts[i].append(t)
         return JudgeResult(scores=scores, texts=texts, num_requests=len(messages))
+
+
+def _pick(values: list, rows: list[int]) -> list:
+    return [values[i] for i in rows]
+
+
+def domain_kwargs(domains: list[str] | None) -> dict:
+    """{"domains": domains} when a row is not math, else {}: the toy judges (math only) take no `domains` keyword.
+
+    Example:
+        >>> domain_kwargs(["math", "math"]), domain_kwargs(["math", "code"])
+        ({}, {'domains': ['math', 'code']})
+    """
+    return {"domains": list(domains)} if domains and any(d != "math" for d in domains) else {}
+
+
+def score_process_routed(
+    judge, questions, references, segments: list[list[str]], levels: list[str], view="prefix", domains=None
+) -> JudgeResult:
+    """ExpRL-Process on a batch that may mix domains (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)").
+
+    levels[i] (judge_domains.process_level): "prefix" rows get one score per prefix (judge.score_process), "outcome"
+    rows one outcome-level score for their whole response (judge.score_outcome; their segments are joined, and the
+    score comes back as a list of one, like a response of one segment). An all-"prefix" batch is one score_process
+    call, exactly as without routing. `judge` is any judge of the project; `domains` None means all math.
+    """
+    domains = list(domains or ["math"] * len(questions))
+    prefix = [i for i, level in enumerate(levels) if level == "prefix"]
+    if len(prefix) == len(levels):
+        return judge.score_process(questions, references, segments, view=view, **domain_kwargs(domains))
+    outcome = [i for i, level in enumerate(levels) if level != "prefix"]
+    scores, texts, requests = [None] * len(levels), [None] * len(levels), 0
+    if prefix:
+        by_prefix = judge.score_process(
+            _pick(questions, prefix),
+            _pick(references, prefix),
+            _pick(segments, prefix),
+            view=view,
+            **domain_kwargs(_pick(domains, prefix)),
+        )
+        for i, s, t in zip(prefix, by_prefix.scores, by_prefix.texts):
+            scores[i], texts[i] = s, t
+        requests += by_prefix.num_requests
+    whole = ["".join(segs) for segs in _pick(segments, outcome)]
+    by_outcome = judge.score_outcome(
+        _pick(questions, outcome), _pick(references, outcome), whole, **domain_kwargs(_pick(domains, outcome))
+    )
+    for i, s, t in zip(outcome, by_outcome.scores, by_outcome.texts):
+        scores[i], texts[i] = [s], [t]
+    return JudgeResult(scores=scores, texts=texts, num_requests=requests + by_outcome.num_requests)

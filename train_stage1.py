@@ -17,11 +17,12 @@ import torch
 
 import distributed
 from advantages import outcome_advantages, process_advantages, segment_spans, token_advantages
+from answer import rule_rewards
 from common import load_model, resolve_model_path, seed_everything, set_threads
 from config import Args, load_inputs, loss_config, parse_args
-from data import encode_prompts, policy_messages
+from data import encode_prompts, policy_messages, question_text
 from grpo import LossConfig, grpo_step, token_logprobs
-from judge import JudgeResult, answer_reward
+from judge import JudgeResult, domain_kwargs, process_level, score_process_routed
 from judge_health import JudgeError, probe_judge
 from rollout import HFSampler, to_batch
 from run import Run, StepRollouts
@@ -66,21 +67,25 @@ def main(args: Args, teacher=None) -> dict:
         idx = step_prompts(order, step, args.prompts_per_step)
         rollouts = sampler.sample([prompt_ids[i] for i in idx], n=G)
         group_problems = [problems[i] for i in idx for _ in range(G)]  # the problem of each rollout
-        questions, references = [p.question for p in group_problems], [p.reference for p in group_problems]
-        correct = [answer_reward(r.text, p.answer) for r, p in zip(rollouts, group_problems)]  # 0/1, logged
+        questions, references = [question_text(p) for p in group_problems], [p.reference for p in group_problems]
+        domains = domain_kwargs([p.domain for p in group_problems])  # {"domains": [...]} if not all math, else {}
+        correct = rule_rewards(group_problems, [r.text for r in rollouts])  # 0/1: the answer, the letter or the tests
         truncated = [r.truncated for r in rollouts]
         run.lap("sample")
 
         # 2. judge and 3. advantages: one per segment (token span) of each response, then on each of its tokens
         if args.reward == "process":  # s_1..s_T: one score per prefix y_<=t (or per segment), Eq. 2 per segment
-            spans = [segment_spans(r.response_ids, tokenizer, args.delimiter) for r in rollouts]
+            levels = [process_level(p) for p in group_problems]  # code, open-ended science: one outcome-level score
+            spans = process_spans(rollouts, levels, tokenizer, args.delimiter)
             segments = decode_spans(tokenizer, rollouts, spans)
-            judged = judge.score_process(questions, references, segments, view=args.process_view)
-            advantages, keep = process_advantages(judged.scores, truncated, G, args.advantage)
+            judged = score_process_routed(judge, questions, references, segments, levels, args.process_view, **domains)
+            advantages, keep = process_advantages(judged.scores, truncated, G, args.advantage, levels)
         elif args.reward in ("outcome", "sparse"):  # one score per response: the judge's, or the 0/1 final answer
             spans = [[(0, len(r.response_ids))] for r in rollouts]
             texts, no_text = [r.text for r in rollouts], [""] * len(rollouts)
-            judged = judge.score_outcome(questions, references, texts) if judge else JudgeResult(correct, no_text)
+            judged = (
+                judge.score_outcome(questions, references, texts, **domains) if judge else JudgeResult(correct, no_text)
+            )
             advantages, keep = outcome_advantages(judged.scores, truncated, G, args.scale_advantages)
             advantages = [[a] for a in advantages]  # (s - group mean) / (group std + eps), on every token
         else:  # self_distill: the reference-conditioned teacher's per-token signal A_t = -d_t, no judge
@@ -175,6 +180,15 @@ def step_prompts(order: list[int], step: int, n: int) -> list[int]:
     """This step's n prompts, cycling through the data order; under torchrun this rank's contiguous block of whole
     groups (distributed.shard)."""
     return distributed.shard([order[((step - 1) * n + j) % len(order)] for j in range(n)])
+
+
+def process_spans(rollouts, levels: list[str], tokenizer, delimiter: str) -> list[list[tuple[int, int]]]:
+    """The segments ExpRL-Process judges: the "###" spans of a response at level "prefix", the whole response (one
+    span) at level "outcome" (judge.process_level: code and open-ended science in a mixed batch)."""
+    return [
+        segment_spans(r.response_ids, tokenizer, delimiter) if level == "prefix" else [(0, len(r.response_ids))]
+        for r, level in zip(rollouts, levels)
+    ]
 
 
 def decode_spans(tokenizer, rollouts, spans) -> list[list[str]]:

@@ -22,6 +22,10 @@ sampling K continuations of the prefix from the policy (the paper used K = 32) a
 then report the Pearson correlation of s_t with that success rate and a calibration plot
 (analysis/prefix_calibration.py).
 
+Per domain (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)": Tables 5-6): rollouts of science or code problems
+carry a "domain" (evaluate.py writes it), which picks the judge's template; rollouts of several domains are calibrated
+domain by domain (the wrong reference is another problem's of the same domain), one table each; `--domain` keeps one.
+
 Injection robustness is measured in analysis/injection.py.
 
 The toy judges (toy_judge.py): `--judge toy` is the rubric judge; its no_reference condition is
@@ -38,9 +42,10 @@ import math
 import os
 import random
 
+from analysis.calibration_report import calibration_table, percent, percent_ci, plot_histograms  # noqa: F401
 from analysis.prefix_calibration import plot_prefix_calibration, prefix_calibration, split_segments
 from cli import ArgumentParser, check_flags, fail
-from judge import JudgeResult
+from judge import JudgeResult, domain_kwargs
 
 THRESHOLD = 0.75  # a 1-5 score >= 4, normalised by (N - 1) / 4
 CONDITIONS = ("reference", "no_reference", "wrong_reference")
@@ -192,6 +197,7 @@ def score_condition(judge, rows: list[dict], condition: str, seed: int = 0, leve
     """JudgeResult for every rollout under one reference condition (see the module docstring); at level "process"
     each rollout is sliced at "###" and its prefix scores s_1..s_T are judged, and the scores returned are s_T."""
     questions, responses = [r["question"] for r in rows], [r["response"] for r in rows]
+    domains = domain_kwargs([r.get("domain", "math") for r in rows])  # {} for math: the toy judges take no domains
     if condition not in CONDITIONS:
         raise ValueError(f"condition must be one of {CONDITIONS}, got {condition!r}")
     references = [r["reference"] for r in rows] if condition == "reference" else wrong_references(rows, seed)
@@ -199,13 +205,13 @@ def score_condition(judge, rows: list[dict], condition: str, seed: int = 0, leve
         references = [""] * len(rows)  # toy-progress reads nothing else: a parse failure on every rollout
     if level == "outcome":
         if condition == "no_reference" and hasattr(judge, "score_no_reference"):
-            return judge.score_no_reference(questions, responses)
-        return judge.score_outcome(questions, references, responses)
+            return judge.score_no_reference(questions, responses, **domains)
+        return judge.score_outcome(questions, references, responses, **domains)
     if level != "process":
         raise ValueError(f"level must be 'outcome' or 'process', got {level!r}")
     if condition == "no_reference" and hasattr(judge, "score_no_reference"):
         return judge.score_no_reference(questions, responses, level="process")  # the whole response is s_T's prefix
-    result = judge.score_process(questions, references, [split_segments(r) for r in responses], "prefix")
+    result = judge.score_process(questions, references, [split_segments(r) for r in responses], "prefix", **domains)
     return JudgeResult([row[-1] if row else None for row in result.scores], [row[-1] for row in result.texts])
 
 
@@ -235,6 +241,20 @@ def calibrate(
     return out
 
 
+def by_domain(rows: list[dict], domain: str = "all") -> dict[str, list[dict]]:
+    """The rollouts of each domain present ({"math": rows} for math-only rollouts), or of `domain` alone.
+
+    Example:
+        >>> rows = [{"id": 1}, {"id": 2, "domain": "code"}, {"id": 3}]
+        >>> {d: [r["id"] for r in rs] for d, rs in by_domain(rows).items()}, list(by_domain(rows, "code"))
+        ({'math': [1, 3], 'code': [2]}, ['code'])
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r.get("domain", "math"), []).append(r)
+    return groups if domain == "all" else {domain: groups.get(domain, [])}
+
+
 def select(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
     """Up to limit // 2 correct and limit // 2 incorrect rollouts (seeded draw), so both rates have support."""
     if not limit:
@@ -243,68 +263,6 @@ def select(rows: list[dict], limit: int | None, seed: int = 0) -> list[dict]:
     good = [r for r in shuffled if r["correct"]][: limit // 2]
     bad = [r for r in shuffled if not r["correct"]][: limit - len(good)]
     return good + bad
-
-
-# ------------------------------------------------------------------------------------------------- reporting
-def percent(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}"
-
-
-def percent_ci(value, ci) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
-
-
-def calibration_table(results: dict, judge_name: str) -> str:
-    """Markdown rows: judge | condition | FPR | FNR | misplacement (%, 95% CI) | parse failures | correct/incorrect."""
-    lines = [
-        "| judge | condition | FPR % | FNR % | misplacement % | parse fail % | misplacement, failures as < 4 % "
-        "| inversion % | correct / incorrect |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for condition, res in results.items():
-        r, ci = res["rates"], res["ci"]
-        lines.append(
-            f"| {judge_name} | {condition} | {percent_ci(r['fpr'], ci['fpr'])} | "
-            f"{percent_ci(r['fnr'], ci['fnr'])} | "
-            f"{percent_ci(r['misplacement'], ci['misplacement'])} | {percent(r['parse_failure'])} | "
-            f"{percent_ci(r['misplacement_failed_as_low'], ci['misplacement_failed_as_low'])} | "
-            f"{percent(r.get('inversion'))} | {r['num_correct']} / {r['num_incorrect']} |"
-        )
-    return "\n".join(lines)
-
-
-def plot_histograms(results: dict, correct: list[bool], path: str, title: str = "", min_score: int = 4) -> None:
-    """One panel per condition: how often each score 1..5 (and a parse failure) is given, correct vs incorrect."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = ["1", "2", "3", "4", "5", "fail"]
-    fig, axes = plt.subplots(1, len(results), figsize=(4 * len(results), 3), squeeze=False)
-    for ax, (condition, res) in zip(axes[0], results.items()):
-        for offset, want, color in ((-0.2, True, "tab:green"), (0.2, False, "tab:red")):
-            scores = [s for s, c in zip(res["scores"], correct) if c == want]
-            bins = [sum(s is not None and round(4 * s) + 1 == n for s in scores) for n in range(1, 6)]
-            bins.append(sum(s is None for s in scores))
-            total = max(len(scores), 1)
-            ax.bar(
-                [i + offset for i in range(6)],
-                [b / total for b in bins],
-                width=0.4,
-                color=color,
-                label=f"{'correct' if want else 'incorrect'} (n={len(scores)})",
-            )
-        ax.axvline(min_score - 1.5, color="gray", linestyle="--", linewidth=0.8)  # right of it: "judged correct"
-        ax.set_xticks(range(6), labels)
-        ax.set_title(condition)
-        ax.set_xlabel("judge score")
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("fraction of rollouts")
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------- commands
@@ -358,6 +316,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--process_model", default="", help="policy for prefix continuations ('' skips the process part)"
     )
     parser.add_argument("--k", type=int, default=8, help="continuations per prefix (paper: 32)")
+    parser.add_argument(
+        "--domain",
+        default="all",
+        choices=("all", "math", "science", "code"),
+        help="calibrate the rollouts of this domain only; all: one table per domain present (paper: Tables 5-6)",
+    )
     parser.add_argument("--process_limit", type=int, default=16, help="rollouts whose prefixes are continued")
     parser.add_argument("--max_new_tokens", type=int, default=160, help="continuation length limit")
     args = parser.parse_args(argv)
@@ -369,20 +333,29 @@ def main(argv: list[str] | None = None) -> dict:
 
     set_threads(args.threads)
     seed_everything(args.seed)
-    rows = select(load_rollouts(args.rollouts), args.limit, args.seed)
+    domains = by_domain(load_rollouts(args.rollouts), args.domain)
+    if not all(domains.values()):
+        fail(f"--domain {args.domain}: no rollout of that domain in {', '.join(args.rollouts)}")
     judge = build_judge(args.judge, args.max_tokens, args.served_model, args.batch_size, args.judge_error_rate)
     name = os.path.basename(os.path.normpath(args.judge))
     name += f" (error rate {args.judge_error_rate})" if args.judge_error_rate else ""
     name += ", process s_T" if args.level == "process" else ""
     threshold = (args.min_score - 1) / 4
-    results = calibrate(
-        judge, rows, seed=args.seed, num_bootstrap=args.bootstrap, threshold=threshold, level=args.level
-    )
     os.makedirs(args.out, exist_ok=True)
-    table = calibration_table(results, name)
-    plot_histograms(
-        results, [bool(r["correct"]) for r in rows], os.path.join(args.out, "histogram.png"), name, args.min_score
-    )
+    tables, per_domain, rows = [], {}, []
+    for domain, domain_rows in domains.items():  # math-only rollouts: one table, as before domains existed
+        chosen = select(domain_rows, args.limit, args.seed)
+        results = calibrate(
+            judge, chosen, seed=args.seed, num_bootstrap=args.bootstrap, threshold=threshold, level=args.level
+        )
+        label = name if list(domains) == ["math"] else f"{name}, {domain}"
+        tables.append(calibration_table(results, label))
+        stem = "histogram" if len(domains) == 1 else f"histogram_{domain}"
+        correct = [bool(r["correct"]) for r in chosen]
+        plot_histograms(results, correct, os.path.join(args.out, f"{stem}.png"), label, args.min_score)
+        per_domain[domain] = {"num_rollouts": len(chosen), "conditions": results}
+        rows += chosen
+    table = "\n\n".join(tables)
     report = {
         "judge": args.judge,
         "judge_error_rate": args.judge_error_rate,
@@ -390,8 +363,11 @@ def main(argv: list[str] | None = None) -> dict:
         "rollouts": args.rollouts,
         "num_rollouts": len(rows),
         "min_score": args.min_score,
-        "conditions": results,
     }
+    if len(per_domain) == 1 and "math" in per_domain:
+        report["conditions"] = per_domain["math"]["conditions"]
+    else:
+        report["domains"] = per_domain
     if args.process_model:
         from common import load_model
 

@@ -82,3 +82,4 @@ def test_evaluate_greedy_samples_agree_and_json_is_written(tmp_path):
     assert result["pass@k"] == {"1": solved, "2": solved, "4": solved} and solved >= 0.5
     saved = json.load(open(tmp_path / "pass_at_k.json"))
     assert (saved["step"], saved["n"], saved["num_problems"]) == (7, 4, 6) and saved["pass@k"] == result["pass@k"]
+    assert set(saved) == {"step", "n", "num_problems", "pass@k", "correct_counts", "seconds"}  # math: no "domains"
