@@ -28,12 +28,14 @@ domain by domain (the wrong reference is another problem's of the same domain), 
 
 Injection robustness is measured in analysis/injection.py.
 
-The toy judges (toy_judge.py): `--judge toy` is the rubric judge; its no_reference condition is
-toy_judge.NoReferenceJudge, which checks the arithmetic and the chain it is shown and cannot tell a skipped or misread
-operation; `--judge_error_rate p` makes it score a share p of the rollouts against a misread reference. `--judge
+The toy judges (toy_judge.py): `--judge toy` is the LLM-like judge, whose no_reference condition is the same reader
+checking the arithmetic, the chain and (on a share of the lines) the question's operations; `--judge toy-rubric` is
+the exact rubric judge, whose no_reference condition (toy_judge_variants.NoReferenceJudge) checks only the arithmetic
+and the chain; `--judge_error_rate p` makes either score a share p of the texts against a misread reference. `--judge
 toy-progress` is the checkpoint-counting judge, which has no no-reference mode: it reads nothing but the reference's
 checkpoints, so its no_reference condition is that judge with an empty reference, which fails to parse on every
-rollout; FPR/FNR are n/a there (reported as such, not invented).
+rollout; FPR/FNR are n/a there (reported as such, not invented). How much of a toy calibration's misplacement comes
+from rollouts that reach the right number by wrong steps: analysis/toy_labels.py.
 """
 
 import argparse
