@@ -274,7 +274,7 @@ class DataArgs:
 
 
 def per_domain(text: str) -> dict[str, int]:
-    """"8,8,10" -> {"math": 8, "science": 8, "code": 10}; one value for each domain, in DOMAINS order."""
+    """'8,8,10' -> {"math": 8, "science": 8, "code": 10}; one value for each domain, in DOMAINS order."""
     values = [int(v) for v in text.split(",")]
     if len(values) != len(DOMAINS):
         raise ValueError(f"expected {len(DOMAINS)} comma-separated values ({','.join(DOMAINS)}), got {text!r}")
@@ -294,16 +294,27 @@ def fresh(domain: str, n: int, num_ops: int, seed: int, prefix: str, taken: set[
 def splits(args: DataArgs) -> dict[str, list[Problem]]:
     """Candidates, dev, easy and test problems of every domain (no model needed); a question appears in one of them
     at most, and in none of the arithmetic world's files (toy_data/*.jsonl)."""
-    arithmetic = [os.path.join(REPO, "toy_data", f"{name}.jsonl") for name in ("stage1_train", "heldout", "test", "easy")]
-    taken = {p.question for path in arithmetic for p in load_problems(path)}
-    out = {"candidates": [], "dev": [], "easy": [], "test": []}
-    hard = per_domain(args.hard_ops)
+    names = ("stage1_train", "heldout", "test", "easy")
+    taken = {p.question for name in names for p in load_problems(os.path.join(REPO, "toy_data", f"{name}.jsonl"))}
+    hard, sets = per_domain(args.hard_ops), {"candidates": [], "dev": [], "easy": [], "test": []}
     for domain in DOMAINS:
-        out["candidates"] += fresh(domain, args.num_candidates, hard[domain], args.seed, "hard", taken)
-        out["dev"] += fresh(domain, args.num_dev, hard[domain], args.seed + 1, "dev", taken)
-        out["test"] += fresh(domain, args.num_test, hard[domain], args.seed + 3, "test", taken)
-    for domain in DOMAINS:  # easy ones may repeat across seeds (few distinct short chains): drawn after the hard ones
-        out["easy"] += [p for p in make_problems(domain, args.num_easy, 1, 4, args.seed + 2, "easy")]
+        sets["candidates"].append(fresh(domain, args.num_candidates, hard[domain], args.seed, "hard", taken))
+        sets["dev"].append(fresh(domain, args.num_dev, hard[domain], args.seed + 1, "dev", taken))
+        sets["test"].append(fresh(domain, args.num_test, hard[domain], args.seed + 3, "test", taken))
+        sets["easy"].append(make_problems(domain, args.num_easy, 1, 4, args.seed + 2, "easy"))  # short: may repeat
+    return {name: interleave(lists) for name, lists in sets.items()}
+
+
+def interleave(lists: list[list]) -> list:
+    """Round robin over the lists, so that the first N problems of a file hold every domain in equal shares.
+
+    Example:
+        >>> interleave([[1, 2, 3], ["a", "b"], ["x"]])
+        [1, 'a', 'x', 2, 'b', 3]
+    """
+    out = []
+    for i in range(max(map(len, lists))):
+        out += [items[i] for items in lists if i < len(items)]
     return out
 
 
@@ -331,7 +342,7 @@ def make_data(args: DataArgs) -> dict:
     for name in ("dev", "test", "easy"):
         save_problems(sets[name], os.path.join(args.output_dir, f"{name}.jsonl"))
     kept, report, mine_k = [], {"mine_k": per_domain(args.mine_k), "domains": {}}, per_domain(args.mine_k)
-    for domain in DOMAINS:
+    for domain in DOMAINS:  # kept: one list per domain, interleaved when written
         train = [p for p in sets["candidates"] if p.domain == domain]
         drawn, survivors, start = 0, {}, time.time()
         while drawn < mine_k[domain] and train:
@@ -340,8 +351,9 @@ def make_data(args: DataArgs) -> dict:
             drawn += n
             survivors[drawn] = len(train)
             print(f"mining {domain}: {len(train)} unsolved after {drawn} samples each", flush=True)
-        kept += train
+        kept.append(train)
         report["domains"][domain] = {"survivors_per_round": survivors, "seconds": round(time.time() - start, 1)}
+    kept = interleave(kept)
     report["kept_ids"] = [p.id for p in kept]
     report["code_programs_run"] = len(_CODE_CACHE)
     save_problems(kept, os.path.join(args.output_dir, "stage1_train.jsonl"))
