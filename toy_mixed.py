@@ -1,20 +1,21 @@
 """The toy mixed-domain world: the arithmetic toy (toy.py) beside a multiple-choice "science" domain and a "code"
 domain built from the same primitive steps (+a, -a, *2 applied left to right), so one tiny character-level model
-can learn all three (docs/paper.md, "Mixed domains (Sec. 4.6, Tables 3-6)"; docs/toy-mixed.md).
+can learn all three (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"; docs/toy-mixed.md).
 
     math     question  47 +8 *2 -5 +3
              model     47+8=55###55*2=110###110-5=105###105+3=108###\\boxed{108}
              reference Add 8, then double: that gives 110. Subtract 5, then add 3: that gives 108. The answer is 108.
-    science  question  T=47C; heat 8, double, cool 5, heat 3. T? A)105 B)108 C)110 D)113
-             model     47+8=55###55*2=110###110-5=105###105+3=108###Answer: B
+    science  question  T=47C; heat 8, double, cool 5, heat 3. T? A)102 B)113 C)105 D)108
+             model     47+8=55###55*2=110###110-5=105###105+3=108###Answer: D
              reference Heating by 8 and doubling brings it to 110C. Cooling by 5 and heating by 3 brings it to 108C.
-                       That is option B.
+                       That is option D.
     code     question  Code: read n, add 8, double, subtract 5, add 3, print n.
              model     ```python\\nn=int(input())\\nn=n+8\\nn=n*2\\nn=n-5\\nn=n+3\\nprint(n)\\n```
              reference One expression does it:\\n```python\\nn = int(input())\\nprint((((n + 8) * 2) - 5) + 3)\\n```
 
 Math is exactly toy.py's task. A science option list holds the right value and three distractors, each what one
-misread step gives (a sign flipped, a step skipped, doubling read as adding 2). A code problem is graded by real tests
+misread step gives (a sign flipped, a step skipped, doubling read as adding 2); an option's letter follows from its
+last digit (LETTER_OF_DIGIT), so a model names the letter of the value it computed. A code problem is graded by real tests
 run in the sandbox (answer.rule_reward -> answer.code_reward -> sandbox.run_program): stdin n, stdout the result.
 References are written in another style than the model's own (prose with results every second step; one nested
 expression for code), so SFT on them is a real but imperfect baseline.
@@ -43,6 +44,10 @@ DOMAINS = ("math", "science", "code")
 MIXED_BASE = os.path.join(REPO, "toy_mixed_base")
 MIXED_DATA = os.path.join(REPO, "toy_data", "mixed")
 LETTERS = "ABCD"
+# A science option's letter is fixed by its last digit (0-2 A, 3-4 B, 5-7 C, 8-9 D), and the options are listed in
+# letter order: a model that has computed the value names its letter without searching the list. (The search itself,
+# "which option equals my value", was not learned by this 1M-parameter model in 900 steps: docs/toy-mixed.md.)
+LETTER_OF_DIGIT = "AAABBCCCDD"
 # A quantity of the science domain: its symbol, unit, the words that raise and lower it, and the reference's gerunds.
 QUANTITIES = (
     ("T", "C", "heat", "cool", "heating", "cooling"),
@@ -76,16 +81,22 @@ def misread_values(start: int, ops: list[tuple[str, int]]) -> list[int]:
 
 
 def science_problem(rng: random.Random, num_ops: int, pid: str) -> Problem:
-    """A quantity changed step by step, four lettered options (the right value and three misread-step distractors)."""
+    """A quantity changed step by step; four lettered options, one per last-digit class (LETTER_OF_DIGIT): the right
+    value and three distractors, each what one misread step gives where one falls in that class, else a slip of the
+    final number (+-1..9)."""
     start, ops = toy.random_chain(rng, num_ops)
-    distractors = misread_values(start, ops)
-    sym, unit, up, down, up_ing, down_ing = rng.choice(QUANTITIES)
     values = toy.intermediate_values(start, ops)
-    options = [values[-1]] + rng.sample(distractors, 3)
-    rng.shuffle(options)
-    letter = LETTERS[options.index(values[-1])]
+    sym, unit, up, down, up_ing, down_ing = rng.choice(QUANTITIES)
+    candidates = misread_values(start, ops)
+    rng.shuffle(candidates)
+    slips = [values[-1] + d for d in rng.sample([1, -1, 2, -2, 3, -3, 4, -4, 5, -5, 6, -6, 7, -7, 8, -8, 9, -9], 18)]
+    options = {LETTER_OF_DIGIT[values[-1] % 10]: values[-1]}
+    for value in candidates + slips:
+        if value >= 0 and LETTER_OF_DIGIT[value % 10] not in options:
+            options[LETTER_OF_DIGIT[value % 10]] = value
+    letter = LETTER_OF_DIGIT[values[-1] % 10]
     words = [f"{up} {a}" if op == "+" else f"{down} {a}" if op == "-" else "double" for op, a in ops]
-    lettered = " ".join(f"{LETTERS[i]}){v}" for i, v in enumerate(options))
+    lettered = " ".join(f"{x}){options[x]}" for x in LETTERS)
     question = f"{sym}={start}{unit}; {', '.join(words)}. {sym}? {lettered}"
     gerunds = [f"{up_ing} by {a}" if op == "+" else f"{down_ing} by {a}" if op == "-" else "doubling" for op, a in ops]
     sentences = []
@@ -93,7 +104,8 @@ def science_problem(rng: random.Random, num_ops: int, pid: str) -> Problem:
         pair = " and ".join(gerunds[i : i + 2])
         sentences.append(f"{pair[0].upper()}{pair[1:]} brings it to {values[min(i + 1, len(ops) - 1)]}{unit}.")
     reference = " ".join(sentences) + f" That is option {letter}."
-    return Problem(pid, question, reference, letter, domain="science", choices=tuple(map(str, options)))
+    choices = tuple(str(options[x]) for x in LETTERS)
+    return Problem(pid, question, reference, letter, domain="science", choices=choices)
 
 
 def science_solution(problem: Problem) -> str:
@@ -214,8 +226,11 @@ def build_tokenizer():
 class PretrainArgs:
     output_dir: str = field(default="toy_mixed_base", metadata={"help": "where the mixed base is saved"})
     start: str = field(default="toy_base", metadata={"help": "the model pretraining continues from (the math base)"})
-    steps: int = field(default=600, metadata={"help": "optimiser steps"})
-    batch_size: int = field(default=48, metadata={"help": "sequences per step, a third of each domain on average"})
+    steps: int = field(default=700, metadata={"help": "optimiser steps"})
+    batch_size: int = field(default=48, metadata={"help": "sequences per step"})
+    domain_weights: str = field(
+        default="0.3,0.4,0.3", metadata={"help": "share of math,science,code (science: the option lookup is slowest)"}
+    )
     lr: float = field(default=1e-3, metadata={"help": "peak AdamW learning rate (warm-up, cosine decay)"})
     long_fraction: float = field(default=0.05, metadata={"help": "share of 5-7 operation chains (the rest 1-4)"})
     seed: int = field(default=0, metadata={"help": "seeds the data and training"})
@@ -227,6 +242,7 @@ def pretrain_mixed(args: PretrainArgs) -> str:
 
     rng = random.Random(args.seed)
     torch.manual_seed(args.seed)
+    weights = [float(w) for w in args.domain_weights.split(",")]
     tokenizer = build_tokenizer()
     model = AutoModelForCausalLM.from_pretrained(args.start)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)  # new rows: the mean embedding
@@ -240,7 +256,8 @@ def pretrain_mixed(args: PretrainArgs) -> str:
         problems = []
         for i in range(args.batch_size):
             num_ops = rng.randint(5, 7) if rng.random() < args.long_fraction else rng.randint(1, 4)
-            problems += make_problems(rng.choice(DOMAINS), 1, num_ops, num_ops, rng.randrange(10**9), "pre")
+            domain = rng.choices(DOMAINS, weights)[0]
+            problems += make_problems(domain, 1, num_ops, num_ops, rng.randrange(10**9), "pre")
         batch = toy.sft_batch(tokenizer, [p.question for p in problems], [model_response(p) for p in problems])
         loss = model(**batch).loss
         loss.backward()

@@ -1,7 +1,7 @@
 """The mixed toy world's judges: one stand-in per domain that errs like the paper's judge in that domain, and
 `MixedJudge`, which routes each row to its domain's judge (`domains=`), with toy_judge.LLMLikeJudge's interface.
 
-The paper's judge misplaces (docs/paper.md, "Mixed domains (Sec. 4.6, Tables 3-6)"; % with the correct / no / a wrong
+The paper's judge misplaces (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"; % with the correct / no / a wrong
 reference): math 17.8 / 39.2 / 50.4, multiple-choice science 14.0 / 37.5 / 46.0, code 9.7 / 8.2 / 10.0. Code is the
 odd one: a judge can read a program against the question, so the reference barely helps. Hence:
 
@@ -38,7 +38,7 @@ from toy_reading import process_items, unit_hash
 LIKERT_CORRECT = 0.75  # normalised score of Likert 4: "score >= 4 means judged correct" (docs/paper.md)
 SCIENCE_SENTENCE = re.compile(r"([^.]*) brings it to (\d+)")
 PROGRAM_OP = re.compile(r"([+\-*])\s*(\d+)")
-OPTION = re.compile(r"\b([A-D])\)(\d+)")
+OPTION = re.compile(r"\b([A-D])\)(\d+)")  # "D)108": option D is 108
 
 
 # ----------------------------------------------------------------------------------------------- science
@@ -62,8 +62,8 @@ def as_arithmetic_reference(reference: str) -> str:
 
 
 def chosen_value(question: str, response: str) -> int | None:
-    """The value of the option the response chose ("Answer: B" -> the number after "B)" in the question); None when
-    it chose no letter or a letter that is no option."""
+    """The value of the option the response chose ("Answer: D" -> 108 when the question lists "D)108"); None when it
+    chose no letter or a letter that is no option."""
     options = dict(OPTION.findall(question))
     letter = extract_choice(response)
     return int(options[letter]) if letter in options else None
@@ -74,7 +74,7 @@ class ScienceJudge(LLMLikeJudge):
 
     Example (a right response; with every error off the judge is the exact rubric):
         >>> judge = ScienceJudge(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0)
-        >>> q = "T=47C; heat 8, double. T? A)110 B)98 C)55 D)94"
+        >>> q = "T=47C; heat 8, double. T? A)110 B)94 C)55 D)98"
         >>> ref = "Heating by 8 and doubling brings it to 110C. That is option A."
         >>> judge.score_outcome([q], [ref], ["47+8=55###55*2=110###Answer: A"]).scores
         [1.0]
@@ -212,7 +212,8 @@ class CodeJudge:
             score, why = 3, "right until the last stretch"
         else:
             score, why = (2, "right at first, then off") if right else (1, "off from the start")
-        return f"Reasoning: {len(ops)} operations read {note}; first flaw noticed at line {right + 1}; {why}.\nScore: {score}"
+        seen = f"first flaw noticed at line {right + 1}" if flaws else "no flaw noticed"
+        return f"Reasoning: {len(ops)} operations read {note}; {seen}; {why}.\nScore: {score}"
 
 
 # ----------------------------------------------------------------------------------------------- routing

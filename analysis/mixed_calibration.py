@@ -1,4 +1,4 @@
-"""Judge calibration per domain in the mixed toy world (docs/paper.md, "Mixed domains (Sec. 4.6, Tables 3-6)"):
+"""Judge calibration per domain in the mixed toy world (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"):
 misplacement = (FPR + FNR) / 2 at "score >= 4 means judged correct", with the correct reference, with none, and with
 a wrong one (another problem's of the same domain: analysis.calibrate.wrong_references), for each domain.
 
@@ -55,7 +55,7 @@ def calibrate(rows: list[dict], judge=None, seed: int = 0) -> dict:
         >>> rows = [{"domain": "code", "question": a, "reference": b, "response": c, "correct": d}
         ...         for a, b, c, d in zip(q, ref, resp, [True, False])]
         >>> judge = MixedJudge()
-        >>> judge.judges["code"] = CodeJudge(false_alarm=0, style_doubt=0)  # its per-response errors off
+        >>> judge.judges["code"] = CodeJudge(count_check=1, false_alarm=0, style_doubt=0)  # no per-response error
         >>> {c: r["misplacement"] for c, r in calibrate(rows, judge)["code"].items()}
         {'correct_reference': 0.0, 'no_reference': 0.0, 'wrong_reference': 0.0}
     """

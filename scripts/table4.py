@@ -1,4 +1,4 @@
-"""The toy mixed-domain Table 4 (docs/paper.md, "Mixed domains (Sec. 4.6, Tables 3-6)"): per-domain pass@1 and
+"""The toy mixed-domain Table 4 (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"): per-domain pass@1 and
 pass@16 on the development split after Stage I on the mixed hard set, for every priming method.
 
     python -m scripts.table4   # 6 methods x 3 seeds, Stage I only -> table4.md

@@ -18,9 +18,9 @@ MIXED = os.path.join(REPO, "toy_data", "mixed")
 EXACT = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0)
 
 # 47 +8 *2 -5 +3: values 55, 110, 105, 108
-SCIENCE_Q = "T=47C; heat 8, double, cool 5, heat 3. T? A)105 B)108 C)110 D)113"
-SCIENCE_REF = "Heating by 8 and doubling brings it to 110C. Cooling by 5 and heating by 3 brings it to 108C. That is option B."
-SCIENCE_RIGHT = "47+8=55###55*2=110###110-5=105###105+3=108###Answer: B"
+SCIENCE_Q = "T=47C; heat 8, double, cool 5, heat 3. T? A)102 B)113 C)105 D)108"
+SCIENCE_REF = "Heating by 8 and doubling brings it to 110C. Cooling by 5 and heating by 3 brings it to 108C. That is option D."
+SCIENCE_RIGHT = "47+8=55###55*2=110###110-5=105###105+3=108###Answer: D"
 CODE_Q = "Code: read n, add 8, double, subtract 5, add 3, print n."
 CODE_RIGHT = "```python\nn=int(input())\nn=n+8\nn=n*2\nn=n-5\nn=n+3\nprint(n)\n```"
 CODE_WRONG = CODE_RIGHT.replace("n=n-5", "n=n+5")
@@ -34,6 +34,7 @@ def test_science_problem_parts_hand_checked():
     assert toy_mixed.misread_values(start, ops) == [76, 92, 55, 53, 118, 113, 102, 105]
     assert as_arithmetic_reference(SCIENCE_REF) == toy.reference_solution(start, ops).rsplit(" The answer", 1)[0]
     assert chosen_value(SCIENCE_Q, SCIENCE_RIGHT) == 108 and chosen_value(SCIENCE_Q, "Answer: E") is None
+    assert [toy_mixed.LETTER_OF_DIGIT[int(v) % 10] for v in ("102", "113", "105", "108")] == list("ABCD")
 
 
 def test_every_domain_model_style_is_graded_correct_and_references_differ_in_style():
@@ -97,11 +98,11 @@ def test_dev_and_test_interleave_the_domains():
 # ------------------------------------------------------------------------------------------------ the judges
 def test_science_judge_exact_rubric_and_slip():
     judge = ScienceJudge(**EXACT)
-    slip = SCIENCE_RIGHT.replace("105+3=108###Answer: B", "105+3=113###Answer: D")  # wrong sum, wrong letter
-    no_letter = SCIENCE_RIGHT.replace("Answer: B", "")
+    slip = SCIENCE_RIGHT.replace("105+3=108###Answer: D", "105+3=113###Answer: B")  # a wrong sum, its letter
+    no_letter = SCIENCE_RIGHT.replace("Answer: D", "")
     scores = judge.score_outcome([SCIENCE_Q] * 3, [SCIENCE_REF] * 3, [SCIENCE_RIGHT, slip, no_letter]).scores
     assert scores == [1.0, 0.25, 0.5]  # 5; a wrong answer after one checkpoint 2; on track, no answer 3
-    segments = [part + "###" for part in SCIENCE_RIGHT.split("###")[:-1]] + ["Answer: B"]
+    segments = [part + "###" for part in SCIENCE_RIGHT.split("###")[:-1]] + ["Answer: D"]
     prefixes = judge.score_process([SCIENCE_Q], [SCIENCE_REF], [segments]).scores[0]
     assert prefixes == [0.75, 1.0, 1.0, 1.0, 1.0]  # a step on the path 4, then a checkpoint reached 5
 
@@ -116,16 +117,19 @@ def test_code_judge_reads_the_program_with_or_without_a_reference():
 
 
 def test_default_judges_err_per_response_and_can_reorder_a_group():
-    # Over 60 hard problems per domain: some wrong response scores >= 4 and some right one < 4 (errors on single
+    # Over 60 hard problems per domain: some wrong response scores >= 4 and some right one below 5 (errors on single
     # responses, not only per problem), as the paper's judge does.
     judge = MixedJudge()
     for domain in ("science", "code"):
         problems = toy_mixed.make_problems(domain, 60, 8, 8, seed=21, prefix="j")
         right = [toy_mixed.model_response(p) for p in problems]
-        wrong = [r.replace("###Answer: ", "9###Answer: ") if domain == "science" else r.replace("\nprint", "\nn=n+1\nprint") for r in right]  # fmt: skip
+        if domain == "science":  # right steps, then the next letter: a wrong final answer
+            wrong = [r[:-1] + "ABCDA"["ABCD".index(r[-1]) + 1] for r in right]
+        else:  # one operation too many
+            wrong = [r.replace("\nprint", "\nn=n+1\nprint") for r in right]
         questions, refs = [p.question for p in problems] * 2, [p.reference for p in problems] * 2
         scores = judge.score_outcome(questions, refs, right + wrong, domains=[domain] * 120).scores
-        assert any(s < 0.75 for s in scores[:60]) and any(s >= 0.75 for s in scores[60:]), domain
+        assert any(s < 1.0 for s in scores[:60]) and any(s >= 0.75 for s in scores[60:]), domain
 
 
 def test_mixed_judge_routes_by_domain_and_rejects_bad_domains():
