@@ -15,8 +15,8 @@ can learn all three (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"; docs/to
 
 Math is exactly toy.py's task. A science option list holds the right value and three distractors, each what one
 misread step gives (a sign flipped, a step skipped, doubling read as adding 2); an option's letter follows from its
-last digit (LETTER_OF_DIGIT), so a model names the letter of the value it computed. A code problem is graded by real tests
-run in the sandbox (answer.rule_reward -> answer.code_reward -> sandbox.run_program): stdin n, stdout the result.
+last digit (LETTER_OF_DIGIT), so a model names the letter of the value it computed. A code problem is graded by real
+tests run in the sandbox (answer.rule_reward -> answer.code_reward -> sandbox.run_program): stdin n, stdout the result.
 References are written in another style than the model's own (prose with results every second step; one nested
 expression for code), so SFT on them is a real but imperfect baseline.
 
@@ -203,6 +203,22 @@ def cached_reward(problem: Problem, response: str) -> float:
     return _CODE_CACHE[key]
 
 
+def grade(problems: list[Problem], responses: list[str], workers: int = 2) -> list[float]:
+    """cached_reward for each (problem, response) pair; the code programs not yet cached run first, `workers`
+    sandboxes at a time (threads, each driving sandbox processes)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = {}
+    for p, r in zip(problems, responses):
+        program = extract_code(r) if p.domain == "code" else None
+        if program is not None and (program, p.tests) not in _CODE_CACHE:
+            todo[(program, p.tests)] = r
+    with ThreadPoolExecutor(workers) as pool:
+        for key, reward in zip(todo, pool.map(lambda item: code_reward(item[1], item[0][1]), todo.items())):
+            _CODE_CACHE[key] = reward
+    return [cached_reward(p, r) for p, r in zip(problems, responses)]
+
+
 def build_tokenizer():
     """toy.build_tokenizer's vocabulary (same ids) plus the backtick and "```python" / "```" as whole tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -277,13 +293,18 @@ def pretrain_mixed(args: PretrainArgs) -> str:
 class DataArgs:
     base: str = field(default="toy_mixed_base", metadata={"help": "the mixed base used for mining"})
     output_dir: str = field(default="toy_data/mixed", metadata={"help": "where the mixed problem files go"})
-    num_candidates: int = field(default=96, metadata={"help": "HARD candidates per domain before mining"})
+    num_candidates: str = field(
+        default="64,96,48", metadata={"help": "HARD candidates before mining: math,science,code (docs/toy-mixed.md)"}
+    )
     num_dev: int = field(default=48, metadata={"help": "fresh HARD development problems per domain (not mined)"})
     num_test: int = field(default=48, metadata={"help": "fresh HARD test problems per domain (not mined)"})
     num_easy: int = field(default=32, metadata={"help": "EASY problems (1-4 operations) per domain"})
-    hard_ops: str = field(default="8,8,8", metadata={"help": "operations of a HARD problem: math,science,code"})
+    hard_ops: str = field(
+        default="9,8,8", metadata={"help": "operations of a HARD problem: math,science,code (docs/toy-mixed.md)"}
+    )
     mine_k: str = field(
-        default="512,512,512", metadata={"help": "math,science,code: keep what the base solves 0 times in k samples"}
+        default="512,64,128",
+        metadata={"help": "math,science,code: keep what the base solves 0 times in k samples (docs/toy-mixed.md)"},
     )
     mine_round: int = field(default=64, metadata={"help": "samples per surviving problem per mining round"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for mining"})
@@ -315,7 +336,8 @@ def splits(args: DataArgs) -> dict[str, list[Problem]]:
     taken = {p.question for name in names for p in load_problems(os.path.join(REPO, "toy_data", f"{name}.jsonl"))}
     hard, sets = per_domain(args.hard_ops), {"candidates": [], "dev": [], "easy": [], "test": []}
     for domain in DOMAINS:
-        sets["candidates"].append(fresh(domain, args.num_candidates, hard[domain], args.seed, "hard", taken))
+        num = per_domain(args.num_candidates)[domain]
+        sets["candidates"].append(fresh(domain, num, hard[domain], args.seed, "hard", taken))
         sets["dev"].append(fresh(domain, args.num_dev, hard[domain], args.seed + 1, "dev", taken))
         sets["test"].append(fresh(domain, args.num_test, hard[domain], args.seed + 3, "test", taken))
         sets["easy"].append(make_problems(domain, args.num_easy, 1, 4, args.seed + 2, "easy"))  # short: may repeat
@@ -342,7 +364,7 @@ def sample_correct(model, tokenizer, problems: list[Problem], n: int, temperatur
 
     sampler = HFSampler(model, tokenizer, max_new_tokens=160, temperature=temperature, batch_size=256)
     rollouts = sampler.sample(encode_prompts(tokenizer, [policy_messages(p) for p in problems]), n=n)
-    correct = [cached_reward(problems[i // n], r.text) for i, r in enumerate(rollouts)]
+    correct = grade([problems[i // n] for i in range(len(rollouts))], [r.text for r in rollouts])
     return [int(sum(correct[i * n : (i + 1) * n])) for i in range(len(problems))]
 
 

@@ -8,7 +8,10 @@ odd one: a judge can read a program against the question, so the reference barel
     math     toy_judge.LLMLikeJudge, unchanged (the arithmetic world's judge).
     science  ScienceJudge: the same reader and rubrics (its perception, the outcome and process rubrics, every die),
              on the science texts: the reference's sentences read as the arithmetic reference's, the chosen letter
-             as the value it stands for in the question's options (no letter, or one that is no option: no answer).
+             as the value it stands for in the question's options (no letter, or one that is no option: no answer);
+             and one error of its own, an anchor on the final answer: a chosen letter that is the one the reference
+             names gets 4 on an `answer_anchor` share of responses, whatever errors the steps show (with no
+             reference there is no letter to anchor on; with a wrong one, the anchor is that reference's letter).
              Its settings were set on development rollouts (docs/toy-mixed.md, "Judges").
     code     CodeJudge: reads the program's operations (each `+a`, `-a`, `*2` in order, in any style) and compares
              them with the question's; with a reference it also compares with the reference's.
@@ -38,6 +41,7 @@ from toy_reading import process_items, unit_hash
 LIKERT_CORRECT = 0.75  # normalised score of Likert 4: "score >= 4 means judged correct" (docs/paper.md)
 SCIENCE_SENTENCE = re.compile(r"([^.]*) brings it to (\d+)")
 PROGRAM_OP = re.compile(r"([+\-*])\s*(\d+)")
+REFERENCE_LETTER = re.compile(r"option ([A-D])\b")
 OPTION = re.compile(r"\b([A-D])\)(\d+)")  # "D)108": option D is 108
 
 
@@ -80,8 +84,20 @@ class ScienceJudge(LLMLikeJudge):
         [1.0]
     """
 
-    def __init__(self, error_rate: float = 0.0, misunderstand: float = 0.08, fooled: float = 0.1, **settings):
+    def __init__(
+        self,
+        error_rate: float = 0.0,
+        misunderstand: float = 0.08,
+        fooled: float = 0.1,
+        answer_anchor: float = 0.75,
+        **settings,
+    ):
+        """answer_anchor: the share of responses whose chosen letter is the one the reference names that get 4 ("the
+        reference's option") whatever errors their steps show: an LLM judge anchors on a matching final answer."""
+        if not 0.0 <= answer_anchor <= 1.0:
+            raise ValueError(f"answer_anchor must be in [0, 1], got {answer_anchor}")
         super().__init__(error_rate=error_rate, misunderstand=misunderstand, fooled=fooled, **settings)
+        self.answer_anchor = answer_anchor
 
     def score_outcome(self, questions, references, responses) -> JudgeResult:
         texts = [self._read(q, ref, resp, self._outcome) for q, ref, resp in zip(questions, references, responses)]
@@ -113,7 +129,13 @@ class ScienceJudge(LLMLikeJudge):
             asked = question_text(*parse_science(question))
         except (ValueError, StopIteration):
             asked = ""
-        return self._judge(translated, steps, rubric, alone=alone, question=asked)
+        verdict = self._judge(translated, steps, rubric, alone=alone, question=asked)
+        named = REFERENCE_LETTER.findall(reference)
+        letter = extract_choice(text) if "Answer:" in text else None
+        anchored = unit_hash("anchor", reference, steps) < self.answer_anchor
+        if named and letter == named[-1] and (parse_score(verdict) or 5) < 4 and anchored:
+            return verdict.rsplit("\nScore:", 1)[0] + "; but the chosen option is the reference's.\nScore: 4"
+        return verdict
 
 
 # ----------------------------------------------------------------------------------------------- code
@@ -131,12 +153,27 @@ def program_ops(program: str) -> tuple[list[tuple[str, int]], bool]:
     return ops, "int(input())" in program and "print(" in program
 
 
+def affine(ops: list[tuple[str, int]]) -> tuple[int, int]:
+    """What a chain of operations computes, as n -> a * n + b: (a, b). Two programs compute the same iff equal.
+
+    Example (+7 then -7 is -7 then +7; doubling after +3 gives 2n + 6):
+        >>> affine([("+", 7), ("-", 7)]) == affine([("-", 7), ("+", 7)]), affine([("+", 3), ("*", 2)])
+        (True, (2, 6))
+    """
+    a, b = 1, 0
+    for op, x in ops:
+        a, b = (2 * a, 2 * b) if op == "*" else (a, b + x if op == "+" else b - x)
+    return a, b
+
+
 class CodeJudge:
-    """The code domain's judge (see the module docstring): the LLM judge's interface, 1-5 scale.
+    """The code domain's judge (see the module docstring): the LLM judge's interface, 1-5 scale. A program that
+    computes what the question asks in another order (`affine`) is read as right, as a reader of code would.
 
     Example (a right program scores 5; the same program one operation short, a flaw in the last stretch, 3):
         >>> judge, q = CodeJudge(false_alarm=0, style_doubt=0), "Code: read n, add 8, double, print n."
-        >>> right, short = "```python\\nn=int(input())\\nn=n+8\\nn=n*2\\nprint(n)\\n```", "```python\\nn=int(input())\\nn=n+8\\nprint(n)\\n```"
+        >>> right = "```python\\nn=int(input())\\nn=n+8\\nn=n*2\\nprint(n)\\n```"
+        >>> short = right.replace("n=n*2\\n", "")
         >>> judge.score_no_reference([q, q], [right, short]).scores
         [1.0, 0.5]
     """
@@ -194,9 +231,10 @@ class CodeJudge:
             if die("error") < self.error_rate:  # the error dial: another problem's operations
                 target, note = ref_ops[1:] + ref_ops[:1], "against a misread reference"
         first, drop, floor = self.attention
-        flaws = [i for i, step in enumerate(ops) if i < len(target) and step != target[i]]
+        same = not unfinished and affine(ops) == affine(target)  # a reordering that computes the same: worked out
+        flaws = [i for i, step in enumerate(ops) if i < len(target) and step != target[i] and not same]
         flaws = [i for i in flaws if die("notice", i) < max(floor, first - drop * i)]
-        if len(ops) != len(target) and not (unfinished and len(ops) < len(target)):
+        if len(ops) != len(target) and not same and not (unfinished and len(ops) < len(target)):
             if die("count") < self.count_check:
                 flaws.append(min(len(ops), len(target)))
         if not flaws and die("alarm") < self.false_alarm:

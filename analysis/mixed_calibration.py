@@ -2,12 +2,13 @@
 misplacement = (FPR + FNR) / 2 at "score >= 4 means judged correct", with the correct reference, with none, and with
 a wrong one (another problem's of the same domain: analysis.calibrate.wrong_references), for each domain.
 
-    python -m analysis.mixed_calibration --model toy_mixed_base --data toy_data/mixed/dev.jsonl --n 16 \\
-        --out results/toy_mixed/calibration
+    python -m analysis.mixed_calibration --model toy_mixed_base \\
+        --data toy_data/mixed/dev.jsonl,toy_data/mixed/easy.jsonl --n 16,4 --out results/toy_mixed/calibration
 
-samples n rollouts per problem (or reads --rollouts if that file exists), grades them with the rule-based reward
-(toy_mixed.cached_reward: the sandbox for code), scores them with toy_mixed_judge.MixedJudge in the three conditions
-and writes calibration.json and calibration.md in --out.
+samples n rollouts per problem of each file (or reads --rollouts if that file exists): the hard development split
+gives wrong rollouts, the easy one right ones (on hard problems the base is rarely right). It grades them with the
+rule-based reward (toy_mixed.grade: the sandbox for code), scores them with toy_mixed_judge.MixedJudge in the three
+conditions and writes calibration.json and calibration.md in --out.
 """
 
 import argparse
@@ -16,29 +17,32 @@ import os
 import time
 
 from analysis.calibrate import rates, wrong_references
-from toy_mixed import DOMAINS, cached_reward
+from toy_mixed import DOMAINS, grade
 from toy_mixed_judge import CodeJudge, MixedJudge  # noqa: F401 (CodeJudge: the example)
 
 CONDITIONS = ("correct_reference", "no_reference", "wrong_reference")
 
 
-def sample_rollouts(model: str, data: str, n: int, temperature: float, seed: int, path: str) -> list[dict]:
-    """n rollouts per problem of `data`, graded by the rule-based reward, written to `path` as JSONL rows
+def sample_rollouts(model: str, data: list[str], ns: list[int], temperature: float, seed: int, path: str) -> list[dict]:
+    """ns[i] rollouts per problem of data[i], graded by the rule-based reward, written to `path` as JSONL rows
     {"id", "domain", "question", "reference", "response", "correct"}."""
     from common import load_model, seed_everything
     from data import encode_prompts, load_problems, policy_messages
     from rollout import HFSampler
 
+    if len(data) != len(ns):
+        raise ValueError(f"--data names {len(data)} files but --n gives {len(ns)} sample counts")
     seed_everything(seed)
-    problems = load_problems(data)
     policy, tokenizer = load_model(model)
     sampler = HFSampler(policy, tokenizer, max_new_tokens=160, temperature=temperature, batch_size=256)
-    rollouts = sampler.sample(encode_prompts(tokenizer, [policy_messages(p) for p in problems]), n=n)
     rows = []
-    for i, r in enumerate(rollouts):
-        p = problems[i // n]
-        rows.append({"id": p.id, "domain": p.domain, "question": p.question, "reference": p.reference,
-                     "response": r.text, "correct": bool(cached_reward(p, r.text))})  # fmt: skip
+    for source, n in zip(data, ns):
+        problems = load_problems(source)
+        rollouts = sampler.sample(encode_prompts(tokenizer, [policy_messages(p) for p in problems]), n=n)
+        of = [problems[i // n] for i in range(len(rollouts))]
+        correct = grade(of, [r.text for r in rollouts])
+        rows += [{"id": p.id, "domain": p.domain, "question": p.question, "reference": p.reference,
+                  "response": r.text, "correct": bool(c)} for p, r, c in zip(of, rollouts, correct)]  # fmt: skip
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in rows)
@@ -50,8 +54,9 @@ def calibrate(rows: list[dict], judge=None, seed: int = 0) -> dict:
 
     Example (one right and one wrong code rollout of two problems; the judge reads code, so all three agree):
         >>> q = ["Code: read n, add 8, print n.", "Code: read n, double, print n."]
-        >>> ref = ["```python\\nn = int(input())\\nprint(n + 8)\\n```", "```python\\nn = int(input())\\nprint(n * 2)\\n```"]
-        >>> resp = ["```python\\nn=int(input())\\nn=n+8\\nprint(n)\\n```", "```python\\nn=int(input())\\nprint(n)\\n```"]
+        >>> block = "```python\\nn{}\\nprint({})\\n```"
+        >>> ref = [block.format(" = int(input())", "n + 8"), block.format(" = int(input())", "n * 2")]
+        >>> resp = [block.format("=int(input())\\nn=n+8", "n"), block.format("=int(input())", "n")]
         >>> rows = [{"domain": "code", "question": a, "reference": b, "response": c, "correct": d}
         ...         for a, b, c, d in zip(q, ref, resp, [True, False])]
         >>> judge = MixedJudge()
@@ -76,10 +81,10 @@ def calibrate(rows: list[dict], judge=None, seed: int = 0) -> dict:
     return out
 
 
-def table(results: dict, paper: dict | None = None) -> str:
+def table(results: dict) -> str:
     """Markdown: misplacement % per domain and condition (FPR / FNR in brackets), correct and incorrect counts."""
-    lines = ["| domain | rollouts (correct / incorrect) | " + " | ".join(c.replace("_", " ") for c in CONDITIONS) + " |",
-             "|---|---|" + "---|" * len(CONDITIONS)]  # fmt: skip
+    heads = " | ".join(c.replace("_", " ") for c in CONDITIONS)
+    lines = [f"| domain | rollouts (correct / incorrect) | {heads} |", "|---|---|" + "---|" * len(CONDITIONS)]
 
     def cell(r: dict) -> str:
         if r["misplacement"] is None:
@@ -98,8 +103,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     parser = argparse.ArgumentParser(description="misplacement per domain of the mixed toy judge")
     parser.add_argument("--model", default="toy_mixed_base", help="the policy whose rollouts are judged")
-    parser.add_argument("--data", default="toy_data/mixed/dev.jsonl", help="problems (development split)")
-    parser.add_argument("--n", type=int, default=16, help="rollouts per problem")
+    parser.add_argument(
+        "--data", default="toy_data/mixed/dev.jsonl,toy_data/mixed/easy.jsonl", help="problem files, comma-separated"
+    )
+    parser.add_argument("--n", default="16,4", help="rollouts per problem of each file, comma-separated")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
     parser.add_argument("--seed", type=int, default=3, help="seeds the sampling and the wrong-reference shift")
     parser.add_argument("--rollouts", default="", help="read these rollouts if the file exists, else write them there")
@@ -113,7 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
         with open(path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     else:
-        rows = sample_rollouts(args.model, args.data, args.n, args.temperature, args.seed, path)
+        ns = [int(n) for n in args.n.split(",")]
+        rows = sample_rollouts(args.model, args.data.split(","), ns, args.temperature, args.seed, path)
     sampled = time.time() - start
     results = calibrate(rows, seed=args.seed)
     text = table(results)

@@ -19,7 +19,9 @@ EXACT = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0
 
 # 47 +8 *2 -5 +3: values 55, 110, 105, 108
 SCIENCE_Q = "T=47C; heat 8, double, cool 5, heat 3. T? A)102 B)113 C)105 D)108"
-SCIENCE_REF = "Heating by 8 and doubling brings it to 110C. Cooling by 5 and heating by 3 brings it to 108C. That is option D."
+SCIENCE_REF = (
+    "Heating by 8 and doubling brings it to 110C. Cooling by 5 and heating by 3 brings it to 108C. That is option D."
+)
 SCIENCE_RIGHT = "47+8=55###55*2=110###110-5=105###105+3=108###Answer: D"
 CODE_Q = "Code: read n, add 8, double, subtract 5, add 3, print n."
 CODE_RIGHT = "```python\nn=int(input())\nn=n+8\nn=n*2\nn=n-5\nn=n+3\nprint(n)\n```"
@@ -81,7 +83,9 @@ def test_no_question_is_shared_between_files():
     hard = ("stage1_train", "dev", "test")
     files = {name: [p.question for p in load_problems(os.path.join(MIXED, f"{name}.jsonl"))] for name in hard}
     for name in ("stage1_train", "heldout", "test", "easy"):
-        files[f"arithmetic {name}"] = [p.question for p in load_problems(os.path.join(REPO, "toy_data", f"{name}.jsonl"))]
+        files[f"arithmetic {name}"] = [
+            p.question for p in load_problems(os.path.join(REPO, "toy_data", f"{name}.jsonl"))
+        ]
     for name in hard:
         assert len(files[name]) == len(set(files[name])), name
         for other, questions in files.items():
@@ -140,7 +144,9 @@ def test_mixed_judge_routes_by_domain_and_rejects_bad_domains():
     alone = toy.LLMLikeJudge().score_outcome([math_q], [math_ref], [math_resp])
     assert routed.texts[0] == alone.texts[0] and routed.num_requests == 2
     assert judge.score_outcome([math_q], [math_ref], [math_resp]).texts == alone.texts  # domains=None: math
-    process = judge.score_process([math_q], [math_ref], [["47+8=55###", "55*2=110###", "\\boxed{110}"]], domains=["math"])
+    process = judge.score_process(
+        [math_q], [math_ref], [["47+8=55###", "55*2=110###", "\\boxed{110}"]], domains=["math"]
+    )
     assert len(process.scores[0]) == 3
     with pytest.raises(ValueError, match="unknown \\['chemistry'\\]"):
         judge.score_outcome([math_q], [math_ref], [math_resp], domains=["chemistry"])
