@@ -306,6 +306,11 @@ class DataArgs:
         default="512,64,128",
         metadata={"help": "math,science,code: keep what the base solves 0 times in k samples (docs/toy-mixed.md)"},
     )
+    max_correct: str = field(
+        default="0,16,0",
+        metadata={"help": "math,science,code: keep what the base solves at most this often in k samples (science: "
+                  "a 1-in-4 guess, docs/toy-mixed.md)"},
+    )  # fmt: skip
     mine_round: int = field(default=64, metadata={"help": "samples per surviving problem per mining round"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for mining"})
     seed: int = field(default=11, metadata={"help": "candidates use seed, dev seed + 1, easy seed + 2, test seed + 3"})
@@ -370,10 +375,9 @@ def sample_correct(model, tokenizer, problems: list[Problem], n: int, temperatur
 
 def make_data(args: DataArgs) -> dict:
     """Write dev / test / easy, mine the candidates per domain (rounds of mine_round fresh samples; a problem leaves
-    at its first correct one, so what stays is exactly "0 correct in mine_k samples", as in toy.make_data), write
-    stage1_train.jsonl and mining.json."""
+    once it has more than max_correct correct ones, so what stays is exactly "at most max_correct correct in mine_k
+    samples"; with 0, toy.make_data's rule), write stage1_train.jsonl and mining.json."""
     from common import load_model, seed_everything
-    from data import mine_hard
 
     seed_everything(args.seed)
     model, tokenizer = load_model(args.base)
@@ -381,12 +385,15 @@ def make_data(args: DataArgs) -> dict:
     for name in ("dev", "test", "easy"):
         save_problems(sets[name], os.path.join(args.output_dir, f"{name}.jsonl"))
     kept, report, mine_k = [], {"mine_k": per_domain(args.mine_k), "domains": {}}, per_domain(args.mine_k)
+    allowed = per_domain(args.max_correct)
     for domain in DOMAINS:  # kept: one list per domain, interleaved when written
         train = [p for p in sets["candidates"] if p.domain == domain]
-        drawn, survivors, start = 0, {}, time.time()
+        drawn, survivors, start, solved = 0, {}, time.time(), {p.id: 0 for p in train}
         while drawn < mine_k[domain] and train:
             n = min(args.mine_round, mine_k[domain] - drawn)
-            train = mine_hard(train, sample_correct(model, tokenizer, train, n, args.temperature))
+            for p, count in zip(train, sample_correct(model, tokenizer, train, n, args.temperature)):
+                solved[p.id] += count
+            train = [p for p in train if solved[p.id] <= allowed[domain]]  # data.mine_hard where allowed is 0
             drawn += n
             survivors[drawn] = len(train)
             print(f"mining {domain}: {len(train)} unsolved after {drawn} samples each", flush=True)

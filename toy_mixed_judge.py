@@ -19,6 +19,7 @@ odd one: a judge can read a program against the question, so the reference barel
 CodeJudge's errors, each a seeded die (toy_reading.unit_hash of what is read, so reruns agree):
     inattention     per LINE: an operation that differs from the question's is noticed with probability
                     max(floor, first - drop * i) (i = its position), a missing or extra line with `count_check`;
+    skimming        per RESPONSE (`skim`): a program that reads n and prints is believed without checking its lines;
     false alarm     per RESPONSE (`false_alarm`): a right program taken for a wrong one;
     style anchor    per RESPONSE, with a reference only (`style_doubt`): a right program in another style than the
                     reference's judged as not following it (the reason the reference does not help);
@@ -89,7 +90,7 @@ class ScienceJudge(LLMLikeJudge):
         error_rate: float = 0.0,
         misunderstand: float = 0.08,
         fooled: float = 0.1,
-        answer_anchor: float = 0.75,
+        answer_anchor: float = 0.6,
         **settings,
     ):
         """answer_anchor: the share of responses whose chosen letter is the one the reference names that get 4 ("the
@@ -171,7 +172,7 @@ class CodeJudge:
     computes what the question asks in another order (`affine`) is read as right, as a reader of code would.
 
     Example (a right program scores 5; the same program one operation short, a flaw in the last stretch, 3):
-        >>> judge, q = CodeJudge(false_alarm=0, style_doubt=0), "Code: read n, add 8, double, print n."
+        >>> judge, q = CodeJudge(skim=0, false_alarm=0, style_doubt=0), "Code: read n, add 8, double, print n."
         >>> right = "```python\\nn=int(input())\\nn=n+8\\nn=n*2\\nprint(n)\\n```"
         >>> short = right.replace("n=n*2\\n", "")
         >>> judge.score_no_reference([q, q], [right, short]).scores
@@ -183,15 +184,16 @@ class CodeJudge:
         error_rate: float = 0.0,
         attention: tuple[float, float, float] = (0.97, 0.02, 0.8),
         count_check: float = 0.9,
-        false_alarm: float = 0.04,
+        skim: float = 0.14,
+        false_alarm: float = 0.1,
         style_doubt: float = 0.03,
-        trust_reference: float = 0.15,
+        trust_reference: float = 0.04,
     ):
-        for name, p in {"error_rate": error_rate, "count_check": count_check, "false_alarm": false_alarm,
+        for name, p in {"error_rate": error_rate, "count_check": count_check, "skim": skim, "false_alarm": false_alarm,
                         "style_doubt": style_doubt, "trust_reference": trust_reference}.items():  # fmt: skip
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
-        self.error_rate, self.attention, self.count_check = error_rate, attention, count_check
+        self.error_rate, self.attention, self.count_check, self.skim = error_rate, attention, count_check, skim
         self.false_alarm, self.style_doubt, self.trust_reference = false_alarm, style_doubt, trust_reference
 
     def score_outcome(self, questions, references, responses) -> JudgeResult:
@@ -237,6 +239,8 @@ class CodeJudge:
         if len(ops) != len(target) and not same and not (unfinished and len(ops) < len(target)):
             if die("count") < self.count_check:
                 flaws.append(min(len(ops), len(target)))
+        if formed and die("skim") < self.skim:
+            flaws = []  # a well-formed program believed without checking its lines
         if not flaws and die("alarm") < self.false_alarm:
             flaws.append(int(len(ops) * die("where")))  # a right program taken for a wrong one
         if not flaws and reference and die("style") < self.style_doubt:

@@ -60,7 +60,7 @@ def calibrate(rows: list[dict], judge=None, seed: int = 0) -> dict:
         >>> rows = [{"domain": "code", "question": a, "reference": b, "response": c, "correct": d}
         ...         for a, b, c, d in zip(q, ref, resp, [True, False])]
         >>> judge = MixedJudge()
-        >>> judge.judges["code"] = CodeJudge(count_check=1, false_alarm=0, style_doubt=0)  # no per-response error
+        >>> judge.judges["code"] = CodeJudge(count_check=1, skim=0, false_alarm=0, style_doubt=0)  # no response errors
         >>> {c: r["misplacement"] for c, r in calibrate(rows, judge)["code"].items()}
         {'correct_reference': 0.0, 'no_reference': 0.0, 'wrong_reference': 0.0}
     """

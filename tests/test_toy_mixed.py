@@ -112,7 +112,7 @@ def test_science_judge_exact_rubric_and_slip():
 
 
 def test_code_judge_reads_the_program_with_or_without_a_reference():
-    judge = CodeJudge(false_alarm=0, style_doubt=0, trust_reference=0, attention=(1.0, 0.0, 1.0))
+    judge = CodeJudge(skim=0, false_alarm=0, style_doubt=0, trust_reference=0, attention=(1.0, 0.0, 1.0))
     reference = "One expression does it:\n```python\nn = int(input())\nprint((((n + 8) * 2) - 5) + 3)\n```"
     with_ref = judge.score_outcome([CODE_Q] * 2, [reference] * 2, [CODE_RIGHT, CODE_WRONG]).scores
     without = judge.score_no_reference([CODE_Q] * 2, [CODE_RIGHT, CODE_WRONG]).scores
