@@ -242,7 +242,7 @@ def build_tokenizer():
 class PretrainArgs:
     output_dir: str = field(default="toy_mixed_base", metadata={"help": "where the mixed base is saved"})
     start: str = field(default="toy_base", metadata={"help": "the model pretraining continues from (the math base)"})
-    steps: int = field(default=700, metadata={"help": "optimiser steps"})
+    steps: int = field(default=600, metadata={"help": "optimiser steps"})
     batch_size: int = field(default=48, metadata={"help": "sequences per step"})
     domain_weights: str = field(
         default="0.3,0.4,0.3", metadata={"help": "share of math,science,code (science: the option lookup is slowest)"}
