@@ -1,6 +1,7 @@
 """The mixed toy world: its three formats, the tokenizer, the committed splits (rebuilt byte for byte, no shared
 question), the per-domain judges and their routing, and the toy Table 4's driver and report."""
 
+import dataclasses
 import json
 import os
 
@@ -195,3 +196,9 @@ def test_table4_report_on_a_hand_made_run_directory(tmp_path):
     outcome = next(line for line in text.splitlines() if line.startswith("| ExpRL-Outcome")).split(" | ")
     assert outcome[1] == "0.250 ± 0.354" and outcome[5] == "0.250 ± 0.354"  # math: 0.5, 0; code: 0, 0.5
     assert os.path.exists(tmp_path / "runs" / "table4.md")
+
+
+def test_pretrain_defaults_are_the_committed_base_arguments():
+    # `python toy_mixed.py pretrain` with no flags rebuilds toy_mixed_base/ (the slow rebuild itself is not run here)
+    info = json.load(open(os.path.join(REPO, "toy_mixed_base", "toy_info.json")))
+    assert info["pretrain_args"] == dataclasses.asdict(toy_mixed.PretrainArgs())
