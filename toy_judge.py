@@ -56,7 +56,7 @@ from toy_reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-e
     verify,
 )
 
-TOY_JUDGES = ("toy", "toy-rubric", "toy-progress")  # the --judge names that select a toy judge (no model, no server)
+TOY_JUDGES = ("toy", "toy-rubric", "toy-progress", "toy-mixed")  # --judge names of toy judges (no model, no server)
 
 
 def build_toy_judge(name: str, error_rate: float = 0.0):
@@ -70,6 +70,8 @@ def build_toy_judge(name: str, error_rate: float = 0.0):
         if error_rate:
             raise ValueError("error_rate applies to the 'toy' and 'toy-rubric' judges only")
         return CheckpointJudge()
+    if name == "toy-mixed":
+        raise ValueError("the mixed world's judge is toy_mixed_judge.MixedJudge (train_stage1.build_judge builds it)")
     raise ValueError(f"toy judge must be one of {TOY_JUDGES}, got {name!r}")
 
 

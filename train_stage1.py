@@ -133,9 +133,14 @@ def make_judge(args: Args):
 
 
 def build_judge(args: Args):
-    """'toy', 'toy-rubric', 'toy-progress' -> a toy judge (toy_judge.build_toy_judge); an http(s)
+    """'toy', 'toy-rubric', 'toy-progress' -> a toy judge (toy_judge.build_toy_judge), 'toy-mixed' -> the mixed world's
+    judge (toy_mixed_judge.MixedJudge); an http(s)
     URL -> an LLM judge (judge.py) behind that OpenAI-compatible server; otherwise an LLM judge on the HF engine (a
     frozen model of its own)."""
+    if args.judge == "toy-mixed":  # the mixed toy world (docs/toy-mixed.md): one stand-in judge per domain
+        from toy_mixed_judge import MixedJudge
+
+        return MixedJudge(args.judge_error_rate)
     if args.judge in TOY_JUDGES:
         return build_toy_judge(args.judge, args.judge_error_rate)
     from judge import LLMJudge
