@@ -21,7 +21,7 @@ import distributed
 from checkpoint import latest_checkpoint, prune_checkpoints, restore_training_state, save_training_checkpoint
 from cli import fail
 from common import load_model, write_json
-from evaluate import evaluate, format_pass_at_k
+from evaluate import evaluate, format_domains, format_pass_at_k
 from judge import JudgeResult
 from judge_health import JudgeError, JudgeMonitor
 from logs import MetricsLog, Reporter
@@ -222,6 +222,8 @@ class Run:
         )
         self.reporter.log(step, {f"pass@{k}": v for k, v in result["pass@k"].items()}, prefix="eval")
         tqdm.write(f"[eval {tag}] {format_pass_at_k(result)}")
+        if "domains" in result:  # a set beyond math: one line per domain group (Math-Agg, STEM-Agg, Code)
+            tqdm.write(format_domains(result))
         return result
 
     def finish(self, before: dict | None, after: dict | None) -> dict:

@@ -202,3 +202,20 @@ def test_pretrain_defaults_are_the_committed_base_arguments():
     # `python toy_mixed.py pretrain` with no flags rebuilds toy_mixed_base/ (the slow rebuild itself is not run here)
     info = json.load(open(os.path.join(REPO, "toy_mixed_base", "toy_info.json")))
     assert info["pretrain_args"] == dataclasses.asdict(toy_mixed.PretrainArgs())
+
+
+def test_a_mixed_stage1_run_prints_pass_at_k_per_domain(tmp_path):
+    # one ExpRL-Outcome step of the mixed base on the mixed set, judged by the mixed toy judge; its evaluations (6 dev
+    # problems, 2 per domain, x 2 samples) print one line per domain group after the overall line
+    import subprocess
+    import sys
+
+    command = [sys.executable, "train_stage1.py", "--model", "toy_mixed_base", "--reward", "outcome",
+               "--judge", "toy-mixed", "--train_data", "toy_data/mixed/stage1_train.jsonl",
+               "--eval_data", "toy_data/mixed/dev.jsonl", "--eval_limit", "6", "--eval_n", "2", "--steps", "1",
+               "--prompts_per_step", "3", "--group_size", "4", "--threads", "1",
+               "--output_dir", str(tmp_path)]  # fmt: skip
+    out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    for group in ("Math-Agg (math, 2 problems):", "STEM-Agg (science, 2 problems):", "Code (code, 2 problems):"):
+        assert out.stdout.count(group) == 2, group  # before and after the step
