@@ -71,10 +71,32 @@ def markdown(table: dict, seeds: list[int], header: str = "") -> str:
     return "\n".join(lines)
 
 
+def plot(table: dict, path: str, k: str = "pass@1") -> None:
+    """One panel per domain: each method's mean `k` over seeds as a bar, every seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    domains = list(next(iter(table.values()))[0])
+    fig, axes = plt.subplots(1, len(domains), figsize=(4 * len(domains), 3.6))
+    for ax, domain in zip(axes, domains):
+        for x, (method, seeds) in enumerate(table.items()):
+            values = [seed[domain][k] for seed in seeds]
+            ax.bar(x, sum(values) / len(values), color="C0" if method in ("outcome", "process") else "0.7")
+            ax.scatter([x] * len(values), values, color="k", s=8, zorder=3)
+        ax.set_xticks(range(len(table)), [LABELS.get(m, m).split(" (")[0] for m in table], rotation=45, ha="right")
+        ax.set_title(f"{domain}: {k} after Stage I (dev)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def report(out: str, methods: list[str], seeds: list[int], dev_data: str, header: str = "") -> str:
-    """Write out/table4.md and out/table4.json; return the markdown."""
+    """Write out/table4.md, out/table4.json and out/table4.png (pass@1 per domain); return the markdown."""
     table = collect(out, methods, seeds, dev_data)
     text = markdown(table, seeds, header)
+    plot(table, os.path.join(out, "table4.png"))
     write_json(os.path.join(out, "table4.json"), {"seeds": seeds, "dev_data": dev_data, "pass_at_k": table})
     with open(os.path.join(out, "table4.md"), "w") as f:
         f.write(text + "\n")
