@@ -219,3 +219,20 @@ def test_a_mixed_stage1_run_prints_pass_at_k_per_domain(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     for group in ("Math-Agg (math, 2 problems):", "STEM-Agg (science, 2 problems):", "Code (code, 2 problems):"):
         assert out.stdout.count(group) == 2, group  # before and after the step
+
+
+def test_committed_toy_table4_matches_its_logs():
+    # results/table4/table4.json recomputed without the report code: per domain, pass@1 of one run is the mean over
+    # its problems of c / n (the unbiased estimator at k = 1), each problem's domain read from the dev file
+    import glob
+
+    committed = os.path.join(REPO, "results", "table4")
+    table = json.load(open(os.path.join(committed, "table4.json")))
+    dev = load_problems(os.path.join(REPO, table["dev_data"]))
+    for method, per_seed in table["pass_at_k"].items():
+        for seed, cells in zip(table["seeds"], per_seed):
+            last = sorted(glob.glob(os.path.join(committed, f"s{seed}", method, "eval", "*", "pass_at_k.json")))[-1]
+            run = json.load(open(last))
+            for domain, cell in cells.items():
+                counts = [c for p, c in zip(dev, run["correct_counts"]) if p.domain == domain]
+                assert cell["pass@1"] == pytest.approx(sum(counts) / (len(counts) * run["n"])), (method, seed, domain)
