@@ -231,6 +231,27 @@ def pretraining_problems(args: PretrainArgs, rng: random.Random) -> tuple[list[s
     return questions, solutions
 
 
+def train_on_batches(model, next_batch, steps: int, lr: float, log_every: int = 100) -> float:
+    """`steps` supervised updates on next_batch() (an sft_batch): AdamW (weight decay 0.01, betas 0.9 / 0.95), a
+    linear warm-up over steps / 20, then cosine decay to 10% of `lr`, gradients clipped at norm 1. Returns seconds."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.95))
+    warmup = max(1, steps // 20)
+    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / steps)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    model.train()
+    start_time = time.time()
+    for step in range(steps):
+        loss = model(**next_batch()).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step % log_every == 0 or step == steps - 1:
+            print(f"pretrain step {step:5d}  loss {loss.item():.4f}  {time.time() - start_time:6.1f}s", flush=True)
+    return time.time() - start_time
+
+
 def pretrain_base(args: PretrainArgs) -> str:
     """Supervised pretraining of the tiny model on EASY problems in its own style; reused when already on disk.
 
@@ -245,23 +266,10 @@ def pretrain_base(args: PretrainArgs) -> str:
     rng = random.Random(args.seed)
     tokenizer = build_tokenizer()
     model = build_tiny_model(tokenizer, args.hidden_size, args.num_layers, seed=args.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warmup = max(1, args.steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / args.steps)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.train()
-    start_time = time.time()
-    for step in range(args.steps):
-        batch = sft_batch(tokenizer, *pretraining_problems(args, rng))
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % 100 == 0 or step == args.steps - 1:
-            print(f"pretrain step {step:5d}  loss {loss.item():.4f}  {time.time() - start_time:6.1f}s", flush=True)
-    info = {"pretrain_args": asdict(args), "seconds": round(time.time() - start_time, 1)}
+    seconds = train_on_batches(
+        model, lambda: sft_batch(tokenizer, *pretraining_problems(args, rng)), args.steps, args.lr
+    )
+    info = {"pretrain_args": asdict(args), "seconds": round(seconds, 1)}
     save_checkpoint(model, tokenizer, args.output_dir, extra_files={"toy_info.json": info})
     return args.output_dir
 

@@ -26,7 +26,6 @@ lives in toy_data/mixed/. Rebuild both with `python toy_mixed.py pretrain` and `
 """
 
 import json
-import math
 import os
 import random
 import time
@@ -262,28 +261,17 @@ def pretrain_mixed(args: PretrainArgs) -> str:
     tokenizer = build_tokenizer()
     model = AutoModelForCausalLM.from_pretrained(args.start)
     model.resize_token_embeddings(len(tokenizer), mean_resizing=True)  # new rows: the mean embedding
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    warmup = max(1, args.steps // 20)
-    schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.45 * (1 + math.cos(math.pi * s / args.steps)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    model.train()
-    start_time = time.time()
-    for step in range(args.steps):
+
+    def next_batch():
         problems = []
         for i in range(args.batch_size):
             num_ops = rng.randint(5, 7) if rng.random() < args.long_fraction else rng.randint(1, 4)
             domain = rng.choices(DOMAINS, weights)[0]
             problems += make_problems(domain, 1, num_ops, num_ops, rng.randrange(10**9), "pre")
-        batch = toy.sft_batch(tokenizer, [p.question for p in problems], [model_response(p) for p in problems])
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % 50 == 0 or step == args.steps - 1:
-            print(f"pretrain step {step:5d}  loss {loss.item():.4f}  {time.time() - start_time:6.1f}s", flush=True)
-    info = {"pretrain_args": asdict(args), "seconds": round(time.time() - start_time, 1)}
+        return toy.sft_batch(tokenizer, [p.question for p in problems], [model_response(p) for p in problems])
+
+    seconds = toy.train_on_batches(model, next_batch, args.steps, args.lr, log_every=50)
+    info = {"pretrain_args": asdict(args), "seconds": round(seconds, 1)}
     save_checkpoint(model, tokenizer, args.output_dir, extra_files={"toy_info.json": info})
     return args.output_dir
 
