@@ -3,37 +3,14 @@ the rule-based rewards by kind, pass@k per domain group, evaluate.py on the benc
 domain (docs/mixed-domains.md). The loaders and prompts are in tests/test_mixed_domains.py."""
 
 import json
-import os
 
 import pytest
 
-import sandbox
 from advantages import process_advantages
 from answer import rule_rewards
-from data import Problem, load_problems, question_text
+from data import Problem, question_text
 from judge import JudgeResult, LLMJudge, process_level, score_process_routed
-
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-SCIKNOWEVAL, LCB, GPQA, OLYMPIAD = (
-    os.path.join(FIXTURES, name)
-    for name in ("sciknoweval_physics.jsonl", "livecodebench.jsonl", "gpqa.jsonl", "olympiadbench_physics.jsonl")
-)
-
-
-def _sandbox_missing() -> str:
-    """Why model-written code cannot run here ('' when it can)."""
-    missing = sandbox.probe()
-    if missing and os.environ.get(sandbox.UNSAFE_ENV) != "1":
-        return "the sandbox lacks " + "; ".join(missing) + f" (set {sandbox.UNSAFE_ENV}=1 to run unprotected)"
-    return ""
-
-
-needs_sandbox = pytest.mark.skipif(bool(_sandbox_missing()), reason=_sandbox_missing() or "sandbox ready")
-
-
-def load(path: str) -> list[Problem]:
-    return load_problems(path, require_reference=False)
-
+from tests.test_mixed_domains import GPQA, LCB, OLYMPIAD, SCIKNOWEVAL, load, needs_sandbox
 
 # --- the process routing ----------------------------------------------------------------------------------------------
 
