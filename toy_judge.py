@@ -47,6 +47,7 @@ from toy_reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-e
     ReferencePath,
     apply_op,
     boxed_answer,
+    check_probabilities,
     equations,
     misread,
     process_items,
@@ -119,12 +120,9 @@ class LLMLikeJudge:
         question_check: float = 0.4,
     ):
         """attention = (first line, drop per line, floor): line i is checked with max(floor, first - drop * i)."""
-        probabilities = {"error_rate": error_rate, "misunderstand": misunderstand, "false_alarm": false_alarm,
-                         "fooled": fooled, "partial_credit": partial_credit, "gap_credit": gap_credit,
-                         "question_check": question_check, "attention": min(attention)}  # fmt: skip
-        for name, p in probabilities.items():
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        check_probabilities(error_rate=error_rate, misunderstand=misunderstand, false_alarm=false_alarm, fooled=fooled,
+                            partial_credit=partial_credit, gap_credit=gap_credit, question_check=question_check,
+                            attention=min(attention))  # fmt: skip
         if fooled + partial_credit > 1:
             raise ValueError(f"fooled + partial_credit must be <= 1, got {fooled + partial_credit}")
         self.error_rate, self.misunderstand, self.attention = error_rate, misunderstand, attention

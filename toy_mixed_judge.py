@@ -37,7 +37,7 @@ from judge import JudgeResult, normalise, parse_score
 from toy import question_text
 from toy_judge import LLMLikeJudge
 from toy_mixed import DOMAINS, QUANTITIES, parse_code, parse_science
-from toy_reading import process_items, unit_hash
+from toy_reading import check_probabilities, process_items, unit_hash
 
 LIKERT_CORRECT = 0.75  # normalised score of Likert 4: "score >= 4 means judged correct" (docs/paper.md)
 SCIENCE_SENTENCE = re.compile(r"([^.]*) brings it to (\d+)")
@@ -95,8 +95,7 @@ class ScienceJudge(LLMLikeJudge):
     ):
         """answer_anchor: the share of responses whose chosen letter is the one the reference names that get 4 ("the
         reference's option") whatever errors their steps show: an LLM judge anchors on a matching final answer."""
-        if not 0.0 <= answer_anchor <= 1.0:
-            raise ValueError(f"answer_anchor must be in [0, 1], got {answer_anchor}")
+        check_probabilities(answer_anchor=answer_anchor)
         super().__init__(error_rate=error_rate, misunderstand=misunderstand, fooled=fooled, **settings)
         self.answer_anchor = answer_anchor
 
@@ -189,10 +188,8 @@ class CodeJudge:
         style_doubt: float = 0.03,
         trust_reference: float = 0.04,
     ):
-        for name, p in {"error_rate": error_rate, "count_check": count_check, "skim": skim, "false_alarm": false_alarm,
-                        "style_doubt": style_doubt, "trust_reference": trust_reference}.items():  # fmt: skip
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {p}")
+        check_probabilities(error_rate=error_rate, count_check=count_check, skim=skim, false_alarm=false_alarm,
+                            style_doubt=style_doubt, trust_reference=trust_reference)  # fmt: skip
         self.error_rate, self.attention, self.count_check, self.skim = error_rate, attention, count_check, skim
         self.false_alarm, self.style_doubt, self.trust_reference = false_alarm, style_doubt, trust_reference
 

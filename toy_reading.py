@@ -23,6 +23,20 @@ QUESTION_STEP = re.compile(r"(?<=\s)([+\-*])(\d+)")  # " +8", " *2" after the st
 STEP_WORDS = re.compile(r"\b(add|subtract) (\d+)|\b(double)\b", re.IGNORECASE)
 
 
+def check_probabilities(**values: float) -> None:
+    """A judge's error rates: raise ValueError naming the first value outside [0, 1].
+
+    Example:
+        >>> check_probabilities(fooled=0.1, skim=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: skim must be in [0, 1], got 1.5
+    """
+    for name, p in values.items():
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {p}")
+
+
 def apply_op(value: int, op: str, operand: int) -> int:
     """One step of the toy task: value op operand (ops +, -, *)."""
     return {"+": value + operand, "-": value - operand, "*": value * operand}[op]
