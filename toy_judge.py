@@ -21,19 +21,25 @@ rolls new dice):
     false alarm              per LINE: a correct equation is taken for a flawed one with probability `false_alarm`;
     confident final line     per RESPONSE: a wrong boxed answer after lines that all looked right is believed
                              (`fooled`: score as if right) or given partial credit for a right method with a slip
-                             (`partial_credit`: 4, "trivial gap").
+                             (`partial_credit`: 4, "trivial gap");
+    answer anchoring         per RESPONSE: a boxed answer equal to the reference's makes the judge forgive the flaws
+                             it noticed on the way (`anchor`: 4, "the working has gaps"), as an LLM judge that
+                             compares final answers first does; so a rollout right by luck through wrong steps is
+                             mostly judged correct, like the final-answer label that calibration uses.
 
 Outcome rubric on what was perceived (K checkpoints; k = those reached before the first noticed flaw):
-    boxed answer = the reference's (or believed): 5 with no noticed flaw, 4 or 3 (a coin) with one, else 3 (2 if k = 0)
+    boxed answer = the reference's (or believed): 5 with no noticed flaw, else 4 if anchored, else 4 or 3 (a coin)
+    with one flaw, else 3 (2 if k = 0)
     no boxed answer: 3 with no noticed flaw and some work, 2 with k >= 1, else 1
     boxed answer wrong: 2 if k >= 1 else 1 (after a noticed flaw, or when neither fooled nor crediting)
-Process rubric, prefix y_<=t: a noticed wrong equation or contradiction 1, a noticed step off the path 2; else a wrong
-boxed answer 1 (unless believed: 5, or credited: 4), at least one checkpoint 5, steps but no checkpoint 4, no step 3.
+Process rubric, prefix y_<=t: the reference's boxed answer with noticed flaws 4 if anchored; a noticed wrong equation
+or contradiction 1, a noticed step off the path 2; else a wrong boxed answer 1 (unless believed: 5, or credited: 4), at least one checkpoint 5, steps but no checkpoint 4, no step 3.
 View "segment" (one segment alone, the authors' code) uses the same perception on the segment's own lines.
 No reference (the calibration's second condition): the same reader checks the arithmetic and that each line starts
 from the previous result (a boxed answer that is not the last result is a flaw), and, like an LLM judge solving the
-question itself, compares a line's operation with the question's on a `question_check` share of the lines; a noticed
-mismatch ("misread") means the response solved another problem, so its final answer is judged wrong.
+question itself, compares a line's operation with the question's on a `question_check` share of the lines, and on the
+same share of the responses counts the steps; a noticed mismatch or a step missing or extra ("misread") means the
+response solved another problem, so its final answer is judged wrong.
 
 The error dial `error_rate` (scripts/judge_dial.py) adds, per judged text, a misread of the WHOLE reference: the same
 operations from a start 1..9 higher, i.e. another problem's reference (1.0 = the wrong-reference condition).
@@ -95,6 +101,7 @@ class Perception:
     believed: bool = False
     credited: bool = False
     coin: float = 0.0  # the die of the one choice the rubric leaves open (4 or 3 for one flaw)
+    anchored: bool = False  # a boxed answer equal to the reference's made the judge forgive the flaws it noticed
 
 
 class LLMLikeJudge:
@@ -114,20 +121,21 @@ class LLMLikeJudge:
         misunderstand: float = 0.1,
         attention: tuple[float, float, float] = (0.95, 0.08, 0.3),
         false_alarm: float = 0.012,
-        fooled: float = 0.12,
-        partial_credit: float = 0.3,
+        fooled: float = 0.15,
+        partial_credit: float = 0.5,
         gap_credit: float = 0.7,
         question_check: float = 0.4,
+        anchor: float = 0.7,
     ):
         """attention = (first line, drop per line, floor): line i is checked with max(floor, first - drop * i)."""
         check_probabilities(error_rate=error_rate, misunderstand=misunderstand, false_alarm=false_alarm, fooled=fooled,
                             partial_credit=partial_credit, gap_credit=gap_credit, question_check=question_check,
-                            attention=min(attention))  # fmt: skip
+                            anchor=anchor, attention=min(attention))  # fmt: skip
         if fooled + partial_credit > 1:
             raise ValueError(f"fooled + partial_credit must be <= 1, got {fooled + partial_credit}")
         self.error_rate, self.misunderstand, self.attention = error_rate, misunderstand, attention
         self.false_alarm, self.fooled, self.partial_credit = false_alarm, fooled, partial_credit
-        self.gap_credit, self.question_check = gap_credit, question_check
+        self.gap_credit, self.question_check, self.anchor = gap_credit, question_check, anchor
 
     # ------------------------------------------------------------------------------------------ the interface
     def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
@@ -204,6 +212,8 @@ class LLMLikeJudge:
                 noticed = die("notice", i) < max(floor, first - drop * i)
             if kind is not None and noticed:
                 flaws.append((i, kind))
+        if asked is not None and written and len(written) != len(asked) and die("count") < self.question_check:
+            flaws.append((len(written) - 1, "misread"))  # no reference: it noticed a step missing or one too many
         clean_lines = flaws[0][0] if flaws else len(written)  # lines before the first noticed flaw
         reached = sum(e <= clean_lines for e in path.ends) if path else 0
         if alone and path:
@@ -213,6 +223,7 @@ class LLMLikeJudge:
         if any(kind == "misread" for _, kind in flaws) and final == "right":
             final = "wrong"  # no reference: the response answered another question
         seen = Perception(flaws, reached, len(written), final, coin=die("coin"))
+        seen.anchored = final == "right" and path is not None and die("anchor") < self.anchor
         if final == "wrong" and path is not None:  # the answer differs from the reference's: believe or credit it?
             late = len(path.ends) >= 2 and reached >= len(path.ends) - 1  # the first noticed flaw in the last stretch
             u = die("final")
@@ -248,6 +259,8 @@ class LLMLikeJudge:
     def _outcome(self, seen: Perception, path: ReferencePath | None) -> tuple[int, str]:
         k, n = seen.reached, len(seen.flaws)
         if seen.final == "right" or seen.believed:
+            if n and seen.anchored:
+                return 4, "the final answer matches the reference's; the working has gaps"
             if not n:
                 return 5, "sound and complete; the final answer follows" + (" (believed)" if seen.believed else "")
             if n == 1:
@@ -265,6 +278,8 @@ class LLMLikeJudge:
         right = seen.final == "right" or seen.believed
         if seen.final == "wrong" and seen.credited:
             return 4, "aligned, a slip at the end"
+        if seen.flaws and seen.anchored:
+            return 4, "reaches the reference's final answer; the working has gaps"
         if seen.flaws and not (right and len(seen.flaws) == 1):
             kind = seen.flaws[0][1]
             return (2, "a step off the reference's path") if kind == "off_path" else (1, "misleading: an error")

@@ -12,7 +12,7 @@ QUESTION = "27 *2 +34 +65 -62"
 REFERENCE = "Double, then add 34: that gives 88. Add 65, then subtract 62: that gives 91. The answer is 91."
 SOLUTION = "27*2=54###54+34=88###88+65=153###153-62=91###\\boxed{91}"
 SLIP = "27*2=54###54+34=88###88+65=153###153-60=93###\\boxed{93}"  # -60 for -62 in the last step: wrong answer 93
-OFF = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0)  # no error at all
+OFF = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0, anchor=0)  # no error
 
 
 def outcome(response: str, **knobs) -> int:
@@ -57,6 +57,12 @@ def test_each_error_mechanism_alone():
     assert "line 2 wrong" in text and 89 <= read <= 97
     # the dial: the whole reference misread (another problem's): the correct response scores 1
     assert outcome(SOLUTION, error_rate=1) == 1
+    # anchoring: the boxed answer 91 is the reference's, so the flaws noticed on the way are forgiven: 4. Here the
+    # response reaches 91 through a step that is not the reference's (a "lucky" rollout): 3 with the coin at "error"
+    lucky = "27*2=54###54+37=91###\\boxed{91}"  # +34 +65 -62 taken as one +37: off the path at line 2
+    assert outcome(lucky, gap_credit=0) == 3 and outcome(lucky, gap_credit=0, anchor=1) == 4
+    assert outcome(SLIP, anchor=1) == 2  # a wrong answer is never anchored
+    assert process(["27*2=54###", "54+37=91###", "\\boxed{91}"], gap_credit=0, anchor=1) == [4, 2, 4]  # s_T anchored
 
 
 def test_process_rubric_prefix_and_segment():
@@ -75,7 +81,7 @@ def test_process_rubric_prefix_and_segment():
 
 
 def test_no_reference_condition():
-    judge = LLMLikeJudge(**OFF)
+    judge = LLMLikeJudge(**OFF, question_check=0)  # arithmetic and the chain only (the question: the tests below)
 
     def no_ref(response, level="outcome"):
         return round(4 * judge.score_no_reference([QUESTION], [response], level=level).scores[0]) + 1
@@ -151,7 +157,7 @@ def test_knobs_are_checked():
 def test_without_a_reference_the_judge_checks_steps_against_the_question():
     # "47 +8 *2": the response adds 9 where the question adds 8; its arithmetic and chain are sound
     question, misread_step = "47 +8 *2", "47+9=56###56*2=112###\\boxed{112}"
-    exact = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0)
+    exact = dict(OFF)
     blind = LLMLikeJudge(**exact, question_check=0.0).score_no_reference([question], [misread_step])
     reads = LLMLikeJudge(**exact, question_check=1.0).score_no_reference([question], [misread_step])
     assert blind.scores == [1.0]  # only arithmetic and chain checked: 5
@@ -161,3 +167,11 @@ def test_without_a_reference_the_judge_checks_steps_against_the_question():
         [question], ["47+8=55###55*2=110###\\boxed{110}"]
     )
     assert right.scores == [1.0]
+
+
+def test_without_a_reference_the_judge_counts_the_steps():
+    # "47 +8 *2 -5": a sound chain that stops one operation early; its boxed answer is its last result
+    question, early = "47 +8 *2 -5", "47+8=55###55*2=110###\\boxed{110}"
+    counted = LLMLikeJudge(**OFF, question_check=1.0).score_no_reference([question], [early])
+    assert LLMLikeJudge(**OFF, question_check=0.0).score_no_reference([question], [early]).scores == [1.0]
+    assert counted.scores == [0.0] and "line 2 misread" in counted.texts[0]  # a step missing: a wrong answer, 1

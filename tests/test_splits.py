@@ -26,7 +26,7 @@ def test_test_split_is_rebuilt_by_its_command(tmp_path):
     others = [os.path.join(DATA, f) for f in ("stage1_train.jsonl", "heldout.jsonl", "easy.jsonl")]
     made = toy.make_test_split(toy.SplitArgs(output=str(out)), others)
     assert out.read_bytes() == open(os.path.join(DATA, "test.jsonl"), "rb").read()
-    assert made[0].id == "test-1002-0"  # seed 1002, used by no other file (1 train, 2 held-out, 3 easy; 1001 retired)
+    assert made[0].id == "test-1003-0"  # seed 1003, used by no other file (1 train, 2 held-out, 3 easy; 1001-2 retired)
 
 
 def test_a_question_in_another_file_is_skipped(tmp_path):
