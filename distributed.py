@@ -84,7 +84,10 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
+    """Leave the process group together: a barrier first, so no rank tears its connections down while another is
+    still in a collective (under a loaded CPU, gloo aborted a rank that was still finishing)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
