@@ -353,7 +353,8 @@ class SplitArgs:
     hard_ops: int = field(default=8, metadata={"help": "operations per problem (the held-out difficulty)"})
     max_operand: int = field(default=9, metadata={"help": "largest +/- operand"})
     seed: int = field(
-        default=1003, metadata={"help": "problem seed: one no other file uses (training 1, held-out 2; 1001-1002 retired)"}
+        default=1003,
+        metadata={"help": "problem seed: one no other file uses (training 1, held-out 2; 1001-1002 retired)"},
     )
 
 

@@ -33,7 +33,8 @@ Outcome rubric on what was perceived (K checkpoints; k = those reached before th
     no boxed answer: 3 with no noticed flaw and some work, 2 with k >= 1, else 1
     boxed answer wrong: 2 if k >= 1 else 1 (after a noticed flaw, or when neither fooled nor crediting)
 Process rubric, prefix y_<=t: the reference's boxed answer with noticed flaws 4 if anchored; a noticed wrong equation
-or contradiction 1, a noticed step off the path 2; else a wrong boxed answer 1 (unless believed: 5, or credited: 4), at least one checkpoint 5, steps but no checkpoint 4, no step 3.
+or contradiction 1, a noticed step off the path 2; else a wrong boxed answer 1 (unless believed: 5, or credited: 4),
+at least one checkpoint 5, steps but no checkpoint 4, no step 3.
 View "segment" (one segment alone, the authors' code) uses the same perception on the segment's own lines.
 No reference (the calibration's second condition): the same reader checks the arithmetic and that each line starts
 from the previous result (a boxed answer that is not the last result is a flaw), and, like an LLM judge solving the
