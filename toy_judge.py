@@ -38,9 +38,9 @@ at least one checkpoint 5, steps but no checkpoint 4, no step 3.
 View "segment" (one segment alone, the authors' code) uses the same perception on the segment's own lines.
 No reference (the calibration's second condition): the same reader checks the arithmetic and that each line starts
 from the previous result (a boxed answer that is not the last result is a flaw), and, like an LLM judge solving the
-question itself, compares a line's operation with the question's on a `question_check` share of the lines, and on the
-same share of the responses counts the steps; a noticed mismatch or a step missing or extra ("misread") means the
-response solved another problem, so its final answer is judged wrong.
+question itself, compares a line's operation with the question's on a `question_check` share of the lines, and on a
+`count_check` share of the responses counts the steps; a noticed mismatch or a step missing or extra ("misread")
+means the response solved another problem, so its final answer is judged wrong.
 
 The error dial `error_rate` (scripts/judge_dial.py) adds, per judged text, a misread of the WHOLE reference: the same
 operations from a start 1..9 higher, i.e. another problem's reference (1.0 = the wrong-reference condition).
@@ -64,14 +64,20 @@ from toy_reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-e
     verify,
 )
 
-TOY_JUDGES = ("toy", "toy-rubric", "toy-progress", "toy-mixed")  # --judge names of toy judges (no model, no server)
+TOY_JUDGES = ("toy", "toy-v2", "toy-rubric", "toy-progress", "toy-mixed")  # --judge names of toy judges (no model)
+
+# The second version of the LLM-like judge (before answer anchoring and the step count; partial credit 30%): the
+# settings of results/reproduce-llm-like-v2 and of the mixed world's calibration (toy_mixed_judge.py).
+SECOND_VERSION = dict(fooled=0.12, partial_credit=0.3, anchor=0.0, count_check=0.0)
 
 
 def build_toy_judge(name: str, error_rate: float = 0.0):
-    """'toy' -> LLMLikeJudge, 'toy-rubric' -> RubricJudge (both take the error dial), 'toy-progress' ->
-    CheckpointJudge."""
+    """'toy' -> LLMLikeJudge, 'toy-v2' -> its second version (SECOND_VERSION), 'toy-rubric' -> RubricJudge (all three
+    take the error dial), 'toy-progress' -> CheckpointJudge."""
     if name == "toy":
         return LLMLikeJudge(error_rate=error_rate)
+    if name == "toy-v2":
+        return LLMLikeJudge(error_rate=error_rate, **SECOND_VERSION)
     if name == "toy-rubric":
         return RubricJudge(error_rate=error_rate)
     if name == "toy-progress":
@@ -127,16 +133,22 @@ class LLMLikeJudge:
         gap_credit: float = 0.7,
         question_check: float = 0.4,
         anchor: float = 0.7,
+        count_check: float = 0.4,
     ):
         """attention = (first line, drop per line, floor): line i is checked with max(floor, first - drop * i)."""
         check_probabilities(error_rate=error_rate, misunderstand=misunderstand, false_alarm=false_alarm, fooled=fooled,
                             partial_credit=partial_credit, gap_credit=gap_credit, question_check=question_check,
-                            anchor=anchor, attention=min(attention))  # fmt: skip
+                            anchor=anchor, count_check=count_check, attention=min(attention))  # fmt: skip
         if fooled + partial_credit > 1:
             raise ValueError(f"fooled + partial_credit must be <= 1, got {fooled + partial_credit}")
         self.error_rate, self.misunderstand, self.attention = error_rate, misunderstand, attention
         self.false_alarm, self.fooled, self.partial_credit = false_alarm, fooled, partial_credit
-        self.gap_credit, self.question_check, self.anchor = gap_credit, question_check, anchor
+        self.gap_credit, self.question_check, self.anchor, self.count_check = (
+            gap_credit,
+            question_check,
+            anchor,
+            count_check,
+        )
 
     # ------------------------------------------------------------------------------------------ the interface
     def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
@@ -213,7 +225,7 @@ class LLMLikeJudge:
                 noticed = die("notice", i) < max(floor, first - drop * i)
             if kind is not None and noticed:
                 flaws.append((i, kind))
-        if asked is not None and written and len(written) != len(asked) and die("count") < self.question_check:
+        if asked is not None and written and len(written) != len(asked) and die("count") < self.count_check:
             flaws.append((len(written) - 1, "misread"))  # no reference: it noticed a step missing or one too many
         clean_lines = flaws[0][0] if flaws else len(written)  # lines before the first noticed flaw
         reached = sum(e <= clean_lines for e in path.ends) if path else 0

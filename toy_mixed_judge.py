@@ -5,7 +5,8 @@ The paper's judge misplaces (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)";
 reference): math 17.8 / 39.2 / 50.4, multiple-choice science 14.0 / 37.5 / 46.0, code 9.7 / 8.2 / 10.0. Code is the
 odd one: a judge can read a program against the question, so the reference barely helps. Hence:
 
-    math     toy_judge.LLMLikeJudge, unchanged (the arithmetic world's judge).
+    math     toy_judge.LLMLikeJudge in its second version (toy_judge.SECOND_VERSION), the arithmetic world's judge
+             as this world was calibrated with.
     science  ScienceJudge: the same reader and rubrics (its perception, the outcome and process rubrics, every die),
              on the science texts: the reference's sentences read as the arithmetic reference's, the chosen letter
              as the value it stands for in the question's options (no letter, or one that is no option: no answer);
@@ -35,7 +36,7 @@ import re
 from answer import extract_choice, extract_code
 from judge import JudgeResult, normalise, parse_score
 from toy import question_text
-from toy_judge import LLMLikeJudge
+from toy_judge import SECOND_VERSION, LLMLikeJudge
 from toy_mixed import DOMAINS, QUANTITIES, parse_code, parse_science
 from toy_reading import check_probabilities, process_items, unit_hash
 
@@ -96,7 +97,8 @@ class ScienceJudge(LLMLikeJudge):
         """answer_anchor: the share of responses whose chosen letter is the one the reference names that get 4 ("the
         reference's option") whatever errors their steps show: an LLM judge anchors on a matching final answer."""
         check_probabilities(answer_anchor=answer_anchor)
-        super().__init__(error_rate=error_rate, misunderstand=misunderstand, fooled=fooled, **settings)
+        settings = {**SECOND_VERSION, "fooled": fooled, **settings}  # the arithmetic judge as calibrated here
+        super().__init__(error_rate=error_rate, misunderstand=misunderstand, **settings)
         self.answer_anchor = answer_anchor
 
     def score_outcome(self, questions, references, responses) -> JudgeResult:
@@ -269,7 +271,8 @@ class MixedJudge:
     """
 
     def __init__(self, error_rate: float = 0.0):
-        self.judges = {"math": LLMLikeJudge(error_rate=error_rate), "science": ScienceJudge(error_rate=error_rate),
+        self.judges = {"math": LLMLikeJudge(error_rate=error_rate, **SECOND_VERSION),
+                       "science": ScienceJudge(error_rate=error_rate),
                        "code": CodeJudge(error_rate=error_rate)}  # fmt: skip
 
     def score_outcome(self, questions, references, responses, domains=None) -> JudgeResult:

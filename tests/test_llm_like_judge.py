@@ -12,7 +12,7 @@ QUESTION = "27 *2 +34 +65 -62"
 REFERENCE = "Double, then add 34: that gives 88. Add 65, then subtract 62: that gives 91. The answer is 91."
 SOLUTION = "27*2=54###54+34=88###88+65=153###153-62=91###\\boxed{91}"
 SLIP = "27*2=54###54+34=88###88+65=153###153-60=93###\\boxed{93}"  # -60 for -62 in the last step: wrong answer 93
-OFF = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0, anchor=0)  # no error
+OFF = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0, anchor=0)  # no errors
 
 
 def outcome(response: str, **knobs) -> int:
@@ -81,7 +81,7 @@ def test_process_rubric_prefix_and_segment():
 
 
 def test_no_reference_condition():
-    judge = LLMLikeJudge(**OFF, question_check=0)  # arithmetic and the chain only (the question: the tests below)
+    judge = LLMLikeJudge(**OFF, question_check=0, count_check=0)  # arithmetic and the chain only (the question: below)
 
     def no_ref(response, level="outcome"):
         return round(4 * judge.score_no_reference([QUESTION], [response], level=level).scores[0]) + 1
@@ -172,6 +172,21 @@ def test_without_a_reference_the_judge_checks_steps_against_the_question():
 def test_without_a_reference_the_judge_counts_the_steps():
     # "47 +8 *2 -5": a sound chain that stops one operation early; its boxed answer is its last result
     question, early = "47 +8 *2 -5", "47+8=55###55*2=110###\\boxed{110}"
-    counted = LLMLikeJudge(**OFF, question_check=1.0).score_no_reference([question], [early])
-    assert LLMLikeJudge(**OFF, question_check=0.0).score_no_reference([question], [early]).scores == [1.0]
+    counted = LLMLikeJudge(**OFF, question_check=0.0, count_check=1.0).score_no_reference([question], [early])
+    assert LLMLikeJudge(**OFF, question_check=0.0, count_check=0.0).score_no_reference([question], [early]).scores == [
+        1.0
+    ]
     assert counted.scores == [0.0] and "line 2 misread" in counted.texts[0]  # a step missing: a wrong answer, 1
+
+
+def test_the_second_version_is_a_named_variant():
+    # --judge toy-v2: no answer anchoring and no step count (the settings of results/reproduce-llm-like-v2)
+    from toy_judge import SECOND_VERSION, build_toy_judge
+
+    v2, today = build_toy_judge("toy-v2"), build_toy_judge("toy")
+    assert (
+        (v2.anchor, v2.count_check, v2.partial_credit, v2.fooled)
+        == (0.0, 0.0, 0.3, 0.12)
+        == tuple(SECOND_VERSION[k] for k in ("anchor", "count_check", "partial_credit", "fooled"))
+    )
+    assert (today.anchor, today.count_check, today.partial_credit, today.fooled) == (0.7, 0.4, 0.5, 0.15)

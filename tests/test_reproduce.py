@@ -146,7 +146,10 @@ def test_report_of_a_hand_made_reproduction(tmp_path):
     assert "| Base (no Stage I) |  |  |  |  | 1.5 of 2 | 1 of 2 |" in text
 
 
-@pytest.mark.parametrize("name", ["reproduce", "reproduce-llm-like-v2", "reproduce-llm-like-v1", "reproduce-toy-rubric"])
+COMMITTED = ["reproduce", "reproduce-llm-like-v2", "reproduce-llm-like-v1", "reproduce-toy-rubric"]
+
+
+@pytest.mark.parametrize("name", COMMITTED)
 def test_committed_reproduction_table_matches_its_logs(name):
     """results/<name>/results.md, recomputed here without the report code: each cell of the first pass@1 column is
     the mean and sample std over seeds of the runs' own pass_at_k.json."""
