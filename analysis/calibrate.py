@@ -142,16 +142,24 @@ def bootstrap_ci(
     seed: int = 0,
     level: float = 0.95,
     threshold: float = THRESHOLD,
+    groups: list | None = None,
 ) -> dict[str, tuple[float, float] | None]:
     """Percentile bootstrap interval of each rate, resampling rollouts with replacement (seeded, so reproducible).
+    With `groups` (a key per rollout, e.g. its problem) whole groups are resampled instead: the rollouts of one
+    problem are not independent (a text sampled twice gets the same verdict), so this interval is the wider, honest
+    one when few problems hold the correct rollouts.
 
     A resample where a rate is undefined (no parsed correct rollout, say) is skipped for that rate.
     """
     rng = random.Random(seed)
     n = len(scores)
+    members: dict = {}
+    for i, key in enumerate(groups if groups is not None else range(n)):
+        members.setdefault(key, []).append(i)
+    units = list(members.values())  # [[rollout indices of one unit]]
     draws = {"fpr": [], "fnr": [], "misplacement": [], "misplacement_failed_as_low": [], "parse_failure": []}
     for _ in range(num_samples):
-        idx = [rng.randrange(n) for _ in range(n)]
+        idx = [i for _ in units for i in units[rng.randrange(len(units))]]
         r = rates([scores[i] for i in idx], [correct[i] for i in idx], threshold)
         for key in draws:
             if r[key] is not None:
@@ -225,9 +233,10 @@ def calibrate(
     num_bootstrap: int = 1000,
     threshold: float = THRESHOLD,
     level: str = "outcome",
+    by_problem: bool = False,
 ) -> dict:
     """{condition: {"rates", "ci", "scores", "texts"}} for the rollouts in rows ("judged correct": s >= threshold);
-    rates include the inversion rate (inversion_rate)."""
+    rates include the inversion rate (inversion_rate). by_problem: the intervals resample problems, not rollouts."""
     correct = [bool(r["correct"]) for r in rows]
     problems = [r["question"] for r in rows]
     out = {}
@@ -236,7 +245,14 @@ def calibrate(
         out[condition] = {
             "rates": rates(result.scores, correct, threshold)
             | {"inversion": inversion_rate(result.scores, correct, problems)},
-            "ci": bootstrap_ci(result.scores, correct, num_bootstrap, seed, threshold=threshold),
+            "ci": bootstrap_ci(
+                result.scores,
+                correct,
+                num_bootstrap,
+                seed,
+                threshold=threshold,
+                groups=problems if by_problem else None,
+            ),  # fmt: skip
             "scores": result.scores,
             "texts": result.texts,
         }
@@ -312,6 +328,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
     parser.add_argument(
+        "--bootstrap_unit",
+        choices=("rollout", "problem"),
+        default="rollout",
+        help="what the bootstrap resamples: rollouts, or whole problems (wider: one problem's rollouts are not "
+        "independent)",
+    )
+    parser.add_argument(
         "--min_score", type=int, default=4, help="a 1-5 score >= this counts as judged correct (paper: 4)"
     )
     parser.add_argument(
@@ -348,7 +371,13 @@ def main(argv: list[str] | None = None) -> dict:
     for domain, domain_rows in domains.items():  # math-only rollouts: one table, as before domains existed
         chosen = select(domain_rows, args.limit, args.seed)
         results = calibrate(
-            judge, chosen, seed=args.seed, num_bootstrap=args.bootstrap, threshold=threshold, level=args.level
+            judge,
+            chosen,
+            seed=args.seed,
+            num_bootstrap=args.bootstrap,
+            threshold=threshold,
+            level=args.level,
+            by_problem=args.bootstrap_unit == "problem",
         )
         label = name if list(domains) == ["math"] else f"{name}, {domain}"
         tables.append(calibration_table(results, label))

@@ -284,3 +284,14 @@ def test_evaluate_writes_rollouts_for_calibration(tmp_path):
     assert len(rows) == 4 and [r["id"] for r in rows] == [problems[0].id] * 2 + [problems[1].id] * 2
     assert set(rows[0]) == {"id", "question", "reference", "answer", "response", "correct", "truncated"}
     assert sum(r["correct"] for r in rows) == sum(result["correct_counts"])
+
+
+def test_bootstrap_by_problem_resamples_whole_problems():
+    # problem a: 100 correct rollouts judged correct; problem b: 100 correct rollouts judged incorrect. FNR = 0.5.
+    # Resampling rollouts keeps it near 0.5; resampling the 2 problems gives FNR 0 (a, a), 0.5 or 1 (b, b), each
+    # pair with probability >= 1/4, so the 95% interval is [0, 1].
+    scores, correct, problems = [1.0] * 100 + [0.0] * 100, [True] * 200, ["a"] * 100 + ["b"] * 100
+    by_rollout = bootstrap_ci(scores, correct, 200, seed=0)["fnr"]
+    by_problem = bootstrap_ci(scores, correct, 200, seed=0, groups=problems)["fnr"]
+    assert 0.35 < by_rollout[0] < 0.5 < by_rollout[1] < 0.65
+    assert by_problem == (0.0, 1.0)
