@@ -107,7 +107,7 @@ def test_committed_dial_table_matches_its_logs():
     text = open(os.path.join(out, "judge_dial.md")).read()
     labels = {"outcome": "ExpRL-Outcome", "process": "ExpRL-Process"}
     rows = [line for line in text.splitlines() if line.startswith("| ExpRL-")]
-    assert len(rows) == 8  # 2 methods x p = 0, 0.25, 0.5, 1
+    assert len(rows) == 10  # 2 methods x p = 0, 0.25, 0.5, 0.75, 1
     for row in rows:
         label, p = row.split(" | ")[0][2:], row.split(" | ")[1]
         method = next(m for m, name in labels.items() if name == label)
