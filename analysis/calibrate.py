@@ -239,20 +239,14 @@ def calibrate(
     rates include the inversion rate (inversion_rate). by_problem: the intervals resample problems, not rollouts."""
     correct = [bool(r["correct"]) for r in rows]
     problems = [r["question"] for r in rows]
+    units = problems if by_problem else None  # what the bootstrap resamples: problems, or (None) rollouts
     out = {}
     for condition in conditions:
         result = score_condition(judge, rows, condition, seed, level)
         out[condition] = {
             "rates": rates(result.scores, correct, threshold)
             | {"inversion": inversion_rate(result.scores, correct, problems)},
-            "ci": bootstrap_ci(
-                result.scores,
-                correct,
-                num_bootstrap,
-                seed,
-                threshold=threshold,
-                groups=problems if by_problem else None,
-            ),  # fmt: skip
+            "ci": bootstrap_ci(result.scores, correct, num_bootstrap, seed, threshold=threshold, groups=units),
             "scores": result.scores,
             "texts": result.texts,
         }
@@ -370,15 +364,9 @@ def main(argv: list[str] | None = None) -> dict:
     tables, per_domain, rows = [], {}, []
     for domain, domain_rows in domains.items():  # math-only rollouts: one table, as before domains existed
         chosen = select(domain_rows, args.limit, args.seed)
-        results = calibrate(
-            judge,
-            chosen,
-            seed=args.seed,
-            num_bootstrap=args.bootstrap,
-            threshold=threshold,
-            level=args.level,
-            by_problem=args.bootstrap_unit == "problem",
-        )
+        by_problem = args.bootstrap_unit == "problem"
+        results = calibrate(judge, chosen, seed=args.seed, num_bootstrap=args.bootstrap, threshold=threshold,
+                            level=args.level, by_problem=by_problem)  # fmt: skip
         label = name if list(domains) == ["math"] else f"{name}, {domain}"
         tables.append(calibration_table(results, label))
         stem = "histogram" if len(domains) == 1 else f"histogram_{domain}"

@@ -16,16 +16,11 @@ Example output line (window 10):
 """
 
 import argparse
-import json
 import os
 
 from advantages import delta_advantages
+from analysis.behaviour import load_jsonl
 from judge import normalise, parse_score
-
-
-def read_jsonl(path: str) -> list[dict]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def sample_credit(sample: dict) -> tuple[bool, float | None, float | None, int | None]:
@@ -54,8 +49,8 @@ def mean(values: list) -> float:
 
 def shape(run_dir: str, window: int = 10) -> dict:
     """{"first": {...}, "last": {...}} over the first and last `window` steps of one Stage-I run."""
-    metrics = read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
-    samples = read_jsonl(os.path.join(run_dir, "judge_samples.jsonl"))
+    metrics = load_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+    samples = load_jsonl(os.path.join(run_dir, "judge_samples.jsonl"))
     last_step = max(r["step"] for r in metrics)
     out = {}
     for name, steps in (("first", range(1, window + 1)), ("last", range(last_step - window + 1, last_step + 1))):
