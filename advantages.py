@@ -96,12 +96,14 @@ def segment_spans(token_ids: list[int], tokenizer, delimiter: str = "###") -> li
     closes the segment (with whatever else that token carries). Occurrences are found left to right without overlap,
     as str.split would ("######" is two delimiters).
 
-    Example (the toy world's character-level tokenizer: "ab###c" is 4 tokens "a", "b", "###", "c"; "ab###" | "c"):
-        >>> from toy import build_tokenizer
-        >>> tokenizer = build_tokenizer()
-        >>> segment_spans(tokenizer("ab###c", add_special_tokens=False).input_ids, tokenizer)
+    Example (a stand-in tokenizer: anything with decode(ids) -> text; "ab###c" is 4 tokens "a", "b", "###", "c"):
+        >>> class Vocab:
+        ...     words = ["a", "b", "###", "c"]
+        ...     def decode(self, ids):
+        ...         return "".join(self.words[i] for i in ids)
+        >>> segment_spans([0, 1, 2, 3], Vocab())  # "ab###" | "c"
         [(0, 3), (3, 4)]
-        >>> segment_spans(tokenizer("abc", add_special_tokens=False).input_ids, tokenizer), segment_spans([], tokenizer)
+        >>> segment_spans([0, 1, 3], Vocab()), segment_spans([], Vocab())  # "abc": one segment; nothing: none
         ([(0, 3)], [])
     """
     if len(token_ids) == 0:

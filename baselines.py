@@ -19,10 +19,14 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm import tqdm
 
-import distributed
 import train_stage1
-from cli import check_flags, fail, parse_cli
-from common import (
+from config import Args, check_args
+from domains.problems import encode_prompts, policy_messages, question_text
+from domains.records import Problem
+from evaluate import evaluate, format_pass_at_k
+from grpo import token_logprobs
+from plumbing.cli import check_flags, fail, parse_cli
+from plumbing.common import (
     check_model_path,
     load_model,
     load_problem_set,
@@ -31,12 +35,9 @@ from common import (
     set_threads,
     write_json,
 )
-from config import Args, check_args
-from data import Problem, encode_prompts, policy_messages, question_text
-from evaluate import evaluate, format_pass_at_k
-from grpo import token_logprobs
-from logs import MetricsLog
+from plumbing.logs import MetricsLog
 from rollout import Rollout, to_batch
+from scale import distributed
 
 
 # ---------------------------------------------------------------------------------------------------- SFT

@@ -1,5 +1,6 @@
 """The command line of Stage I (and, by subclassing, Stage II and self-distillation): the Args dataclass, the paper
-preset, and the checks that stop a bad command line or input with one line before anything is loaded.
+preset, the checks that stop a bad command line or input with one line before anything is loaded, and what each
+--judge name builds (`build_judge`, the one place that imports the toy world's judges, lazily).
 
 Every field has a help string; defaults run the toy world; the paper's value is named where it differs.
 """
@@ -11,10 +12,9 @@ from dataclasses import dataclass
 import torch
 
 from advantages import PROCESS_MODES
-from cli import arg, check_flags, fail, parse_cli
-from common import check_model_path, load_problem_set
 from grpo import AGGREGATIONS, LossConfig
-from toy_judge import TOY_JUDGES
+from plumbing.cli import arg, check_flags, fail, parse_cli
+from plumbing.common import check_model_path, load_model, load_problem_set
 
 REWARDS = ("outcome", "process", "sparse", "self_distill")
 
@@ -333,9 +333,73 @@ def load_inputs(args: Args, teacher=None):
     )
     check_model_path(args.model, "--model")
     judged = args.reward in ("outcome", "process")
-    if judged and args.judge not in TOY_JUDGES and not args.judge.startswith(("http://", "https://")):
+    if judged and is_toy_judge(args.judge) and args.judge not in toy_judge_names():
+        fail(f"--judge {args.judge!r}: not a toy judge (one of {', '.join(toy_judge_names())})")
+    if judged and not is_toy_judge(args.judge) and not args.judge.startswith(("http://", "https://")):
         check_model_path(args.judge, "--judge")
     if judged and args.judge.startswith(("http://", "https://")):
         if importlib.util.find_spec("openai") is None:
             fail(f"--judge {args.judge}: an HTTP judge needs the openai client: pip install openai")
     return problems, eval_problems
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# What --judge builds
+
+
+def is_toy_judge(name: str) -> bool:
+    """'toy' and 'toy-*' name the toy world's stand-in judges (no model); anything else is a model or a server.
+
+    Example:
+        >>> is_toy_judge("toy-rubric"), is_toy_judge("http://localhost:8000/v1"), is_toy_judge("models/judge")
+        (True, False, False)
+    """
+    return name == "toy" or name.startswith("toy-")
+
+
+def toy_judge_names() -> tuple[str, ...]:
+    """The --judge names of the toy judges (toy/llm_like_judge.py); imports the toy world."""
+    from toy.llm_like_judge import TOY_JUDGES
+
+    return TOY_JUDGES
+
+
+def build_judge(
+    name: str,
+    error_rate: float = 0.0,
+    max_tokens: int = 2048,
+    served_model: str = "judge",
+    device: str = "cpu",
+    batch_size: int = 256,
+):
+    """--judge NAME -> a judge with score_outcome / score_process, the one place a judge is chosen (Stage I and
+    analysis.calibrate):
+
+    - 'toy', 'toy-v2', 'toy-rubric', 'toy-progress' -> the toy world's stand-in judges (toy/llm_like_judge.py), and
+      'toy-mixed' -> the mixed world's (toy/mixed_judges.py); error_rate is their error dial. The toy world is imported
+      here and nowhere else in the method;
+    - an http(s) URL -> judge.LLMJudge behind that OpenAI-compatible server (served_model: its --served-model-name),
+      the paper's layout with the judge on GPUs of its own;
+    - otherwise a save_pretrained judge model, greedy, on the HF engine (batch_size prompts per generate call).
+    """
+    if is_toy_judge(name):
+        if name == "toy-mixed":  # the mixed toy world (docs/toy-mixed.md): one stand-in judge per domain
+            from toy.mixed_judges import MixedJudge
+
+            return MixedJudge(error_rate)
+        from toy.llm_like_judge import build_toy_judge
+
+        return build_toy_judge(name, error_rate)
+    if error_rate:
+        raise ValueError("--judge_error_rate applies to the toy judges only")
+    from judge import LLMJudge
+
+    if name.startswith(("http://", "https://")):
+        from scale.openai_engine import OpenAIEngine
+
+        return LLMJudge(OpenAIEngine(name, served_model), max_tokens=max_tokens)
+    from rollout import HFSampler
+
+    model, tokenizer = load_model(name, device=device)
+    sampler = HFSampler(model, tokenizer, max_new_tokens=max_tokens, temperature=0.0, batch_size=batch_size)
+    return LLMJudge(sampler, tokenizer, max_tokens=max_tokens)

@@ -144,9 +144,9 @@ def evaluate(
     "truncated"} (and "domain" when not math; the question as the judge reads it, data.question_text): the fixed
     rollouts the analyses (analysis/) read.
     """
-    from answer import rule_rewards
-    from common import load_model, write_json  # imported here: pass_at_k above needs no torch
-    from data import policy_messages, question_text
+    from domains.problems import policy_messages, question_text
+    from domains.rule_rewards import rule_rewards
+    from plumbing.common import load_model, write_json  # imported here: pass_at_k above needs no torch
     from rollout import HFSampler, encode_prompts
 
     if isinstance(model, str):
@@ -218,7 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
     if argv and argv[0] in MOVED:
         print(f"evaluate.py: `{argv[0]}` moved: run `python -m {MOVED[argv[0]]} ...`", file=sys.stderr)
         raise SystemExit(2)
-    from common import ArgumentParser, check_flags, check_model_path, load_problem_set, seed_everything, set_threads
+    from plumbing.common import (
+        ArgumentParser,
+        check_flags,
+        check_model_path,
+        load_problem_set,
+        seed_everything,
+        set_threads,
+    )
 
     parser = ArgumentParser(
         description="pass@k of a checkpoint on a problem set (the analyses: python -m analysis.calibrate|injection|"

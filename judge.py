@@ -21,10 +21,10 @@ instructions"), so prompts fence it between BEGIN/END markers and tell the judge
 import re
 from dataclasses import dataclass
 
-from answer import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)
-from data import DOMAINS, encode_prompts
-from judge_domains import HEADINGS, SYSTEMS, process_level  # noqa: F401  (process_level re-exported: train_stage1)
-from openai_engine import OpenAIEngine  # noqa: F401  (re-exported: analysis/calibrate.py imports it from here)
+from domains.judge_texts import HEADINGS, SYSTEMS, process_level  # noqa: F401  (process_level re-exported: train_stage1)
+from domains.problems import encode_prompts
+from domains.records import DOMAINS
+from domains.rule_rewards import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Prompts (our own wording of docs/paper.md, "Outcome judge", "Process judge and Eq. 2")

@@ -3,14 +3,12 @@
 token_logprobs(model, input_ids, attention_mask, response_mask, micro_batch_size) -> log pi(y_t | x, y_<t), [B, L],
 in the batch layout of grpo.py (prompt left-padded to P, response right-padded; value at column t is about token t).
 Only response logits are ever computed. This file is the plain path: one forward per micro-batch and one logits
-tensor. Two exact fast paths sit behind the same call in logprobs_fast.py, each with its equivalence tests: prompt
+tensor. Two exact fast paths sit behind the same call in scale/logprobs_fast.py, each with its equivalence tests: prompt
 sharing (a GRPO group's prompt runs once; on by default; tests/test_grpo.py) and the chunked LM head for long responses
 (`chunk_size=k`: memory grows with tokens x hidden size, not x vocabulary; tests/test_chunked.py).
 """
 
 import torch
-
-from logprobs_fast import can_share_prompts, chunked_response_stats, shared_prompt_logits
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Log-probs of the sampled response tokens
@@ -34,14 +32,14 @@ def token_logprobs(
     response column of the micro-batch on, so no [B, L, V] tensor over the prompt is ever built. log p = gathered
     logit - logsumexp(logits), in float32. Rows are processed `micro_batch_size` at a time; the autograd graph is kept
     when grad is enabled. `temperature` divides the logits, so log-probs are those of the distribution the sampler
-    drew from (1.0 = the raw model). share_prompts turns on a fast path (logprobs_fast.py: a prompt repeated by
+    drew from (1.0 = the raw model). share_prompts turns on a fast path (scale/logprobs_fast.py: a prompt repeated by
     several rows runs once); the numbers are the same.
 
     With with_entropy=True also returns the per-token entropy H_t = -sum_v pi(v | .) log pi(v | .), [B, L].
 
     chunk_size=k (long responses): the [b, R, V] logits tensor is never built. The LM head runs over k response
     positions at a time and its backward recomputes each chunk's logits, so memory grows with tokens x hidden size,
-    not tokens x vocabulary (logprobs_fast.py). Same numbers to float rounding; None = one logits tensor.
+    not tokens x vocabulary (scale/logprobs_fast.py). Same numbers to float rounding; None = one logits tensor.
 
     Example: a 1-token response whose token has probability 0.25 under the model gives logprobs[0, P] = log 0.25.
     """
@@ -82,13 +80,15 @@ def _logprobs_one_micro_batch(
         raise ValueError("token_logprobs: a response token at column 0 has no prompt to be predicted from")
     # Positions as generate() assigns them under left padding: the first real token is position 0.
     position_ids = (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)  # [b, L]
+    if share_prompts or chunk_size is not None:  # the exact fast paths (scale/logprobs_fast.py), loaded when used
+        from scale.logprobs_fast import can_share_prompts, chunked_response_stats
     share = share_prompts and bool(in_response.any()) and can_share_prompts(model)
     keep = response_mask[:, p0:].bool()  # [b, L - p0]
     if chunk_size is None:
         logits = _response_logits(model, input_ids, attention_mask, position_ids, p0=p0, share_prompts=share)
         targets = input_ids[:, p0:]  # [b, L - p0]
         lp, h = response_stats(logits.float(), targets, keep, temperature=temperature, with_entropy=with_entropy)
-    else:  # long responses: the LM head k positions at a time, no [b, L - p0, V] tensor (logprobs_fast.py)
+    else:  # long responses: the LM head k positions at a time, no [b, L - p0, V] tensor (scale/logprobs_fast.py)
         lp, h = chunked_response_stats(
             model,
             input_ids,
@@ -125,8 +125,12 @@ def response_stats(logits, targets, keep, temperature, with_entropy):
 
 def _response_logits(model, input_ids, attention_mask, position_ids, p0: int, share_prompts: bool):
     """Logits predicting columns p0 .. L - 1 (the response tokens), [b, L - p0, V]."""
-    shared = shared_prompt_logits(model, input_ids, attention_mask, position_ids, p0=p0) if share_prompts else None
-    if shared is not None:  # fast path (logprobs_fast.py): each distinct prompt ran once, the responses on its cache
+    shared = None
+    if share_prompts:
+        from scale.logprobs_fast import shared_prompt_logits
+
+        shared = shared_prompt_logits(model, input_ids, attention_mask, position_ids, p0=p0)
+    if shared is not None:  # fast path: each distinct prompt ran once, the responses on its cache
         return shared
     # The token at column t is predicted by the logits at column t - 1, so columns p0 - 1 .. L - 2 are needed; the
     # model keeps the LAST k columns, i.e. p0 - 1 .. L - 1, and the final one (predicting past the end) is dropped.

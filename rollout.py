@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from data import encode_prompts  # noqa: F401  (re-exported: evaluate.evaluate, analysis/prefix_calibration.py)
-from logprobs_fast import prefill_distinct_prompts
+from domains.problems import encode_prompts  # noqa: F401  (re-exported: evaluate.evaluate, analysis/prefix_calibration.py)
 
 
 @dataclass
@@ -140,11 +139,11 @@ class HFSampler:
                 else {"do_sample": False}
             )
             input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-            shared = (
-                prefill_distinct_prompts(self.model, input_ids[:, :-1], attention_mask[:, :-1])
-                if self.share_prompts and input_ids.shape[1] > 1
-                else None
-            )
+            shared = None
+            if self.share_prompts and input_ids.shape[1] > 1:  # the fast path, scale/logprobs_fast.py: loaded when used
+                from scale.logprobs_fast import prefill_distinct_prompts
+
+                shared = prefill_distinct_prompts(self.model, input_ids[:, :-1], attention_mask[:, :-1])
             cache = shared[0] if shared else None  # None: generate reads every row's prompt itself
             out = self.model.generate(
                 input_ids=input_ids,

@@ -15,18 +15,17 @@ import json
 
 import torch
 
-import distributed
 from advantages import outcome_advantages, process_advantages, segment_spans, token_advantages
-from answer import rule_rewards
-from common import load_model, resolve_model_path, seed_everything, set_threads
-from config import Args, load_inputs, loss_config, parse_args
-from data import encode_prompts, policy_messages, question_text
+from config import Args, build_judge, load_inputs, loss_config, parse_args
+from domains.problems import encode_prompts, policy_messages, question_text
+from domains.rule_rewards import rule_rewards
 from grpo import LossConfig, grpo_step, token_logprobs
 from judge import JudgeResult, domain_kwargs, process_level, score_process_routed
-from judge_health import JudgeError, probe_judge
+from plumbing.common import load_model, resolve_model_path, seed_everything, set_threads
+from plumbing.judge_watch import JudgeError, probe_judge
+from plumbing.run import Run, StepRollouts
 from rollout import HFSampler, to_batch
-from run import Run, StepRollouts
-from toy_judge import TOY_JUDGES, build_toy_judge
+from scale import distributed
 
 
 def main(args: Args, teacher=None) -> dict:
@@ -67,31 +66,23 @@ def main(args: Args, teacher=None) -> dict:
         idx = step_prompts(order, step, args.prompts_per_step)
         rollouts = sampler.sample([prompt_ids[i] for i in idx], n=G)
         group_problems = [problems[i] for i in idx for _ in range(G)]  # the problem of each rollout
-        questions, references = [question_text(p) for p in group_problems], [p.reference for p in group_problems]
-        domains = domain_kwargs([p.domain for p in group_problems])  # {"domains": [...]} if not all math, else {}
         correct = rule_rewards(group_problems, [r.text for r in rollouts])  # 0/1: the answer, the letter or the tests
         truncated = [r.truncated for r in rollouts]
         run.lap("sample")
 
         # 2. judge and 3. advantages: one per segment (token span) of each response, then on each of its tokens
         if args.reward == "process":  # s_1..s_T: one score per prefix y_<=t (or per segment), Eq. 2 per segment
-            levels = [process_level(p) for p in group_problems]  # code, open-ended science: one outcome-level score
-            spans = process_spans(rollouts, levels, tokenizer, args.delimiter)
-            segments = decode_spans(tokenizer, rollouts, spans)
-            judged = score_process_routed(judge, questions, references, segments, levels, args.process_view, **domains)
+            spans, judged, levels = judge_prefixes(judge, group_problems, rollouts, tokenizer, args)
             advantages, keep = process_advantages(judged.scores, truncated, G, args.advantage, levels)
         elif args.reward in ("outcome", "sparse"):  # one score per response: the judge's, or the 0/1 final answer
             spans = [[(0, len(r.response_ids))] for r in rollouts]
-            texts, no_text = [r.text for r in rollouts], [""] * len(rollouts)
             judged = (
-                judge.score_outcome(questions, references, texts, **domains) if judge else JudgeResult(correct, no_text)
+                judge_outcomes(judge, group_problems, rollouts) if judge else JudgeResult(correct, [""] * len(rollouts))
             )
             advantages, keep = outcome_advantages(judged.scores, truncated, G, args.scale_advantages)
             advantages = [[a] for a in advantages]  # (s - group mean) / (group std + eps), on every token
-        else:  # self_distill: the reference-conditioned teacher's per-token signal A_t = -d_t, no judge
-            spans = [[(t, t + 1) for t in range(len(r.response_ids))] for r in rollouts]  # one span per token
-            advantages, signal = teacher(policy, group_problems, rollouts)
-            judged, keep = JudgeResult([signal] * len(rollouts), [""] * len(rollouts)), [True] * len(rollouts)
+        else:  # self_distill (baselines.py): a reference-conditioned teacher's per-token signal, no judge
+            spans, advantages, judged, keep = teacher_signal(teacher, policy, group_problems, rollouts)
         run.check_judge(step, judged, judge)  # no score for --judge_patience steps: checkpoint, then stop
         per_token = [token_advantages(sp, a, len(r.response_ids)) for r, sp, a in zip(rollouts, spans, advantages)]
         run.lap("judge")
@@ -123,44 +114,27 @@ def main(args: Args, teacher=None) -> dict:
 
 
 def make_judge(args: Args):
-    """The judge of --reward outcome|process, probed with one request (judge_health.probe_judge: a dead or mute judge
-    stops the run here, before step 1); None for the other rewards."""
+    """The judge of --reward outcome|process (config.build_judge: a toy judge, a judge model, or a judge server),
+    probed with one request (plumbing/judge_watch.py: a dead or mute judge stops the run here, before step 1); None for
+    the other rewards."""
     if args.reward not in ("outcome", "process"):
         return None
-    judge = build_judge(args)
+    judge = build_judge(
+        args.judge,
+        args.judge_error_rate,
+        max_tokens=args.judge_max_tokens,
+        served_model=args.judge_model,
+        device=args.device,
+    )
     probe_judge(judge, args.judge)
     return judge
-
-
-def build_judge(args: Args):
-    """'toy', 'toy-rubric', 'toy-progress' -> a toy judge (toy_judge.build_toy_judge), 'toy-mixed' -> the mixed world's
-    judge (toy_mixed_judge.MixedJudge); an http(s)
-    URL -> an LLM judge (judge.py) behind that OpenAI-compatible server; otherwise an LLM judge on the HF engine (a
-    frozen model of its own)."""
-    if args.judge == "toy-mixed":  # the mixed toy world (docs/toy-mixed.md): one stand-in judge per domain
-        from toy_mixed_judge import MixedJudge
-
-        return MixedJudge(args.judge_error_rate)
-    if args.judge in TOY_JUDGES:
-        return build_toy_judge(args.judge, args.judge_error_rate)
-    from judge import LLMJudge
-    from openai_engine import OpenAIEngine
-
-    if args.judge.startswith(("http://", "https://")):  # the paper's layout: the judge served on its own GPUs
-        return LLMJudge(OpenAIEngine(args.judge, args.judge_model), max_tokens=args.judge_max_tokens)
-    judge_model, judge_tokenizer = load_model(args.judge, device=args.device)
-    return LLMJudge(
-        HFSampler(judge_model, judge_tokenizer, max_new_tokens=args.judge_max_tokens, temperature=0.0),
-        judge_tokenizer,
-        max_tokens=args.judge_max_tokens,
-    )
 
 
 def make_sampler(args: Args, policy, tokenizer):
     """The rollout engine: HF generate on the training model itself, or a vLLM engine fed by sync_weights."""
     if args.engine == "hf":
         return HFSampler(policy, tokenizer, max_new_tokens=args.max_new_tokens, temperature=args.temperature)
-    from vllm_engine import VLLMSampler
+    from scale.vllm_engine import VLLMSampler
 
     return VLLMSampler(
         resolve_model_path(args.model),
@@ -185,6 +159,37 @@ def step_prompts(order: list[int], step: int, n: int) -> list[int]:
     """This step's n prompts, cycling through the data order; under torchrun this rank's contiguous block of whole
     groups (distributed.shard)."""
     return distributed.shard([order[((step - 1) * n + j) % len(order)] for j in range(n)])
+
+
+def judge_outcomes(judge, problems, rollouts) -> JudgeResult:
+    """ExpRL-Outcome's judge call: one score per whole response, the judge reading the question and the hidden
+    reference (docs/paper.md, "Outcome judge")."""
+    questions, references = [question_text(p) for p in problems], [p.reference for p in problems]
+    domains = domain_kwargs([p.domain for p in problems])  # {"domains": [...]} if not all math, else {}
+    return judge.score_outcome(questions, references, [r.text for r in rollouts], **domains)
+
+
+def judge_prefixes(judge, problems, rollouts, tokenizer, args: Args):
+    """ExpRL-Process's judge call (docs/paper.md, "Process judge and Eq. 2"): each response cut at --delimiter into
+    segments, one score per prefix y_<=t. In a batch mixing domains, code and open-ended science rows get one
+    outcome-level score instead (judge.process_level). Returns (the segments' token spans, JudgeResult, levels)."""
+    levels = [process_level(p) for p in problems]
+    spans = process_spans(rollouts, levels, tokenizer, args.delimiter)
+    segments = decode_spans(tokenizer, rollouts, spans)
+    questions, references = [question_text(p) for p in problems], [p.reference for p in problems]
+    domains = domain_kwargs([p.domain for p in problems])
+    judged = score_process_routed(judge, questions, references, segments, levels, args.process_view, **domains)
+    return spans, judged, levels
+
+
+def teacher_signal(teacher, policy, problems, rollouts):
+    """The self-distillation baseline's step 2-3 (baselines.py): the teacher's per-token advantages A_t = -d_t on
+    one-token spans, its mean signal logged where a judge score would be. Returns (spans, advantages, JudgeResult,
+    keep)."""
+    spans = [[(t, t + 1) for t in range(len(r.response_ids))] for r in rollouts]  # one span per token
+    advantages, signal = teacher(policy, problems, rollouts)
+    judged = JudgeResult([signal] * len(rollouts), [""] * len(rollouts))
+    return spans, advantages, judged, [True] * len(rollouts)
 
 
 def process_spans(rollouts, levels: list[str], tokenizer, delimiter: str) -> list[list[tuple[int, int]]]:

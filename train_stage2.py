@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass, field
 
 import config
-import distributed
 import train_stage1
-from cli import fail, parse_cli
+from plumbing.cli import fail, parse_cli
+from scale import distributed
 
 
 @dataclass

@@ -14,7 +14,7 @@ labels are not meaningful.
 import json
 import os
 
-from cli import ArgumentParser
+from plumbing.cli import ArgumentParser
 
 # name -> (kind, the one-line rule the annotator is given); counts are integers >= 0, flags 0/1.
 BEHAVIOURS = {
@@ -241,7 +241,7 @@ def toy_behaviours(question: str, text: str) -> dict[str, int]:
         >>> toy_behaviours("47 +8 *2", "47+8=55###55*2=112###55*2=110###\\boxed{110}")["self_correction"]
         1
     """
-    from toy import EQUATION, intermediate_values, parse_question
+    from toy.world import EQUATION, intermediate_values, parse_question
 
     try:
         start, ops = parse_question(question)
@@ -285,7 +285,7 @@ def annotate_main(argv: list[str]) -> list[dict]:
     parser.add_argument("--out", required=True, help="annotation JSONL to write")
     args = parser.parse_args(argv)
     from analysis.calibrate import build_judge, load_rollouts
-    from common import set_threads
+    from plumbing.common import set_threads
 
     set_threads(args.threads)
     rows = load_rollouts(args.rollouts, args.limit or None)
@@ -327,7 +327,7 @@ def compare_main(argv: list[str]) -> dict:
     )
     os.makedirs(args.out, exist_ok=True)
     plot_comparison(result, os.path.join(args.out, "comparison.png"), f"{args.names[1]} vs {args.names[0]}")
-    from common import write_report
+    from plumbing.common import write_report
 
     write_report(args.out, "comparison", result, table)
     return result

@@ -46,8 +46,8 @@ import random
 
 from analysis.calibration_report import calibration_table, percent, percent_ci, plot_histograms  # noqa: F401
 from analysis.prefix_calibration import plot_prefix_calibration, prefix_calibration, split_segments
-from cli import ArgumentParser, check_flags, fail
 from judge import JudgeResult, domain_kwargs
+from plumbing.cli import ArgumentParser, check_flags, fail
 
 THRESHOLD = 0.75  # a 1-5 score >= 4, normalised by (N - 1) / 4
 CONDITIONS = ("reference", "no_reference", "wrong_reference")
@@ -178,29 +178,10 @@ def _quantile(values: list[float], q: float) -> float:
 
 # ------------------------------------------------------------------------------------------------- judging
 def build_judge(spec: str, max_tokens: int = 256, served_model: str = "", batch_size: int = 16, error_rate: float = 0):
-    """'toy', 'toy-rubric', 'toy-progress' -> toy_judge.build_toy_judge(spec, error_rate); 'http(s)://...' ->
-    LLMJudge on an OpenAI-compatible endpoint (served_model names the model); anything else -> a save_pretrained
-    directory on the HF engine (greedy, max_tokens new tokens)."""
-    from toy_judge import TOY_JUDGES, build_toy_judge
+    """The judge of --judge SPEC, built where Stage I builds it (config.build_judge), with this tool's defaults."""
+    from config import build_judge as judge_of
 
-    if spec in TOY_JUDGES:
-        return build_toy_judge(spec, error_rate)
-    if error_rate:
-        raise ValueError("--judge_error_rate applies to the toy judges only")
-    from judge import LLMJudge
-    from openai_engine import OpenAIEngine
-
-    if spec.startswith(("http://", "https://")):
-        return LLMJudge(OpenAIEngine(spec, served_model), max_tokens=max_tokens)
-    from common import load_model
-    from rollout import HFSampler
-
-    model, tokenizer = load_model(spec)
-    return LLMJudge(
-        HFSampler(model, tokenizer, max_new_tokens=max_tokens, temperature=0.0, batch_size=batch_size),
-        tokenizer,
-        max_tokens=max_tokens,
-    )
+    return judge_of(spec, error_rate, max_tokens=max_tokens, served_model=served_model, batch_size=batch_size)
 
 
 def score_condition(judge, rows: list[dict], condition: str, seed: int = 0, level: str = "outcome"):
@@ -348,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     rules = [("bootstrap", args.bootstrap >= 1, ">= 1"), ("min_score", 1 <= args.min_score <= 5, "in 1..5"),
              ("k", args.k >= 1, ">= 1"), ("process_limit", args.process_limit >= 0, ">= 0")]  # fmt: skip
     check_flags(args, rules)
-    from common import seed_everything, set_threads, write_report
+    from plumbing.common import seed_everything, set_threads, write_report
 
     set_threads(args.threads)
     seed_everything(args.seed)
@@ -388,7 +369,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         report["domains"] = per_domain
     if args.process_model:
-        from common import load_model
+        from plumbing.common import load_model
 
         policy, tokenizer = load_model(args.process_model)
         prefix_rows = select(rows, args.process_limit, args.seed)

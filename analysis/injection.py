@@ -12,8 +12,8 @@ import os
 import random
 
 from analysis.calibrate import THRESHOLD, add_judge_args, build_judge, check_judge_args, load_rollouts, percent
-from cli import ArgumentParser
 from judge import _SCORE_LINE, _SCORE_VALUE, OUTCOME_SYSTEM, UNTRUSTED_RULE, JudgeResult, normalise
+from plumbing.cli import ArgumentParser
 
 
 def naive_outcome_prompt(question: str, reference: str, response: str) -> list[dict[str, str]]:
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     add_judge_args(parser)
     args = parser.parse_args(argv)
     check_judge_args(args)
-    from common import seed_everything, set_threads, write_report
+    from plumbing.common import seed_everything, set_threads, write_report
 
     set_threads(args.threads)
     seed_everything(args.seed)

@@ -17,8 +17,8 @@ import os
 import time
 
 from analysis.calibrate import rates, wrong_references
-from toy_mixed import DOMAINS, grade
-from toy_mixed_judge import CodeJudge, MixedJudge  # noqa: F401 (CodeJudge: the example)
+from toy.mixed_judges import CodeJudge, MixedJudge  # noqa: F401 (CodeJudge: the example)
+from toy.mixed_world import DOMAINS, grade
 
 CONDITIONS = ("correct_reference", "no_reference", "wrong_reference")
 
@@ -26,8 +26,8 @@ CONDITIONS = ("correct_reference", "no_reference", "wrong_reference")
 def sample_rollouts(model: str, data: list[str], ns: list[int], temperature: float, seed: int, path: str) -> list[dict]:
     """ns[i] rollouts per problem of data[i], graded by the rule-based reward, written to `path` as JSONL rows
     {"id", "domain", "question", "reference", "response", "correct"}."""
-    from common import load_model, seed_everything
-    from data import encode_prompts, load_problems, policy_messages
+    from domains.problems import encode_prompts, load_problems, policy_messages
+    from plumbing.common import load_model, seed_everything
     from rollout import HFSampler
 
     if len(data) != len(ns):
@@ -99,7 +99,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from common import set_threads, write_json
+    from plumbing.common import set_threads, write_json
 
     parser = argparse.ArgumentParser(description="misplacement per domain of the mixed toy judge")
     parser.add_argument("--model", default="toy_mixed_base", help="the policy whose rollouts are judged")

@@ -10,7 +10,7 @@ exists only for process rewards; KL to the base only with --kl_coef > 0) is simp
 import json
 import os
 
-from cli import ArgumentParser
+from plumbing.cli import ArgumentParser
 
 # metrics.jsonl column -> panel title
 PANELS = {

@@ -47,7 +47,7 @@ def prefix_calibration(
     Returns {"pairs": [(s_t, success)], "pearson", "by_score": {s: [mean success, count]}}.
     """
     from advantages import segment_spans
-    from data import encode_prompts, policy_messages
+    from domains.problems import encode_prompts, policy_messages
     from judge import answer_reward
     from rollout import HFSampler
 

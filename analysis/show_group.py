@@ -17,7 +17,7 @@ import html
 import json
 import os
 
-from cli import ArgumentParser
+from plumbing.cli import ArgumentParser
 
 POSITIVE = (0x30, 0x40, 0xD0)  # full blue: A_t = +scale
 NEGATIVE = (0xD0, 0x40, 0x30)  # full red: A_t = -scale (POSITIVE mirrored)

@@ -16,7 +16,7 @@ import argparse
 import json
 import os
 
-from toy_reading import apply_op, equations, question_steps
+from toy.reading import apply_op, equations, question_steps
 
 
 def is_sound(question: str, response: str) -> bool:

@@ -83,8 +83,8 @@ def random_batch(prompt: int, response: int, vocab: int, device: str) -> dict:
 def measure(shape, tokens: list[int], chunks: list[int], prompt: int, device: str = "cuda", lr: float = 1e-6):
     """One row per (response tokens, chunk size): measured peak (0 on a CPU) and time, predicted peak (GB = 1e9 B).
     Joins (or starts) a process group; the caller destroys it."""
-    import distributed
     from grpo import LossConfig, grpo_step
+    from scale import distributed
     from scripts.memory_budget import budget
 
     cuda = device == "cuda"

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import HfArgumentParser
 
-from common import REPO, TOY_DATA, write_json
+from plumbing.common import REPO, write_json
 from scripts import reproduce
 from scripts.reproduce import chain, cli_diff, is_done, mine, run, run_chain
 from scripts.reproduce_report import LABELS as METHOD_LABELS
 from scripts.reproduce_report import final_eval
+from toy import TOY_DATA
 
 LABELS = {m: METHOD_LABELS[m] for m in ("outcome", "process")} | {"sparse": METHOD_LABELS["sparse"] + " (no judge)"}
 LEVEL = {"outcome": "outcome", "process": "process"}  # the calibration level that measures each method's judge

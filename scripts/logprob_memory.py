@@ -106,8 +106,8 @@ def toy_step(args) -> str:
     """Median CPU seconds of one grpo_step on a toy-sized batch per chunk size (see the module docstring)."""
     import torch
 
-    from common import load_model
     from grpo import LossConfig, grpo_step
+    from plumbing.common import load_model
 
     torch.set_num_threads(args.threads)
     model, _ = load_model("toy")

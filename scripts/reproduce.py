@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser
 
-from common import REPO, TOY_DATA, write_json
+from plumbing.common import REPO, write_json
 from scripts.reproduce_report import LABELS, report
+from toy import TOY_DATA
 
 STAGE1 = {  # method -> its Stage-I command (None = no Stage I); the tables' labels are reproduce_report.LABELS
     "base": None,

@@ -22,8 +22,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from answer import CODE_HEADER, code_rewards
-from sandbox import run_program
+from domains.rule_rewards import CODE_HEADER, code_rewards
+from domains.sandbox import run_program
 
 PROGRAM = "n = int(input())\nvalues = list(map(int, input().split()))\nprint(sum(values), max(values))\n"
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 from transformers import HfArgumentParser
 
-from common import REPO, write_json
+from plumbing.common import REPO, write_json
 from scripts.reproduce import cli_diff, is_done, run
 from scripts.table4_report import report
 

@@ -12,9 +12,9 @@ import argparse
 import json
 import os
 
-from common import write_json
-from data import load_problems
+from domains.problems import load_problems
 from evaluate import pass_at_k
+from plumbing.common import write_json
 from scripts.reproduce_report import final_eval, mean_std
 
 LABELS = {  # method -> its row label (scripts/table4.py runs them)

@@ -8,8 +8,8 @@ import zlib
 
 import pytest
 
-import answer
-from answer import (
+from domains import rule_rewards
+from domains.rule_rewards import (
     choice_reward,
     code_reward,
     code_rewards,
@@ -118,7 +118,7 @@ def test_decode_tests_refuses_pickles_that_would_run_code(tmp_path, monkeypatch)
         decode_tests(stored)
     assert not target.exists()
     bomb = base64.b64encode(zlib.compress(pickle.dumps("[]" + " " * 10_000))).decode()
-    monkeypatch.setattr(answer, "MAX_TESTS_BYTES", 1000)
+    monkeypatch.setattr(rule_rewards, "MAX_TESTS_BYTES", 1000)
     with pytest.raises(ValueError, match="decompressed"):
         decode_tests(bomb)
 

@@ -9,7 +9,7 @@ from analysis.calibrate import bootstrap_ci, rates, wrong_references
 from analysis.calibrate import calibrate as run_calibration
 from analysis.injection import INJECTIONS, inject, naive_outcome_prompt, naive_parse_score
 from judge import BEGIN_MARK, END_MARK, OUTCOME_SYSTEM, UNTRUSTED_RULE, LLMJudge, outcome_prompt, parse_score
-from toy import CheckpointJudge, RubricJudge
+from toy.world import CheckpointJudge, RubricJudge
 
 # --- rates ------------------------------------------------------------------------------------------------------------
 
@@ -255,7 +255,7 @@ def test_calibrate_and_inject_commands(tmp_path, monkeypatch):
 
 
 def test_prefix_calibration_on_the_toy_base(tmp_path):
-    from common import load_model, seed_everything
+    from plumbing.common import load_model, seed_everything
 
     seed_everything(0)
     policy, tokenizer = load_model("toy")
@@ -274,8 +274,8 @@ def test_prefix_calibration_on_the_toy_base(tmp_path):
 
 
 def test_evaluate_writes_rollouts_for_calibration(tmp_path):
-    from common import load_problem_set, seed_everything
     from evaluate import evaluate
+    from plumbing.common import load_problem_set, seed_everything
 
     seed_everything(0)
     problems = load_problem_set("toy_data/easy.jsonl", limit=2)

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from common import REPO
+from plumbing.common import REPO
 from train_stage1 import Args, main, parse_args
 
 

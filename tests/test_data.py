@@ -3,7 +3,8 @@ import os
 
 import pytest
 
-from data import SYSTEM_PROMPT, DataError, Problem, load_problems, mine_hard, policy_messages, save_problems
+from domains.problems import SYSTEM_PROMPT, load_problems, mine_hard, policy_messages, save_problems
+from domains.records import DataError, Problem
 
 PROBLEMS = [
     Problem(id="p0", question="What is 2+3?", reference="Add: 2+3 = 5.", answer="5"),

@@ -14,11 +14,11 @@ import sys
 import pytest
 import torch
 
-import distributed
-import toy
-from common import REPO
-from data import save_problems
+from domains.problems import save_problems
+from plumbing.common import REPO
 from rollout import Rollout
+from scale import distributed
+from toy import world
 from train_stage1 import Args, build_batch, update_policy
 
 ROWS, GROUP, MICRO = 8, 4, 2  # two groups of 4 rollouts: one group per rank; micro-batches of 2 rows
@@ -38,8 +38,8 @@ def fixed_rollouts() -> tuple[list[Rollout], list[torch.Tensor], list[bool]]:
 
 
 def tiny_model():
-    tokenizer = toy.build_tokenizer()
-    return toy.build_tiny_model(tokenizer, hidden_size=64, num_layers=2, seed=0), tokenizer
+    tokenizer = world.build_tokenizer()
+    return world.build_tiny_model(tokenizer, hidden_size=64, num_layers=2, seed=0), tokenizer
 
 
 def fixed_args() -> Args:
@@ -51,7 +51,7 @@ def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, 
     (AdamW's first step would hide a wrong gradient scale). Returns (full weights or {} off rank 0, metrics)."""
     model, tokenizer = tiny_model()
     ref = distributed.wrap_model(
-        toy.build_tiny_model(tokenizer, 64, 2, seed=1).requires_grad_(False), mode, trainable=False
+        world.build_tiny_model(tokenizer, 64, 2, seed=1).requires_grad_(False), mode, trainable=False
     )
     model = distributed.wrap_model(model, mode)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -116,7 +116,7 @@ def fsdp_checkpoint_round_trip(out: str) -> bool:
     distributed.load_full_state_dict, as --resume does), take one more step with all: True when they end identical."""
     from transformers import AutoModelForCausalLM
 
-    from checkpoint import save_training_checkpoint
+    from plumbing.checkpoint import save_training_checkpoint
 
     x = torch.randint(5, 90, (2, 12), generator=torch.Generator().manual_seed(distributed.rank()))  # [2, 12]
 
@@ -150,7 +150,8 @@ WORKER = """
 import json, os, sys, torch
 sys.path.insert(0, {repo!r})
 torch.set_num_threads(1)
-import distributed, train_stage1
+import train_stage1
+from scale import distributed
 from tests.test_distributed import chunked_update, fixed_batch_update, fsdp_checkpoint_round_trip
 distributed.init()
 rank, world, out = distributed.rank(), distributed.world_size(), {out!r}
@@ -189,7 +190,7 @@ distributed.cleanup()
 def torchrun_outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     data = out / "hard.jsonl"
-    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(data))
+    save_problems(world.make_toy_problems(4, 8, 8, seed=11), str(data))
     (out / "worker.py").write_text(WORKER.format(repo=REPO, out=str(out), data=str(data)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
@@ -300,8 +301,9 @@ def test_shard_and_reduce_metrics_in_one_process():
 def test_judge_as_an_http_endpoint(monkeypatch):
     """The 6 + 2 GPU layout: --judge http://host:port/v1 --judge_model NAME reaches the judge server through
     openai_engine.OpenAIEngine (replaced here by a stand-in: the openai client is not installed in this environment)."""
-    import openai_engine
-    from train_stage1 import build_judge, parse_args
+    from config import build_judge
+    from scale import openai_engine
+    from train_stage1 import parse_args
 
     class FakeEngine:
         def __init__(self, base_url, model):
@@ -312,7 +314,7 @@ def test_judge_as_an_http_endpoint(monkeypatch):
 
     monkeypatch.setattr(openai_engine, "OpenAIEngine", FakeEngine)
     args = parse_args(["--judge", "http://10.0.0.7:8000/v1", "--judge_model", "qwen-judge", "--judge_max_tokens", "64"])
-    llm_judge = build_judge(args)
+    llm_judge = build_judge(args.judge, max_tokens=args.judge_max_tokens, served_model=args.judge_model)
     assert (llm_judge.engine.base_url, llm_judge.engine.model, llm_judge.max_tokens) == (
         "http://10.0.0.7:8000/v1",
         "qwen-judge",

@@ -101,7 +101,7 @@ def test_committed_dial_table_matches_its_logs():
     reproduction's run directory."""
     import glob
 
-    from common import REPO
+    from plumbing.common import REPO
 
     out = os.path.join(REPO, "results", "reproduce")
     text = open(os.path.join(out, "judge_dial.md")).read()

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from judge import JudgeResult, LLMJudge
-from judge_health import PROBE_RETRIES, JudgeError, JudgeMonitor, probe_judge
-from openai_engine import OpenAIEngine
+from plumbing.judge_watch import PROBE_RETRIES, JudgeError, JudgeMonitor, probe_judge
+from scale.openai_engine import OpenAIEngine
 
 SERVED_MODEL = "judge"
 HEALTHY_ANSWER = "Reasoning: ok.\nScore: 4"
@@ -223,13 +223,13 @@ def test_probe_raises_when_nothing_listens():
 def test_probe_on_the_toy_judge_and_on_an_untrained_hf_judge():
     import torch
 
-    import toy
     from rollout import HFSampler
+    from toy import world
 
-    probe_judge(toy.CheckpointJudge(), "toy")  # the toy judge parses the probe sample
+    probe_judge(world.CheckpointJudge(), "toy")  # the toy judge parses the probe sample
     torch.manual_seed(0)
-    tok = toy.build_tokenizer()
-    model = toy.build_tiny_model(tok, hidden_size=64, num_layers=1)
+    tok = world.build_tokenizer()
+    model = world.build_tiny_model(tok, hidden_size=64, num_layers=1)
     with pytest.raises(JudgeError, match="judge tiny-model answered the probe without a parseable score: '"):
         probe_judge(LLMJudge(HFSampler(model, tok), tok, max_tokens=6), "tiny-model")
 
@@ -376,7 +376,7 @@ def test_mute_judge_stops_before_training(judge_server, tiny_args, tmp_path):
 def test_down_judge_stops_the_script_with_one_line_and_no_traceback(tiny_problems, tmp_path):
     import subprocess
 
-    from common import REPO
+    from plumbing.common import REPO
 
     url = closed_port_url()
     out = subprocess.run(

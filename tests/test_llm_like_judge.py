@@ -4,8 +4,8 @@ of the same problem, and a slip late in a long response is missed more often tha
 
 import pytest
 
-import toy
-from toy_judge import LLMLikeJudge
+from toy import world
+from toy.llm_like_judge import LLMLikeJudge
 
 # 27 *2 +34 +65 -62: path 27 -> 54 -> 88 -> 153 -> 91; the reference states 88 (after step 2) and 91 (after step 4)
 QUESTION = "27 *2 +34 +65 -62"
@@ -104,14 +104,14 @@ def late_slips(num_problems: int, at: int) -> tuple[list[str], list[str]]:
     """References and responses of fresh 8-step problems where only step `at`'s operand is misread (valid
     arithmetic carried to a wrong answer)."""
     refs, responses = [], []
-    for p in toy.make_toy_problems(num_problems, 8, 8, seed=123):
-        start, ops = toy.parse_question(p.question)
+    for p in world.make_toy_problems(num_problems, 8, 8, seed=123):
+        start, ops = world.parse_question(p.question)
         op, a = ops[at]
         ops[at] = (op, a + 1 if op != "*" else 2)
         if op == "*":  # doubling has no operand to misread: subtract 1 more instead
             ops[at] = ("-", 3)
         refs.append(p.reference)
-        responses.append(toy.model_solution(start, ops))
+        responses.append(world.model_solution(start, ops))
     return refs, responses
 
 
@@ -134,8 +134,8 @@ def test_a_wrong_response_can_outscore_a_correct_one_of_the_same_problem():
     judge = LLMLikeJudge()  # the default
     n = 300
     refs, slips = late_slips(n, 7)
-    problems = toy.make_toy_problems(n, 8, 8, seed=123)
-    solutions = [toy.model_solution(*toy.parse_question(p.question)) for p in problems]
+    problems = world.make_toy_problems(n, 8, 8, seed=123)
+    solutions = [world.model_solution(*world.parse_question(p.question)) for p in problems]
     right = judge.score_outcome([""] * n, refs, solutions).scores
     wrong = judge.score_outcome([""] * n, refs, slips).scores
     inverted = sum(w > r for w, r in zip(wrong, right)) / n
@@ -181,7 +181,7 @@ def test_without_a_reference_the_judge_counts_the_steps():
 
 def test_the_second_version_is_a_named_variant():
     # --judge toy-v2: no answer anchoring and no step count (the settings of results/reproduce-llm-like-v2)
-    from toy_judge import SECOND_VERSION, build_toy_judge
+    from toy.llm_like_judge import SECOND_VERSION, build_toy_judge
 
     v2, today = build_toy_judge("toy-v2"), build_toy_judge("toy")
     assert (

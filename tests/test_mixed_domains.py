@@ -7,18 +7,17 @@ import os
 
 import pytest
 
-import sandbox
-from answer import decode_tests, rule_reward
-from data import (
+from domains import sandbox
+from domains.problems import (
     CHOICE_PROMPT,
     CODE_PROMPT_FUNCTION,
     CODE_PROMPT_STDIN,
     SYSTEM_PROMPT,
-    DataError,
-    Problem,
     load_problems,
     policy_messages,
 )
+from domains.records import DataError, Problem
+from domains.rule_rewards import decode_tests, rule_reward
 from judge import (
     NO_REFERENCE_SYSTEM,
     OUTCOME_SYSTEM,
@@ -88,7 +87,7 @@ def test_gpqa_options_shuffled_by_a_seeded_rng():
         | {f"Incorrect Answer {j}": f"no{j}" for j in (1, 2, 3)}
         for i in range(24)
     ]
-    from layouts import from_gpqa
+    from domains.benchmarks import from_gpqa
 
     letters = {from_gpqa(row, "row")["answer"] for row in rows}
     assert letters == {"A", "B", "C", "D"}
@@ -161,8 +160,8 @@ def test_code_rows_need_no_answer_and_evaluation_rows_no_reference(tmp_path):
 
 
 def test_stage1_refuses_a_set_without_references_naming_file_and_line(capsys):
-    from cli import UsageError
     from config import Args, load_inputs
+    from plumbing.cli import UsageError
 
     with pytest.raises(UsageError):
         load_inputs(Args(train_data=LCB, eval_data="", reward="outcome"))

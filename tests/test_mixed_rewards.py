@@ -7,8 +7,9 @@ import json
 import pytest
 
 from advantages import process_advantages
-from answer import rule_rewards
-from data import Problem, question_text
+from domains.problems import question_text
+from domains.records import Problem
+from domains.rule_rewards import rule_rewards
 from judge import JudgeResult, LLMJudge, process_level, score_process_routed
 from tests.test_mixed_domains import GPQA, LCB, OLYMPIAD, SCIKNOWEVAL, load, needs_sandbox
 
@@ -88,18 +89,18 @@ def test_outcome_level_groups_get_group_normalised_advantages_in_a_process_run()
 
 
 def test_stage1_process_step_on_a_mixed_batch_routes_rows(tmp_path, tiny_args, monkeypatch):
-    import toy
     import train_stage1
-    from data import save_problems
+    from domains.problems import save_problems
+    from toy import world
 
-    math = toy.make_toy_problems(2, 8, 8, seed=11)
+    math = world.make_toy_problems(2, 8, 8, seed=11)
     mcq = Problem("mcq", "Which is larger?", "2 > 1, so B.", "B", "science", ("1", "2"))
     tests = json.dumps({"inputs": ["1\n"], "outputs": ["1\n"]})
     code = Problem("code", "Echo the input.", "print(input())", "", "code", tests=tests)
     path = str(tmp_path / "mixed.jsonl")
     save_problems(math + [mcq, code], path)
     judge = DomainJudge()
-    monkeypatch.setattr(train_stage1, "build_judge", lambda args: judge)
+    monkeypatch.setattr(train_stage1, "build_judge", lambda *args, **kwargs: judge)
     args = tiny_args(
         train_data=path, reward="process", prompts_per_step=4, group_size=2, output_dir=str(tmp_path / "r")
     )

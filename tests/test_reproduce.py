@@ -153,7 +153,7 @@ COMMITTED = ["reproduce", "reproduce-llm-like-v2", "reproduce-llm-like-v1", "rep
 def test_committed_reproduction_table_matches_its_logs(name):
     """results/<name>/results.md, recomputed here without the report code: each cell of the first pass@1 column is
     the mean and sample std over seeds of the runs' own pass_at_k.json."""
-    from common import REPO
+    from plumbing.common import REPO
 
     committed = os.path.join(REPO, "results", name)
     config = json.load(open(os.path.join(committed, "config.json")))

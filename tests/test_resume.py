@@ -10,17 +10,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import toy
-from checkpoint import latest_checkpoint
-from common import TOY_BASE, load_model, save_checkpoint
-from data import save_problems
+from domains.problems import save_problems
+from plumbing.checkpoint import latest_checkpoint
+from plumbing.common import load_model, save_checkpoint
+from toy import TOY_BASE, world
 from train_stage1 import main
 
 
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "hard.jsonl"
-    save_problems(toy.make_toy_problems(6, 8, 8, seed=11), str(path))
+    save_problems(world.make_toy_problems(6, 8, 8, seed=11), str(path))
     return str(path)
 
 

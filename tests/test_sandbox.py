@@ -13,8 +13,8 @@ import threading
 
 import pytest
 
-import sandbox
-from sandbox import SandboxUnavailable, run_program
+from domains import sandbox
+from domains.sandbox import SandboxUnavailable, run_program
 
 
 @pytest.fixture
@@ -300,7 +300,7 @@ def test_no_process_outlives_the_call():
     helper = f"""
         import ctypes, os, sys
         sys.path.insert(0, {os.path.dirname(os.path.abspath(sandbox.__file__))!r})
-        import sandbox
+        from domains import sandbox
         ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
         programs = [
             "import threading, time\\nthreading.Thread(target=time.sleep, args=(60,)).start()",
@@ -346,7 +346,7 @@ def test_refusal_on_a_kernel_without_user_namespaces(tmp_path):
     helper = f"""
         import ctypes, os, struct, sys
         sys.path.insert(0, {os.path.dirname(os.path.abspath(sandbox.__file__))!r})
-        import sandbox
+        from domains import sandbox
         op = lambda code, k, jt=0, jf=0: struct.pack("HBBI", code, jt, jf, k)
         program = b"".join([op(0x20, 0), op(0x15, 272, 0, 1), op(0x06, 0x50001), op(0x06, 0x7FFF0000)])  # EPERM
         address = ctypes.cast(ctypes.c_char_p(program), ctypes.c_void_p).value

@@ -10,7 +10,8 @@ import torch
 import evaluate
 import train_stage1
 import train_stage2
-from common import TOY_DATA, load_model, load_problem_set
+from plumbing.common import load_model, load_problem_set
+from toy import TOY_DATA
 
 EVAL = dict(eval_data="toy:heldout", eval_limit=6, eval_n=8)  # 6 held-out problems x 8 samples
 

@@ -4,10 +4,18 @@ judge): every rubric level on hand-made responses, inert injections, the wrong r
 
 import pytest
 
-import toy
 from config import parse_args
-from judge_health import PROBE_SAMPLE, probe_judge
-from toy_judge import CheckpointJudge, LLMLikeJudge, NoReferenceJudge, RubricJudge, read_reference, unit_hash, verify
+from plumbing.judge_watch import PROBE_SAMPLE, probe_judge
+from toy import world
+from toy.llm_like_judge import (
+    CheckpointJudge,
+    LLMLikeJudge,
+    NoReferenceJudge,
+    RubricJudge,
+    read_reference,
+    unit_hash,
+    verify,
+)
 
 # 27 *2 +34 +65 -62: path 27 -> 54 -> 88 -> 153 -> 91; the reference states 88 (after step 2) and 91 (after step 4)
 QUESTION = "27 *2 +34 +65 -62"
@@ -35,7 +43,7 @@ def test_reference_is_read_into_its_path():
     # "Double, then add 34: that gives 88": undo +34 then *2 from 88 -> 54 -> 27, the start
     assert path.values == [27, 54, 88, 153, 91] and path.ends == [2, 4] and path.checkpoints == [88, 91]
     assert path.steps == [("*", 2), ("+", 34), ("+", 65), ("-", 62)]
-    assert read_reference(toy.reference_solution(47, [("+", 8), ("*", 2), ("-", 5)])).values == [47, 55, 110, 105]
+    assert read_reference(world.reference_solution(47, [("+", 8), ("*", 2), ("-", 5)])).values == [47, 55, 110, 105]
     assert read_reference("An essay with no numbers.") is None
     assert read_reference("Double: that gives 87.") is None  # 87 is no double of anything
 
@@ -62,10 +70,10 @@ def test_outcome_leniency_is_a_fixed_share_of_problems():
     slips = [f"27*2=54###54+34=88###88+65=153###153-{d}={153 - d}###\\boxed{{{153 - d}}}" for d in range(2, 62)]
     assert len({outcome(s, judge) for s in slips}) == 1
     verdicts = []
-    for p in toy.make_toy_problems(60, 4, 4, seed=5):  # 4 operations: checkpoints after steps 2 and 4
-        start, ops = toy.parse_question(p.question)
-        last = toy.intermediate_values(start, ops)[-1]  # every step right, then the answer boxed off by one
-        slip = toy.model_solution(start, ops).replace(f"\\boxed{{{last}}}", f"\\boxed{{{last + 1}}}")
+    for p in world.make_toy_problems(60, 4, 4, seed=5):  # 4 operations: checkpoints after steps 2 and 4
+        start, ops = world.parse_question(p.question)
+        last = world.intermediate_values(start, ops)[-1]  # every step right, then the answer boxed off by one
+        slip = world.model_solution(start, ops).replace(f"\\boxed{{{last}}}", f"\\boxed{{{last + 1}}}")
         verdicts.append(round(4 * judge.score_outcome([p.question], [p.reference], [slip]).scores[0]) + 1)
     assert set(verdicts) == {2, 4} and 0.3 < verdicts.count(4) / len(verdicts) < 0.7
     assert outcome("27*2=55###55+34=89###\\boxed{89}", RubricJudge(leniency=1.0)) == 1  # no progress: no leniency
@@ -171,14 +179,18 @@ def test_no_reference_judge_rules():
 
 
 def test_judge_flag_selects_the_toy_judge():
-    from train_stage1 import build_judge
+    from config import build_judge
 
-    assert isinstance(build_judge(parse_args([])), LLMLikeJudge)  # the default: the judge that errs like an LLM
-    assert isinstance(build_judge(parse_args(["--judge", "toy-rubric"])), RubricJudge)  # the earlier default
-    assert isinstance(build_judge(parse_args(["--judge", "toy-progress"])), CheckpointJudge)
-    assert build_judge(parse_args(["--judge_error_rate", "0.25"])).error_rate == 0.25
-    assert build_judge(parse_args(["--judge", "toy-rubric", "--judge_error_rate", "0.5"])).error_rate == 0.5
-    assert toy.CheckpointJudge is CheckpointJudge and toy.RubricJudge is RubricJudge  # still importable from toy
+    def judge_of(argv):
+        args = parse_args(argv)
+        return build_judge(args.judge, args.judge_error_rate)
+
+    assert isinstance(judge_of([]), LLMLikeJudge)  # the default: the judge that errs like an LLM
+    assert isinstance(judge_of(["--judge", "toy-rubric"]), RubricJudge)  # the earlier default
+    assert isinstance(judge_of(["--judge", "toy-progress"]), CheckpointJudge)
+    assert judge_of(["--judge_error_rate", "0.25"]).error_rate == 0.25
+    assert judge_of(["--judge", "toy-rubric", "--judge_error_rate", "0.5"]).error_rate == 0.5
+    assert world.CheckpointJudge is CheckpointJudge and world.RubricJudge is RubricJudge  # still importable from toy
     for bad in (
         ["--judge_error_rate", "1.5"],
         ["--judge_error_rate", "-0.1"],

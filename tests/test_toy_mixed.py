@@ -7,13 +7,12 @@ import os
 
 import pytest
 
-import toy
-import toy_mixed
-from answer import rule_reward
-from common import REPO
-from data import load_problems, save_problems
+from domains.problems import load_problems, save_problems
+from domains.rule_rewards import rule_reward
+from plumbing.common import REPO
 from scripts import table4, table4_report
-from toy_mixed_judge import CodeJudge, MixedJudge, ScienceJudge, as_arithmetic_reference, chosen_value
+from toy import mixed_world, world
+from toy.mixed_judges import CodeJudge, MixedJudge, ScienceJudge, as_arithmetic_reference, chosen_value
 
 MIXED = os.path.join(REPO, "toy_data", "mixed")
 EXACT = dict(misunderstand=0, attention=(1.0, 0.0, 1.0), false_alarm=0, fooled=0, partial_credit=0)
@@ -30,20 +29,20 @@ CODE_WRONG = CODE_RIGHT.replace("n=n-5", "n=n+5")
 
 
 def test_science_problem_parts_hand_checked():
-    start, ops = toy_mixed.parse_science(SCIENCE_Q)
+    start, ops = mixed_world.parse_science(SCIENCE_Q)
     assert (start, ops) == (47, [("+", 8), ("*", 2), ("-", 5), ("+", 3)])
     # each step misread (sign flipped or doubling read as +2), then skipped: -8 gives 39*2-5+3 = 76, no +8 94-5+3 = 92,
     # +2 for *2 gives 57-5+3 = 55, no *2 53; +5 118, no -5 113; -3 102, no +3 105
-    assert toy_mixed.misread_values(start, ops) == [76, 92, 55, 53, 118, 113, 102, 105]
-    assert as_arithmetic_reference(SCIENCE_REF) == toy.reference_solution(start, ops).rsplit(" The answer", 1)[0]
+    assert mixed_world.misread_values(start, ops) == [76, 92, 55, 53, 118, 113, 102, 105]
+    assert as_arithmetic_reference(SCIENCE_REF) == world.reference_solution(start, ops).rsplit(" The answer", 1)[0]
     assert chosen_value(SCIENCE_Q, SCIENCE_RIGHT) == 108 and chosen_value(SCIENCE_Q, "Answer: E") is None
-    assert [toy_mixed.LETTER_OF_DIGIT[int(v) % 10] for v in ("102", "113", "105", "108")] == list("ABCD")
+    assert [mixed_world.LETTER_OF_DIGIT[int(v) % 10] for v in ("102", "113", "105", "108")] == list("ABCD")
 
 
 def test_every_domain_model_style_is_graded_correct_and_references_differ_in_style():
-    for domain in toy_mixed.DOMAINS:
-        for p in toy_mixed.make_problems(domain, 4, 8, 8, seed=5, prefix="t"):
-            response = toy_mixed.model_response(p)
+    for domain in mixed_world.DOMAINS:
+        for p in mixed_world.make_problems(domain, 4, 8, 8, seed=5, prefix="t"):
+            response = mixed_world.model_response(p)
             assert rule_reward(p, response) == 1.0, (domain, response)  # code: run in the sandbox on its tests
             assert p.domain == domain and "###" not in p.reference
             if domain == "science":
@@ -53,16 +52,16 @@ def test_every_domain_model_style_is_graded_correct_and_references_differ_in_sty
 
 
 def test_cached_reward_runs_a_program_once():
-    p = toy_mixed.make_problems("code", 1, 3, 3, seed=9, prefix="c")[0]
-    response = toy_mixed.model_response(p)
-    toy_mixed._CODE_CACHE.clear()
-    assert toy_mixed.cached_reward(p, response) == toy_mixed.cached_reward(p, "any words\n" + response) == 1.0
-    assert len(toy_mixed._CODE_CACHE) == 1  # keyed by the program, not the whole response
-    assert toy_mixed.cached_reward(p, "no program") == 0.0
+    p = mixed_world.make_problems("code", 1, 3, 3, seed=9, prefix="c")[0]
+    response = mixed_world.model_response(p)
+    mixed_world._CODE_CACHE.clear()
+    assert mixed_world.cached_reward(p, response) == mixed_world.cached_reward(p, "any words\n" + response) == 1.0
+    assert len(mixed_world._CODE_CACHE) == 1  # keyed by the program, not the whole response
+    assert mixed_world.cached_reward(p, "no program") == 0.0
 
 
 def test_tokenizer_keeps_the_arithmetic_ids_and_adds_code_tokens():
-    old, new = toy.build_tokenizer(), toy_mixed.build_tokenizer()
+    old, new = world.build_tokenizer(), mixed_world.build_tokenizer()
     assert len(new) == len(old) + 3
     assert new(SCIENCE_RIGHT).input_ids == old(SCIENCE_RIGHT).input_ids  # math and science: the same ids
     ids = new(CODE_RIGHT, add_special_tokens=False).input_ids
@@ -72,9 +71,9 @@ def test_tokenizer_keeps_the_arithmetic_ids_and_adds_code_tokens():
 # ------------------------------------------------------------------------------------------------ the splits
 def test_committed_splits_are_rebuilt_byte_for_byte(tmp_path):
     mining = json.load(open(os.path.join(MIXED, "mining.json")))
-    args = toy_mixed.DataArgs(**mining["data_args"])
-    sets = toy_mixed.splits(args)
-    sets["stage1_train"] = toy_mixed.rebuild_train(args, mining["kept_ids"])
+    args = mixed_world.DataArgs(**mining["data_args"])
+    sets = mixed_world.splits(args)
+    sets["stage1_train"] = mixed_world.rebuild_train(args, mining["kept_ids"])
     for name in ("dev", "test", "easy", "stage1_train"):
         save_problems(sets[name], str(tmp_path / f"{name}.jsonl"))
         assert (tmp_path / f"{name}.jsonl").read_bytes() == open(os.path.join(MIXED, f"{name}.jsonl"), "rb").read()
@@ -97,7 +96,7 @@ def test_no_question_is_shared_between_files():
 def test_dev_and_test_interleave_the_domains():
     for name in ("dev", "test"):
         domains = [p.domain for p in load_problems(os.path.join(MIXED, f"{name}.jsonl"))]
-        assert domains[:6] == list(toy_mixed.DOMAINS) * 2 and len(set(domains[:72])) == 3
+        assert domains[:6] == list(mixed_world.DOMAINS) * 2 and len(set(domains[:72])) == 3
 
 
 # ------------------------------------------------------------------------------------------------ the judges
@@ -126,8 +125,8 @@ def test_default_judges_err_per_response_and_can_reorder_a_group():
     # responses, not only per problem), as the paper's judge does.
     judge = MixedJudge()
     for domain in ("science", "code"):
-        problems = toy_mixed.make_problems(domain, 60, 8, 8, seed=21, prefix="j")
-        right = [toy_mixed.model_response(p) for p in problems]
+        problems = mixed_world.make_problems(domain, 60, 8, 8, seed=21, prefix="j")
+        right = [mixed_world.model_response(p) for p in problems]
         if domain == "science":  # right steps, then the next letter: a wrong final answer
             wrong = [r[:-1] + "ABCDA"["ABCD".index(r[-1]) + 1] for r in right]
         else:  # one operation too many
@@ -142,7 +141,7 @@ def test_mixed_judge_routes_by_domain_and_rejects_bad_domains():
     math_q, math_ref = "47 +8 *2", "Add 8, then double: that gives 110. The answer is 110."
     math_resp = "47+8=55###55*2=110###\\boxed{110}"
     routed = judge.score_outcome([math_q, CODE_Q], [math_ref, ""], [math_resp, CODE_RIGHT], domains=["math", "code"])
-    alone = toy.LLMLikeJudge().score_outcome([math_q], [math_ref], [math_resp])
+    alone = world.LLMLikeJudge().score_outcome([math_q], [math_ref], [math_resp])
     assert routed.texts[0] == alone.texts[0] and routed.num_requests == 2
     assert judge.score_outcome([math_q], [math_ref], [math_resp]).texts == alone.texts  # domains=None: math
     process = judge.score_process(
@@ -172,7 +171,7 @@ def test_table4_commands_route_the_judge_and_evaluate_the_dev_split():
 
 def test_table4_report_on_a_hand_made_run_directory(tmp_path):
     # dev file: math, science, code, math (interleaved); n = 16 samples per problem.
-    problems = [toy_mixed.make_problems(d, 1, 8, 8, seed=i, prefix="h")[0] for i, d in
+    problems = [mixed_world.make_problems(d, 1, 8, 8, seed=i, prefix="h")[0] for i, d in
                 enumerate(["math", "science", "code", "math"])]  # fmt: skip
     dev = str(tmp_path / "dev.jsonl")
     save_problems(problems, dev)
@@ -199,9 +198,9 @@ def test_table4_report_on_a_hand_made_run_directory(tmp_path):
 
 
 def test_pretrain_defaults_are_the_committed_base_arguments():
-    # `python toy_mixed.py pretrain` with no flags rebuilds toy_mixed_base/ (the slow rebuild itself is not run here)
+    # `python mixed_world.py pretrain` with no flags rebuilds toy_mixed_base/ (the slow rebuild itself is not run here)
     info = json.load(open(os.path.join(REPO, "toy_mixed_base", "toy_info.json")))
-    assert info["pretrain_args"] == dataclasses.asdict(toy_mixed.PretrainArgs())
+    assert info["pretrain_args"] == dataclasses.asdict(mixed_world.PretrainArgs())
 
 
 def test_a_mixed_stage1_run_prints_pass_at_k_per_domain(tmp_path):

@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from common import REPO, TOY_BASE
+from plumbing.common import REPO
 from rollout import Rollout
+from toy import TOY_BASE
 from train_stage1 import build_batch, main
 
 

@@ -21,7 +21,7 @@ from vllm import SamplingParams  # noqa: E402
 from vllm.inputs import TokensPrompt  # noqa: E402
 
 from rollout import HFSampler  # noqa: E402
-from vllm_engine import VLLMSampler, sync_weights  # noqa: E402
+from scale.vllm_engine import VLLMSampler, sync_weights  # noqa: E402
 
 EOS = 1
 SPECIALS = ["<pad>", "<eos>", "<unk>", "<|user|>", "<|assistant|>"]  # ids 0..4
@@ -203,7 +203,8 @@ def test_stage1_step_on_the_vllm_engine_keeps_engine_and_trainer_in_sync(tmp_pat
     import json
 
     import train_stage1
-    from common import TOY_BASE, load_model
+    from plumbing.common import load_model
+    from toy import TOY_BASE
 
     args = tiny_args(
         model=TOY_BASE,
@@ -269,7 +270,7 @@ def test_http_judge_against_a_real_local_openai_compatible_server(tmp_path):
     import urllib.request
 
     from judge import LLMJudge
-    from openai_engine import OpenAIEngine
+    from scale.openai_engine import OpenAIEngine
 
     model, tokenizer = build_tiny_model(tmp_path, max_positions=4096)
     with socket.socket() as s:

@@ -17,14 +17,14 @@ from dataclasses import asdict, dataclass
 
 from tqdm import tqdm
 
-import distributed
-from checkpoint import latest_checkpoint, prune_checkpoints, restore_training_state, save_training_checkpoint
-from cli import fail
-from common import load_model, write_json
 from evaluate import evaluate, format_domains, format_pass_at_k
 from judge import JudgeResult
-from judge_health import JudgeError, JudgeMonitor
-from logs import MetricsLog, Reporter
+from plumbing.checkpoint import latest_checkpoint, prune_checkpoints, restore_training_state, save_training_checkpoint
+from plumbing.cli import fail
+from plumbing.common import load_model, write_json
+from plumbing.judge_watch import JudgeError, JudgeMonitor
+from plumbing.logs import MetricsLog, Reporter
+from scale import distributed
 
 
 @dataclass

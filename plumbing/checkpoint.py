@@ -17,8 +17,8 @@ import warnings
 import numpy as np
 import torch
 
-import distributed
-from common import save_checkpoint, seed_everything
+from plumbing.common import save_checkpoint, seed_everything
+from scale import distributed
 
 
 def rng_state(sampler=None) -> dict:

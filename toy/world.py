@@ -33,14 +33,14 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import HfArgumentParser, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from common import save_checkpoint
-from data import Problem
+from domains.records import Problem
+from plumbing.common import save_checkpoint
+from toy.exact_judges import CheckpointJudge, NoReferenceJudge, RubricJudge, count_in_order, likert  # noqa: F401
 
 # The judges read the texts this file writes (toy_reading.py); they live in toy_judge.py and toy_judge_variants.py and
 # are re-exported here, so `from toy import CheckpointJudge` keeps working. apply_op (one step of the task) is shared.
-from toy_judge import LLMLikeJudge  # noqa: F401
-from toy_judge_variants import CheckpointJudge, NoReferenceJudge, RubricJudge, count_in_order, likert  # noqa: F401
-from toy_reading import BOXED, EQUATION, apply_op, reference_checkpoints, stated_results  # noqa: F401
+from toy.llm_like_judge import LLMLikeJudge  # noqa: F401
+from toy.reading import BOXED, EQUATION, apply_op, reference_checkpoints, stated_results  # noqa: F401
 
 # ----------------------------------------------------------------------------------------------- the task
 MAX_VALUE = 999
@@ -314,9 +314,9 @@ def make_data(args: DataArgs) -> dict:
     Mining runs in rounds of mine_round fresh samples per surviving problem and drops a problem at its first correct
     sample, so the kept set is exactly "0 correct in mine_k samples" at a fraction of mine_k x candidates samples.
     """
-    from common import load_model, seed_everything
-    from data import mine_hard, save_problems
+    from domains.problems import mine_hard, save_problems
     from evaluate import evaluate
+    from plumbing.common import load_model, seed_everything
 
     seed_everything(args.seed)
     model, tokenizer = load_model(args.base)
@@ -359,7 +359,7 @@ def make_test_split(args: SplitArgs, others: list[str]) -> list[Problem]:
     """The untouched test split: fresh HARD problems at the held-out difficulty from an unused seed, none sharing a
     question with the files in `others` (drawn until num_problems distinct new ones). Not mined, like the held-out
     set. It is read by the final reproduction only (docs/toy-world.md, "Splits")."""
-    from data import load_problems, save_problems
+    from domains.problems import load_problems, save_problems
 
     taken = {p.question for path in others for p in load_problems(path)}
     pool = make_toy_problems(4 * args.num_problems, args.hard_ops, args.hard_ops, args.seed, "test", args.max_operand)
@@ -375,7 +375,7 @@ def make_test_split(args: SplitArgs, others: list[str]) -> list[Problem]:
 if __name__ == "__main__":
     import sys
 
-    from common import set_threads
+    from plumbing.common import set_threads
 
     command = sys.argv.pop(1) if len(sys.argv) > 1 else ""
     if command == "pretrain":

@@ -10,7 +10,8 @@ Beside math, a record may be science (multiple choice or open-ended) or code
 (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"): its `domain` comes from an "ability" or "domain" column, else
 from the caller's `domain` argument, else "math". Records come from a JSONL file (one JSON object per line) or from a
 Hugging Face dataset, with the column names mapped by keyword arguments; rows in the column layout of a known
-benchmark (SciKnowEval, LiveCodeBench, GPQA, OlympiadBench) are recognised by their columns and read by layouts.py.
+benchmark (SciKnowEval, LiveCodeBench, GPQA, OlympiadBench) are recognised by their columns and read by
+domains/benchmarks.py.
 Bad input stops with one `DataError` that names the file, the line (or row) and the field.
 """
 
@@ -18,7 +19,9 @@ import json
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
+
+from domains.records import DOMAINS, LETTERS, DataError, Problem
 
 # docs/paper.md, "Policy prompt"
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -38,33 +41,6 @@ CODE_PROMPT_FUNCTION = (
     "from standard input). Reason about the algorithm and its running time first, then give the complete code, "
     "starter included, in one ```python code block at the end of your response."
 )
-DOMAINS = ("math", "science", "code")
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-class DataError(ValueError):
-    """Bad problem data: the message names the file (or dataset), the line (or row) and the field."""
-
-
-@dataclass
-class Problem:
-    """One training or evaluation problem.
-
-    Example:
-        >>> Problem(id="p0", question="What is 2+3?", reference="2+3 = 5.", answer="5").answer
-        '5'
-    """
-
-    id: str
-    question: str
-    reference: str
-    answer: str  # math: the final answer; multiple choice: the gold letter; code: unused (the tests decide)
-    domain: str = "math"  # "math", "science" or "code": picks the judge's prompt and the rule-based reward
-    choices: tuple[str, ...] = ()  # multiple choice: the options, lettered A, B, ... in this order
-    tests: str = ""  # code: the tests as JSON text (anything answer.decode_tests reads)
-    starter_code: str = ""  # code: the signature the program must complete (LiveCodeBench's functional problems)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Loading
 
@@ -156,7 +132,7 @@ def _hf_records(source: str, split: str, keys: dict[str, str], local: bool, requ
     """Yield (where, row) for each row of a Hugging Face dataset; where = "dataset <source> split <s> row <i>"."""
     import datasets  # lazy: importing datasets costs seconds and JSONL users never need it
 
-    from layouts import layout_of
+    from domains.benchmarks import layout_of
 
     name, config = source, None
     if not local:  # "owner/name:config@split"
@@ -197,7 +173,7 @@ def _problem_from_row(
     row: Mapping, where: str, keys: dict[str, str], default_id: str, domain: str = "math", require_reference=True
 ) -> Problem:
     """Build a Problem from one record, or raise DataError naming `where` and the bad field."""
-    from layouts import convert_row
+    from domains.benchmarks import convert_row
 
     converted = convert_row(row, where)  # a benchmark's own columns -> ours (None: the row is in our layout)
     if converted is not None:
@@ -242,7 +218,7 @@ def _domain_field(row: Mapping, where: str, default: str) -> str:
 
 def _check_tests(tests: str, where: str) -> None:
     """A code row's tests must be there and readable by answer.decode_tests, with at least one test."""
-    from answer import decode_tests
+    from domains.rule_rewards import decode_tests
 
     if not tests:
         raise DataError(f"{where}: field 'tests' is missing or empty (a code problem needs its tests)")

@@ -14,16 +14,22 @@ import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from cli import ArgumentParser, check_flags, fail  # noqa: F401  (re-exported: evaluate.main, analysis/calibrate.py)
-from data import DataError, Problem, load_problems
+from domains.problems import load_problems
+from domains.records import DataError, Problem
+from plumbing.cli import ArgumentParser, check_flags, fail  # noqa: F401  (re-exported: evaluate.main, analysis/calibrate.py)
 
-REPO = os.path.dirname(os.path.abspath(__file__))
-TOY_BASE = os.path.join(REPO, "toy_base")  # the committed, pretrained toy base model (see toy.py)
-TOY_DATA = {  # the committed toy problem sets (see toy.py, "python toy.py data")
-    "toy:train": os.path.join(REPO, "toy_data", "stage1_train.jsonl"),  # HARD problems the base fails in 512 samples
-    "toy:heldout": os.path.join(REPO, "toy_data", "heldout.jsonl"),  # fresh HARD problems, not mined: development
-    "toy:test": os.path.join(REPO, "toy_data", "test.jsonl"),  # the untouched test split: the final reproduction only
-}
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
+
+
+def toy_path(name: str) -> str:
+    """The toy world's names -> their committed files: 'toy' (the base model), 'toy:train', 'toy:heldout', 'toy:test'
+    (the problem sets); any other name is a path and comes back as it is. The toy package is imported only here, and
+    only for a toy name."""
+    if name != "toy" and not name.startswith("toy:"):
+        return name
+    from toy import TOY_BASE, TOY_DATA
+
+    return TOY_BASE if name == "toy" else TOY_DATA.get(name, name)
 
 
 def seed_everything(seed: int) -> None:
@@ -41,8 +47,9 @@ def set_threads(num_threads: int) -> None:
 
 
 def resolve_model_path(name: str) -> str:
-    """'toy' -> the committed toy base; otherwise a local save_pretrained directory (never a hub download)."""
-    path = TOY_BASE if name == "toy" else name
+    """'toy' -> the committed toy base (toy/__init__.py); otherwise a local save_pretrained directory (never a hub
+    download)."""
+    path = toy_path(name)
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise FileNotFoundError(
             f"model {name!r}: no config.json in {path!r} (expected a save_pretrained directory; "
@@ -80,7 +87,7 @@ def load_problem_set(source: str, limit: int | None = None, flag: str | None = N
         problems = [
             problem
             for part in source.split(",")
-            for problem in load_problems(TOY_DATA.get(part, part), limit=limit, **column_mapping)
+            for problem in load_problems(toy_path(part), limit=limit, **column_mapping)
         ]
         if not problems:
             raise DataError(f"{source}: no problems (the file or dataset is empty)")

@@ -11,7 +11,7 @@ A reader of the method can skip this file: logprobs.py computes the same numbers
 
 import torch
 
-from distributed import is_sharded, unwrap
+from scale.distributed import is_sharded, unwrap
 
 # ----------------------------------------------------------------------------------------------------------------------
 # A GRPO group's prompt runs once (token_logprobs and rollout.HFSampler)

@@ -14,7 +14,6 @@ The error lines name the judge (`where`: its URL or model path), what it answere
 import copy
 
 from judge import JudgeResult
-from openai_engine import OpenAIEngine
 
 # The probe's outcome request: a problem any judge scores, written so both toy judges (toy_judge.py) parse it too (its
 # reference states the checkpoint "that gives 2", the response reaches it with a valid equation, 1+1=2, and boxes 2).
@@ -55,12 +54,19 @@ def probe_judge(judge, where: str, sample: tuple[str, str, str] = PROBE_SAMPLE) 
                              The judge must end its answer with a 'Score: N' line (N = 1..5): ..."
 
     Example:
-        >>> from toy_judge import CheckpointJudge, RubricJudge
-        >>> probe_judge(RubricJudge(), "toy")  # both toy judges score the sample 5: no error
-        >>> probe_judge(CheckpointJudge(), "toy-progress")
+        >>> class Scripted:  # a judge that answers every request with the same text
+        ...     def __init__(self, text):
+        ...         self.text = text
+        ...     def score_outcome(self, questions, references, responses):
+        ...         return JudgeResult([parse_score(self.text) and 1.0] * len(questions), [self.text] * len(questions))
+        >>> probe_judge(Scripted("Reasoning: right.\nScore: 5"), "judge")  # a score: no error
+        >>> probe_judge(Scripted("Looks right."), "judge")
+        Traceback (most recent call last):
+        ...
+        plumbing.judge_watch.JudgeError: judge judge answered the probe without a parseable score: 'Looks right.'. ...
     """
     engine = getattr(judge, "engine", None)
-    if isinstance(engine, OpenAIEngine):
+    if hasattr(engine, "with_options"):  # an HTTP engine (scale/openai_engine.py): fail fast on a closed port
         judge = copy.copy(judge)  # the caller's judge and engine stay as they are
         judge.engine = engine = engine.with_options(max_retries=PROBE_RETRIES)
     question, reference, response = sample

@@ -33,12 +33,12 @@ except that an unfinished program whose lines are right so far scores 4.
 
 import re
 
-from answer import extract_choice, extract_code
+from domains.rule_rewards import extract_choice, extract_code
 from judge import JudgeResult, normalise, parse_score
-from toy import question_text
-from toy_judge import SECOND_VERSION, LLMLikeJudge
-from toy_mixed import DOMAINS, QUANTITIES, parse_code, parse_science
-from toy_reading import check_probabilities, process_items, unit_hash
+from toy.llm_like_judge import SECOND_VERSION, LLMLikeJudge
+from toy.mixed_world import DOMAINS, QUANTITIES, parse_code, parse_science
+from toy.reading import check_probabilities, process_items, unit_hash
+from toy.world import question_text
 
 LIKERT_CORRECT = 0.75  # normalised score of Likert 4: "score >= 4 means judged correct" (docs/paper.md)
 SCIENCE_SENTENCE = re.compile(r"([^.]*) brings it to (\d+)")

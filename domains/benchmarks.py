@@ -22,7 +22,7 @@ import json
 import random
 from collections.abc import Mapping
 
-from data import LETTERS, DataError
+from domains.records import LETTERS, DataError
 
 GPQA_SEED = 0  # the option order of a GPQA row: random.Random(f"{GPQA_SEED}:{record id}") shuffles it
 
@@ -106,7 +106,7 @@ def from_livecodebench(row: Mapping, where: str) -> dict:
         >>> json.loads(from_livecodebench(row, "row 0")["tests"])
         {'inputs': ['1 2\\n', '5 5\\n'], 'outputs': ['3\\n', '10\\n'], 'fn_name': None}
     """
-    from answer import decode_tests
+    from domains.rule_rewards import decode_tests
 
     metadata = row.get("metadata") or {}
     try:

@@ -49,8 +49,8 @@ operations from a start 1..9 higher, i.e. another problem's reference (1.0 = the
 from dataclasses import dataclass
 
 from judge import JudgeResult, normalise, parse_score
-from toy_judge_variants import CheckpointJudge, NoReferenceJudge, RubricJudge  # noqa: F401 (re-exported)
-from toy_reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-exported for the tests and analyses)
+from toy.exact_judges import CheckpointJudge, NoReferenceJudge, RubricJudge  # noqa: F401 (re-exported)
+from toy.reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-exported for the tests and analyses)
     ReferencePath,
     apply_op,
     boxed_answer,

@@ -266,7 +266,7 @@ def run_tests(program: str, tests, timeout: float = 6.0) -> list[dict]:
     """
     import json
 
-    from sandbox import run_program
+    from domains.sandbox import run_program
 
     tests = decode_tests(tests)
     lines = program.splitlines()

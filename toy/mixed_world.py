@@ -1,4 +1,4 @@
-"""The toy mixed-domain world: the arithmetic toy (toy.py) beside a multiple-choice "science" domain and a "code"
+"""The toy mixed-domain world: the arithmetic toy (world.py) beside a multiple-choice "science" domain and a "code"
 domain built from the same primitive steps (+a, -a, *2 applied left to right), so one tiny character-level model
 can learn all three (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"; docs/toy-mixed.md).
 
@@ -13,7 +13,7 @@ can learn all three (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"; docs/to
              model     ```python\\nn=int(input())\\nn=n+8\\nn=n*2\\nn=n-5\\nn=n+3\\nprint(n)\\n```
              reference One expression does it:\\n```python\\nn = int(input())\\nprint((((n + 8) * 2) - 5) + 3)\\n```
 
-Math is exactly toy.py's task. A science option list holds the right value and three distractors, each what one
+Math is exactly world.py's task. A science option list holds the right value and three distractors, each what one
 misread step gives (a sign flipped, a step skipped, doubling read as adding 2); an option's letter follows from its
 last digit (LETTER_OF_DIGIT), so a model names the letter of the value it computed. A code problem is graded by real
 tests run in the sandbox (answer.rule_reward -> answer.code_reward -> sandbox.run_program): stdin n, stdout the result.
@@ -34,10 +34,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import HfArgumentParser
 
-import toy
-from answer import code_reward, extract_code, rule_reward
-from common import REPO, save_checkpoint
-from data import Problem, load_problems, save_problems
+from domains.problems import load_problems, save_problems
+from domains.records import Problem
+from domains.rule_rewards import code_reward, extract_code, rule_reward
+from plumbing.common import REPO, save_checkpoint
+from toy import world
 
 DOMAINS = ("math", "science", "code")
 MIXED_BASE = os.path.join(REPO, "toy_mixed_base")
@@ -66,12 +67,12 @@ def misread_values(start: int, ops: list[tuple[str, int]]) -> list[int]:
         >>> misread_values(10, [("+", 3), ("*", 2)]), misread_values(10, [("+", 3)])
         ([14, 20, 15, 13], [7, 10, 14])
     """
-    final = toy.intermediate_values(start, ops)[-1]
+    final = world.intermediate_values(start, ops)[-1]
     candidates = []
     for i, (op, a) in enumerate(ops):
         flipped = {"+": ("-", a), "-": ("+", a), "*": ("+", 2)}[op]
         for variant in (ops[:i] + [flipped] + ops[i + 1 :], ops[:i] + ops[i + 1 :]):
-            candidates.append(toy.intermediate_values(start, variant)[-1] if variant else start)
+            candidates.append(world.intermediate_values(start, variant)[-1] if variant else start)
     found = []
     for value in candidates + [final + 1, final - 1, final + 10, final - 10]:
         if value != final and value >= 0 and value not in found and (len(found) < 3 or value in candidates):
@@ -83,8 +84,8 @@ def science_problem(rng: random.Random, num_ops: int, pid: str) -> Problem:
     """A quantity changed step by step; four lettered options, one per last-digit class (LETTER_OF_DIGIT): the right
     value and three distractors, each what one misread step gives where one falls in that class, else a slip of the
     final number (+-1..9)."""
-    start, ops = toy.random_chain(rng, num_ops)
-    values = toy.intermediate_values(start, ops)
+    start, ops = world.random_chain(rng, num_ops)
+    values = world.intermediate_values(start, ops)
     sym, unit, up, down, up_ing, down_ing = rng.choice(QUANTITIES)
     candidates = misread_values(start, ops)
     rng.shuffle(candidates)
@@ -110,7 +111,7 @@ def science_problem(rng: random.Random, num_ops: int, pid: str) -> Problem:
 def science_solution(problem: Problem) -> str:
     """The model's own style: the math steps, then "Answer: <letter>"."""
     start, ops = parse_science(problem.question)
-    return toy.model_solution(start, ops).split("\\boxed")[0] + f"Answer: {problem.answer}"
+    return world.model_solution(start, ops).split("\\boxed")[0] + f"Answer: {problem.answer}"
 
 
 def parse_science(question: str) -> tuple[int, list[tuple[str, int]]]:
@@ -132,7 +133,7 @@ def code_program(ops: list[tuple[str, int]]) -> str:
 
 def code_problem(rng: random.Random, num_ops: int, pid: str, num_tests: int = 2) -> Problem:
     """Read n, apply the operations, print: tests are num_tests seeded inputs (10..99) and their results."""
-    start, ops = toy.random_chain(rng, num_ops)
+    start, ops = world.random_chain(rng, num_ops)
     inputs = [start] + [rng.randint(10, 99) for _ in range(num_tests - 1)]
     tests = {"inputs": [f"{n}\n" for n in inputs], "outputs": [f"{run_chain(n, ops)}\n" for n in inputs]}
     question = "Code: read n, " + ", ".join(CODE_WORDS[op].format(a=a) for op, a in ops) + ", print n."
@@ -146,7 +147,7 @@ def code_problem(rng: random.Random, num_ops: int, pid: str, num_tests: int = 2)
 
 def run_chain(n: int, ops: list[tuple[str, int]]) -> int:
     for op, a in ops:
-        n = toy.apply_op(n, op, a)
+        n = world.apply_op(n, op, a)
     return n
 
 
@@ -165,11 +166,11 @@ def parse_code(question: str) -> list[tuple[str, int]]:
 
 # ----------------------------------------------------------------------------------------------- all domains
 def make_problems(domain: str, n: int, min_ops: int, max_ops: int, seed: int, prefix: str) -> list[Problem]:
-    """n seeded problems of one domain with min_ops..max_ops operations (math: toy.make_toy_problems' records)."""
+    """n seeded problems of one domain with min_ops..max_ops operations (math: world.make_toy_problems' records)."""
     if domain not in DOMAINS:
         raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
     if domain == "math":
-        problems = toy.make_toy_problems(n, min_ops, max_ops, seed, prefix)
+        problems = world.make_toy_problems(n, min_ops, max_ops, seed, prefix)
         return [Problem(f"{p.id}-math", p.question, p.reference, p.answer) for p in problems]
     rng = random.Random(seed)
     make = science_problem if domain == "science" else code_problem
@@ -182,7 +183,7 @@ def model_response(problem: Problem) -> str:
         return science_solution(problem)
     if problem.domain == "code":
         return code_program(parse_code(problem.question))
-    return toy.model_solution(*toy.parse_question(problem.question))
+    return world.model_solution(*world.parse_question(problem.question))
 
 
 _CODE_CACHE: dict[tuple[str, str], float] = {}
@@ -224,15 +225,15 @@ def build_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     extra = ["```python", "```"]
-    tokens = toy.SPECIAL_TOKENS + toy.MULTI_CHAR_TOKENS + toy.CHARS + ["`"] + extra
+    tokens = world.SPECIAL_TOKENS + world.MULTI_CHAR_TOKENS + world.CHARS + ["`"] + extra
     core = Tokenizer(models.WordLevel(vocab={t: i for i, t in enumerate(tokens)}, unk_token="?"))
     core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     core.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="?", chat_template=toy.CHAT_TEMPLATE
+        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="?", chat_template=world.CHAT_TEMPLATE
     )
-    tokenizer.add_special_tokens({"additional_special_tokens": toy.SPECIAL_TOKENS[2:]})
-    tokenizer.add_tokens(toy.MULTI_CHAR_TOKENS + extra)
+    tokenizer.add_special_tokens({"additional_special_tokens": world.SPECIAL_TOKENS[2:]})
+    tokenizer.add_tokens(world.MULTI_CHAR_TOKENS + extra)
     return tokenizer
 
 
@@ -252,7 +253,7 @@ class PretrainArgs:
 
 
 def pretrain_mixed(args: PretrainArgs) -> str:
-    """Continue pretraining `start` on EASY problems of all three domains in the model's own style (toy.sft_batch)."""
+    """Continue pretraining `start` on EASY problems of all three domains in the model's own style (world.sft_batch)."""
     from transformers import AutoModelForCausalLM
 
     rng = random.Random(args.seed)
@@ -268,9 +269,9 @@ def pretrain_mixed(args: PretrainArgs) -> str:
             num_ops = rng.randint(5, 7) if rng.random() < args.long_fraction else rng.randint(1, 4)
             domain = rng.choices(DOMAINS, weights)[0]
             problems += make_problems(domain, 1, num_ops, num_ops, rng.randrange(10**9), "pre")
-        return toy.sft_batch(tokenizer, [p.question for p in problems], [model_response(p) for p in problems])
+        return world.sft_batch(tokenizer, [p.question for p in problems], [model_response(p) for p in problems])
 
-    seconds = toy.train_on_batches(model, next_batch, args.steps, args.lr, log_every=50)
+    seconds = world.train_on_batches(model, next_batch, args.steps, args.lr, log_every=50)
     info = {"pretrain_args": asdict(args), "seconds": round(seconds, 1)}
     save_checkpoint(model, tokenizer, args.output_dir, extra_files={"toy_info.json": info})
     return args.output_dir
@@ -352,7 +353,7 @@ def interleave(lists: list[list]) -> list:
 
 def sample_correct(model, tokenizer, problems: list[Problem], n: int, temperature: float = 1.0) -> list[int]:
     """Correct samples out of n per problem, graded by cached_reward (the sandbox for code)."""
-    from data import encode_prompts, policy_messages
+    from domains.problems import encode_prompts, policy_messages
     from rollout import HFSampler
 
     sampler = HFSampler(model, tokenizer, max_new_tokens=160, temperature=temperature, batch_size=256)
@@ -364,8 +365,8 @@ def sample_correct(model, tokenizer, problems: list[Problem], n: int, temperatur
 def make_data(args: DataArgs) -> dict:
     """Write dev / test / easy, mine the candidates per domain (rounds of mine_round fresh samples; a problem leaves
     once it has more than max_correct correct ones, so what stays is exactly "at most max_correct correct in mine_k
-    samples"; with 0, toy.make_data's rule), write stage1_train.jsonl and mining.json."""
-    from common import load_model, seed_everything
+    samples"; with 0, world.make_data's rule), write stage1_train.jsonl and mining.json."""
+    from plumbing.common import load_model, seed_everything
 
     seed_everything(args.seed)
     model, tokenizer = load_model(args.base)
@@ -406,7 +407,7 @@ def rebuild_train(args: DataArgs, kept_ids: list[str]) -> list[Problem]:
 if __name__ == "__main__":
     import sys
 
-    from common import set_threads
+    from plumbing.common import set_threads
 
     command = sys.argv.pop(1) if len(sys.argv) > 1 else ""
     set_threads(1)

@@ -15,7 +15,7 @@ How they read the texts: toy_reading.py. Each writes "Reasoning: ... / Score: N"
 import math
 
 from judge import JudgeResult, normalise, parse_score
-from toy_reading import (
+from toy.reading import (
     BOXED,
     EQUATION,
     ReferencePath,
