@@ -8,6 +8,23 @@ import functools
 import logging
 import re
 
+from domains.grader import (  # the code reward, re-exported (see the section below)
+    CODE_HEADER,
+    MAX_TESTS_BYTES,
+    build_source,
+    code_reward,
+    code_rewards,
+    decode_tests,
+    extract_code,
+    run_tests,
+    same_output,
+    same_result,
+)
+
+__all__ = ["answer_reward", "last_boxed", "extract_choice", "choice_reward", "rule_rewards", "rule_reward"]
+__all__ += ["CODE_HEADER", "MAX_TESTS_BYTES", "build_source", "code_reward", "code_rewards", "decode_tests"]
+__all__ += ["extract_code", "run_tests", "same_output", "same_result"]
+
 MAX_ANSWER_CHARS = 1000  # longer boxed answers score 0: real final answers are short, long ones cost parse time
 
 # math-verify warns once that its signal-based timeout is off; we turn it off on purpose (see answer_reward).
@@ -150,176 +167,8 @@ def _gold_latex(answer: str) -> str | None:
 
 
 # =====================================================================================================================
-# Code and multiple choice. Code follows LiveCodeBench's conventions; model-written code runs ONLY through
-# sandbox.run_program, one sandboxed process per test (sandbox.py says what that process cannot do).
-
-CODE_HEADER = """import bisect, collections, functools, heapq, itertools, math, random, re, string, sys
-from bisect import *
-from collections import *
-from functools import *
-from heapq import *
-from itertools import *
-from math import *
-from typing import *
-from builtins import pow  # math's two-argument pow must not hide the built-in
-sys.setrecursionlimit(50000)
-"""  # the imports graders like LiveCodeBench's put before a solution, which solutions come to rely on (List[int], gcd)
-
-_CALL = """
-import contextlib as _exprl_contextlib, json as _exprl_json, sys as _exprl_sys
-_exprl_args = [_exprl_json.loads(line) for line in _exprl_sys.stdin.read().split("\\n") if line.strip()]
-_exprl_fn = getattr(Solution(), {name!r}, None) if "Solution" in globals() else None
-with _exprl_contextlib.redirect_stdout(_exprl_sys.stderr):  # the solution's own prints must not mix with the result
-    _exprl_result = (_exprl_fn or globals()[{name!r}])(*_exprl_args)
-print(_exprl_json.dumps(_exprl_result, default=lambda value: value.tolist()))  # a tuple becomes a list; numpy too
-"""  # appended to a functional problem's solution: call Solution().<fn_name>(*args) or the top-level function
-
-_CODE_BLOCK = re.compile(r"```[ \t]*(?:python3?|py)[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
-MAX_TESTS_BYTES = 2**30  # a compressed test field may not expand beyond this (a zlib bomb)
-
-
-def extract_code(response: str) -> str | None:
-    """The program: the content of the last ```python fenced block of `response`; None if there is none.
-
-    Example:
-        >>> extract_code("Idea...\\n```python\\nprint(1)\\n```\\nand the final one:\\n```python\\nprint(2)\\n```")
-        'print(2)\\n'
-    """
-    blocks = _CODE_BLOCK.findall(response)
-    return blocks[-1] if blocks else None
-
-
-def decode_tests(field, fn_name: str | None = None) -> dict:
-    """A problem's tests as {"inputs": [...], "outputs": [...], "fn_name": name or None}.
-
-    `field` may be that dict, its JSON text, a LiveCodeBench list of {"input", "output"} records (or its JSON), or
-    base64(zlib(pickle(JSON))), how LiveCodeBench stores private tests. Unpickling can run code, so the pickle is read
-    by an Unpickler that refuses every class and function: it yields plain data or fails.
-
-    Example:
-        >>> decode_tests('[{"input": "1\\\\n", "output": "2\\\\n", "testtype": "stdin"}]')
-        {'inputs': ['1\\n'], 'outputs': ['2\\n'], 'fn_name': None}
-    """
-    import json
-
-    if isinstance(field, bytes):
-        field = field.decode()
-    if isinstance(field, str):
-        field = json.loads(field) if field.lstrip()[:1] in ("{", "[") else json.loads(_unpickle_plain(field))
-    if isinstance(field, list):
-        field = {"inputs": [t["input"] for t in field], "outputs": [t["output"] for t in field]}
-    inputs, outputs = list(field["inputs"]), list(field["outputs"])
-    if len(inputs) != len(outputs):
-        raise ValueError(f"tests: {len(inputs)} inputs but {len(outputs)} outputs")
-    return {"inputs": inputs, "outputs": outputs, "fn_name": field.get("fn_name") or fn_name}
-
-
-def _unpickle_plain(text: str) -> str:
-    """base64 -> zlib (at most MAX_TESTS_BYTES) -> pickle of a str or bytes, no classes allowed -> that text."""
-    import base64
-    import io
-    import pickle
-    import zlib
-
-    class PlainUnpickler(pickle.Unpickler):
-        def find_class(self, module, name):
-            raise pickle.UnpicklingError(f"tests must be plain data, not {module}.{name}")
-
-    inflater = zlib.decompressobj()
-    data = inflater.decompress(base64.b64decode(text), MAX_TESTS_BYTES)
-    if inflater.unconsumed_tail:
-        raise ValueError(f"tests: more than {MAX_TESTS_BYTES} bytes once decompressed")
-    value = PlainUnpickler(io.BytesIO(data)).load()
-    if not isinstance(value, (str, bytes)):
-        raise ValueError(f"tests: the pickle holds a {type(value).__name__}, not JSON text")
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def same_output(actual: str, expected: str) -> bool:
-    """LiveCodeBench's stdout check: the same lines once stripped; lines that still differ must hold equal numbers.
-
-    Example:
-        >>> same_output("3.0 4\\n  yes  \\n", "3 4.00\\nyes"), same_output("3 4", "3\\n4")
-        (True, False)
-    """
-    from decimal import Decimal, InvalidOperation
-
-    got, want = ([line.strip() for line in text.strip().split("\n")] for text in (actual, expected))
-    if len(got) != len(want):
-        return False
-    for a, b in zip(got, want):
-        if a != b:
-            try:
-                if [Decimal(x) for x in a.split()] != [Decimal(x) for x in b.split()]:
-                    return False
-            except InvalidOperation:
-                return False
-    return True
-
-
-def run_tests(program: str, tests, timeout: float = 6.0) -> list[dict]:
-    """Run `program` on each test in its own sandbox, stopping at the first failure.
-
-    One outcome per test run: {"passed", "status", "seconds"}, status "passed", "wrong_answer" or the sandbox's reason
-    ("error", "timeout", "memory", "output_limit"). Without fn_name a test is stdin -> stdout (compared by
-    same_output); with it, each input line is a JSON argument and the output one JSON value, compared with ==.
-    """
-    import json
-
-    from domains.sandbox import run_program
-
-    tests = decode_tests(tests)
-    lines = program.splitlines()
-    future = [line for line in lines if line.startswith("from __future__")]  # these must come first
-    source = "\n".join(future + [CODE_HEADER] + [line for line in lines if line not in future]) + "\n"
-    if tests["fn_name"]:
-        source += _CALL.format(name=tests["fn_name"])
-    outcomes = []
-    for test_input, expected in zip(tests["inputs"], tests["outputs"]):
-        if not isinstance(test_input, str):  # the arguments already parsed, as some datasets store them
-            test_input = "\n".join(json.dumps(argument) for argument in test_input)
-        run = run_program(source, stdin=test_input, timeout=timeout)
-        passed = run.status == "ok"
-        if passed and tests["fn_name"]:
-            try:
-                result = json.loads(run.stdout.strip().splitlines()[-1])
-                passed = result == (json.loads(expected) if isinstance(expected, str) else expected)
-            except (ValueError, IndexError):
-                passed = False
-        elif passed:
-            passed = same_output(run.stdout, expected)
-        status = "passed" if passed else "wrong_answer" if run.status == "ok" else run.status
-        outcomes.append({"passed": passed, "status": status, "seconds": round(run.seconds, 3)})
-        if not passed:
-            break
-    return outcomes
-
-
-def code_reward(response: str, tests, timeout: float = 6.0) -> float:
-    """1.0 iff the last ```python block of `response` passes every test (each within `timeout` s), else 0.0.
-
-    Example:
-        >>> response = "Add them:\\n```python\\nprint(sum(map(int, input().split())))\\n```"
-        >>> code_reward(response, {"inputs": ["1 2\\n", "5 -5\\n"], "outputs": ["3", "0"]})
-        1.0
-    """
-    program = extract_code(response)
-    tests = decode_tests(tests)
-    if program is None or not tests["inputs"]:
-        return 0.0
-    outcomes = run_tests(program, tests, timeout)
-    return 1.0 if len(outcomes) == len(tests["inputs"]) and all(o["passed"] for o in outcomes) else 0.0
-
-
-def code_rewards(responses: list[str], tests: list, timeout: float = 6.0, workers: int | None = None) -> list[float]:
-    """code_reward for many responses at once: threads, one per core by default, each driving sandbox processes."""
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    workers = workers or len(os.sched_getaffinity(0))
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(lambda pair: code_reward(pair[0], pair[1], timeout), zip(responses, tests)))
-
+# Code and multiple choice. Code follows LiveCodeBench's conventions and lives in domains/grader.py (re-exported here);
+# model-written code runs ONLY through domains.sandbox.run_program, one sandboxed process per test.
 
 _ANSWER_LETTER = re.compile(  # "answer:", then **, $, \boxed{, \text{, ( around the letter, then no more word
     r"\banswer\s*:[\s*$]*(?:\\boxed\{\s*)?(?:\\text(?:bf)?\{\s*)?[(\[]?\s*([A-Z])\s*[)\]]?(?![A-Za-z0-9])",
@@ -360,7 +209,7 @@ def rule_rewards(problems: list, responses: list[str], workers: int | None = Non
     waits on sandbox processes, the others here.
 
     Example:
-        >>> from data import Problem
+        >>> from domains.records import Problem
         >>> rule_rewards([Problem("p", "1+1?", "", "2")] * 2, ["\\\\boxed{2}", "\\\\boxed{3}"])
         [1.0, 0.0]
     """
@@ -375,10 +224,10 @@ def rule_rewards(problems: list, responses: list[str], workers: int | None = Non
 
 def rule_reward(problem, response: str) -> float:
     """The rule-based reward of one response, by the problem's kind (docs/paper.md, "Data"): the tests for code, the
-    letter for multiple choice, else the final answer (math-verify). `problem` is a data.Problem.
+    letter for multiple choice, else the final answer (math-verify). `problem` is a domains.problems.Problem.
 
     Example:
-        >>> from data import Problem
+        >>> from domains.records import Problem
         >>> rule_reward(Problem("p", "Which? A) 1 B) 2", "...", "B", domain="science", choices=("1", "2")), "Answer: B")
         1.0
     """

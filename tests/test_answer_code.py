@@ -8,7 +8,7 @@ import zlib
 
 import pytest
 
-from domains import rule_rewards
+from domains import grader
 from domains.rule_rewards import (
     choice_reward,
     code_reward,
@@ -18,6 +18,7 @@ from domains.rule_rewards import (
     extract_code,
     run_tests,
     same_output,
+    same_result,
 )
 
 
@@ -118,7 +119,7 @@ def test_decode_tests_refuses_pickles_that_would_run_code(tmp_path, monkeypatch)
         decode_tests(stored)
     assert not target.exists()
     bomb = base64.b64encode(zlib.compress(pickle.dumps("[]" + " " * 10_000))).decode()
-    monkeypatch.setattr(rule_rewards, "MAX_TESTS_BYTES", 1000)
+    monkeypatch.setattr(grader, "MAX_TESTS_BYTES", 1000)
     with pytest.raises(ValueError, match="decompressed"):
         decode_tests(bomb)
 
@@ -154,3 +155,68 @@ def test_extract_choice(text, letter):
 def test_choice_reward():
     assert choice_reward("... Answer: (b)", "B") == 1.0 and choice_reward("... Answer: (b)", "(B)") == 1.0
     assert choice_reward("... Answer: C", "B") == 0.0 and choice_reward("no letter at all", "A") == 0.0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The grader against hostile output: bounded work, and no exception reaches the training step.
+
+
+def peak_mib(function) -> float:
+    """Peak Python memory (tracemalloc) while `function` runs, in MiB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        function()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_same_output_on_16_mib_of_numbers_stays_small():
+    flood = "1 " * (8 * 2**20)  # 16 MiB, 8 Mi tokens: one Decimal each would cost ~1 GiB
+    assert peak_mib(lambda: same_output(flood, "1 1")) < 64
+    assert not same_output(flood, "1 1") and not same_output("\n" * 2**20 + "x\n" * 2**20, "x")
+    assert same_output("1 " * 1000, " ".join(["1.0"] * 1000))  # long, but equal: still compared token by token
+
+
+def test_deep_or_huge_json_results_fail_the_test_without_raising():
+    deep = "[" * 100_000 + "]" * 100_000
+    assert not same_result(deep, "[]") and not same_result(deep, deep)
+    assert not same_result("[" + "1," * 10**6 + "1]", "[1]")  # 2 MB against 3 characters: too long
+    assert same_result('noise\n[[1, 2], {"a": "]]"}]\n', [[1, 2], {"a": "]]"}])
+    assert not same_result("", "1") and not same_result("{", "{}")
+
+
+def test_run_tests_catches_a_crash_of_the_grader(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(grader, "same_output", broken)
+    outcomes = run_tests("print(3)", {"inputs": ["1 2"], "outputs": ["3"]})
+    assert outcomes == [{"passed": False, "status": "grader_error", "seconds": outcomes[0]["seconds"]}]
+    assert code_reward(fenced("print(3)"), {"inputs": ["1 2"], "outputs": ["3"]}) == 0.0
+
+
+def test_programs_printing_deep_json_score_zero():
+    tests = {"inputs": ["1", "2"], "outputs": ["1", "1"], "fn_name": "f"}
+    nested = "def f(x):\n    return eval('[' * 500 + ']' * 500)"  # json.dumps of it is 500 brackets deep
+    flood = "import sys\nsys.stdout.write('[' * 100000 + ']' * 100000)\nsys.exit(0)"  # the result line, as printed
+    assert code_rewards([fenced(nested), fenced(flood)], [tests] * 2, workers=2) == [0.0, 0.0]
+    assert [o["status"] for o in run_tests(flood, tests)] == ["wrong_answer"]
+
+
+def test_decode_tests_bounds_what_it_builds():
+    stored = base64.b64encode(zlib.compress(pickle.dumps("[" + "[]," * 5_000_000 + "[]]"))).decode()
+    assert len(stored) < 100_000  # a small field that json.loads would turn into 5 M lists (~300 MB): refused
+    with pytest.raises(ValueError, match="values"):
+        decode_tests(stored)
+
+    def refused():
+        with pytest.raises(ValueError):
+            decode_tests(stored)
+
+    assert peak_mib(refused) < 100  # the 15 MB of text and its string-free copy, nothing built from them
+    lists = pickle.dumps(["x"] * 10)  # a pickle that builds a list, not one string
+    with pytest.raises(pickle.UnpicklingError, match="opcode"):
+        decode_tests(base64.b64encode(zlib.compress(lists)).decode())
