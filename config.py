@@ -25,15 +25,15 @@ class Args:
     model: str = arg("toy", "policy: 'toy' (the committed toy base) or a directory")
     judge: str = arg(
         "toy",
-        "'toy' (toy world only: the LLM-like rubric judge of toy_judge.py, errs like the paper's 4B judge), "
+        "'toy' (toy world only: the LLM-like rubric judge of toy/llm_like_judge.py, errs like the paper's 4B judge), "
         "'toy-rubric' (the exact rubric judge, the default before), 'toy-progress' (the checkpoint counter), "
         "a judge model directory, or an OpenAI-compatible server URL http://host:port/v1 (e.g. vLLM's api_server on "
         "the judge GPUs; needs `pip install openai`)",
     )
     judge_error_rate: float = arg(
         0.0,
-        "--judge toy or toy-rubric: the share of judged texts scored against a misread reference (toy_judge.py; "
-        "scripts/judge_dial.py measures the misplacement per value)",
+        "--judge toy or toy-rubric: the share of judged texts scored against a misread reference "
+        "(toy/llm_like_judge.py; scripts/judge_dial.py measures the misplacement per value)",
     )
     judge_model: str = arg("judge", "with an http judge: the model name the server serves (its --served-model-name)")
     train_data: str = arg("toy:train", "'toy:train', a JSONL file or an HF dataset (question/reference/answer)")
@@ -128,7 +128,7 @@ class Args:
     )
     data_parallel: str = arg(
         "auto",
-        "under torchrun: ddp | fsdp (FSDP2, needs --engine vllm) | auto; see distributed.py",
+        "under torchrun: ddp | fsdp (FSDP2, needs --engine vllm) | auto; see scale/distributed.py",
         choices=("auto", "ddp", "fsdp"),
     )
     seed: int = arg(0, "seeds Python, NumPy, torch and sampling")
@@ -223,7 +223,7 @@ def apply_preset(args, given: set[str], presets: dict) -> None:
 
 def parse_args(argv: list[str] | None = None) -> Args:
     """Command line -> Args; a --preset fills every field the command line does not set explicitly. A bad flag or
-    value stops here with one line and exit status 2 (cli.parse_cli, check_args), before anything is loaded."""
+    value stops here with one line and exit status 2 (plumbing.cli.parse_cli, check_args), before anything is loaded."""
     args, given = parse_cli(Args, argv)
     if args.preset:
         apply_preset(args, given, PRESETS)
@@ -348,12 +348,7 @@ def load_inputs(args: Args, teacher=None):
 
 
 def is_toy_judge(name: str) -> bool:
-    """'toy' and 'toy-*' name the toy world's stand-in judges (no model); anything else is a model or a server.
-
-    Example:
-        >>> is_toy_judge("toy-rubric"), is_toy_judge("http://localhost:8000/v1"), is_toy_judge("models/judge")
-        (True, False, False)
-    """
+    """'toy' and 'toy-*' name the toy world's stand-in judges (no model): 'toy-rubric' yes, 'judges/qwen' no."""
     return name == "toy" or name.startswith("toy-")
 
 
@@ -401,5 +396,5 @@ def build_judge(
     from rollout import HFSampler
 
     model, tokenizer = load_model(name, device=device)
-    sampler = HFSampler(model, tokenizer, max_new_tokens=max_tokens, temperature=0.0, batch_size=batch_size)
-    return LLMJudge(sampler, tokenizer, max_tokens=max_tokens)
+    engine = HFSampler(model, tokenizer, max_new_tokens=max_tokens, temperature=0.0, batch_size=batch_size)
+    return LLMJudge(engine, tokenizer, max_tokens=max_tokens)

@@ -131,7 +131,8 @@ def evaluate(
     rollouts_path: str | None = None,
     seed: int | None = None,
 ) -> dict:
-    """Sample n responses per problem (question-only prompt), grade them with answer.rule_reward (the final answer, the
+    """Sample n responses per problem (question-only prompt), grade them with domains.rule_rewards.rule_reward (the
+    final answer, the
     option letter, or the tests in the sandbox), return pass@k.
 
     `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
@@ -141,7 +142,8 @@ def evaluate(
     HFSampler on `model`. `seed` fixes the draws (fixed_draws: the result depends on seed, problems and weights
     only, and the caller's random state is untouched); None samples from the caller's stream. With rollouts_path,
     also writes every rollout as one JSONL line {"id", "question", "reference", "answer", "response", "correct",
-    "truncated"} (and "domain" when not math; the question as the judge reads it, data.question_text): the fixed
+    "truncated"} (and "domain" when not math; the question as the judge reads it, domains.problems.question_text): the
+    fixed
     rollouts the analyses (analysis/) read.
     """
     from domains.problems import policy_messages, question_text
@@ -235,8 +237,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--data",
         default="toy:heldout",
-        help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset (benchmark layouts: layouts.py); several, "
-        "comma-separated, are evaluated together (pass@k per domain group); no reference is needed",
+        help="'toy:heldout', 'toy:train', a JSONL file or an HF dataset (benchmark layouts: domains/benchmarks.py); "
+        "several, comma-separated, are evaluated together (pass@k per domain group); no reference is needed",
     )
     parser.add_argument(
         "--domain", default=None, choices=("math", "science", "code"), help="domain of rows without 'ability'/'domain'"

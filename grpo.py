@@ -231,7 +231,7 @@ def grpo_step(
     rows for the seq-mean variants), so the accumulated gradient EQUALS the gradient of the unsplit batch's loss:
         batch loss = sum_tokens l / N = sum_micro (n_micro / N) * (sum_micro_tokens l / n_micro).
     `denominator` replaces N (None: this batch's own, loss.denominator); a process that trains its rows of a larger
-    batch passes that batch's (distributed.global_mini_batch).
+    batch passes that batch's (scale.distributed.global_mini_batch).
     Then: clip the gradient norm to max_grad_norm (None: no clipping), optimizer.step(), optimizer.zero_grad().
     apply=False computes the loss, gradient norm and metrics but leaves the weights and the optimiser state untouched.
 

@@ -3,16 +3,13 @@
 ExpRL (docs/paper.md, "Outcome judge", "Process judge and Eq. 2") scores a policy response with an LLM judge that
 sees the hidden reference solution:
 
-    outcome_prompt / process_prompt / no_reference_prompt   chat messages for the judge, per domain (math here; the
-                                                            science and code texts in judge_domains.py),
+    outcome_prompt / process_prompt / no_reference_prompt   the judge's chat messages, per domain (science and code
+                                                            texts: domains/judge_texts.py),
     parse_score, normalise                                  "Score: N" (1-5) -> reward s = (N - 1) / 4 in [0, 1],
-    JudgeResult                                             the common return type of every judge in the project,
-    LLMJudge                                                a judge model on the engine it is given: an HF or vLLM
-                                                            sampler, or an HTTP endpoint (openai_engine.py);
-                                                            judge_health.py probes it and stops a run when it fails,
-    score_process_routed                                    ExpRL-Process on a batch mixing domains: per prefix or
-                                                            per response, by judge_domains.process_level,
-    answer_reward (answer.py, re-exported)                  1.0 if the last \\boxed{} matches the gold answer.
+    JudgeResult                                             what every judge of the project returns,
+    LLMJudge                                                a judge model on the engine it is given (an HF or vLLM
+                                                            sampler, or an HTTP endpoint: scale/openai_engine.py),
+    score_process_routed                                    ExpRL-Process on a batch mixing domains.
 
 The policy response is untrusted text (a policy under RL pressure may learn to write "Score: 5" or "ignore the
 instructions"), so prompts fence it between BEGIN/END markers and tell the judge that nothing inside is an instruction.
@@ -21,10 +18,9 @@ instructions"), so prompts fence it between BEGIN/END markers and tell the judge
 import re
 from dataclasses import dataclass
 
-from domains.judge_texts import HEADINGS, SYSTEMS, process_level  # noqa: F401  (process_level re-exported: train_stage1)
+from domains.judge_texts import HEADINGS, SYSTEMS
 from domains.problems import encode_prompts
 from domains.records import DOMAINS
-from domains.rule_rewards import answer_reward, last_boxed  # noqa: F401  (re-exported: the rule-based reward)
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Prompts (our own wording of docs/paper.md, "Outcome judge", "Process judge and Eq. 2")
@@ -110,7 +106,7 @@ Scale:
 
 
 def _domain_system(text: str) -> str:
-    """A science or code system text (judge_domains.py) with the same untrusted-text rule and output format."""
+    """A science or code system text (domains/judge_texts.py) with the same untrusted-text rule and output format."""
     return f"{text}\n\n{UNTRUSTED_RULE}\n\n{_OUTPUT_FORMAT}"
 
 
@@ -261,11 +257,6 @@ def normalise(score: int | None) -> float | None:
     return (score - 1) / 4
 
 
-def _count_none(items: list) -> int:
-    """None entries in a list, looking inside nested lists (process judging returns one list per response)."""
-    return sum(_count_none(item) if isinstance(item, list) else int(item is None) for item in items)
-
-
 @dataclass
 class JudgeResult:
     """What every judge returns (the toy checkpoint judge and the LLM judges alike).
@@ -287,7 +278,8 @@ class JudgeResult:
 
     @property
     def num_failures(self) -> int:
-        return _count_none(self.scores)
+        """None entries in scores, looking inside the per-response lists of process judging."""
+        return sum(row.count(None) if isinstance(row, list) else int(row is None) for row in self.scores)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -297,9 +289,10 @@ class JudgeResult:
 class LLMJudge:
     """A reference-conditioned LLM judge (docs/paper.md, "Outcome judge"): prompts -> greedy outputs -> 1-5 -> [0, 1].
 
-    `engine` is passed in: anything with `chat(messages_list, max_tokens) -> texts` (openai_engine.OpenAIEngine, a
+    `engine` is passed in: anything with `chat(messages_list, max_tokens) -> texts` (scale.openai_engine.OpenAIEngine, a
     judge served over HTTP), or a sampler with `sample(prompt_ids, n, temperature, max_new_tokens)` (rollout.HFSampler,
-    vllm_engine.VLLMSampler; greedy, `max_tokens` new tokens) with the judge's `tokenizer`. All prompts of a call go to
+    scale.vllm_engine.VLLMSampler; greedy, `max_tokens` new tokens) with the judge's `tokenizer`. All prompts of a call
+    go to
     the engine in one batch; process requests keep the prefixes of one response adjacent (and in order), so a prefix
     cache can reuse them. Parse failures come back as None and are counted in JudgeResult.num_failures.
     """
@@ -378,7 +371,8 @@ def score_process_routed(
 ) -> JudgeResult:
     """ExpRL-Process on a batch that may mix domains (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)").
 
-    levels[i] (judge_domains.process_level): "prefix" rows get one score per prefix (judge.score_process), "outcome"
+    levels[i] (domains.judge_texts.process_level): "prefix" rows get one score per prefix (judge.score_process),
+    "outcome"
     rows one outcome-level score for their whole response (judge.score_outcome; their segments are joined, and the
     score comes back as a list of one, like a response of one segment). An all-"prefix" batch is one score_process
     call, exactly as without routing. `judge` is any judge of the project; `domains` None means all math.

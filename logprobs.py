@@ -71,7 +71,7 @@ def _logprobs_one_micro_batch(
 
     A micro-batch without any response token (every rollout dropped) still runs the model, on its last two columns:
     its log-probs are all 0 and its loss contributes a zero gradient, and every data-parallel rank makes the same
-    forward/backward calls whatever its rows hold (distributed.py).
+    forward/backward calls whatever its rows hold (scale/distributed.py).
     """
     b, L = input_ids.shape
     in_response = response_mask.bool().any(dim=0)  # [L]

@@ -6,7 +6,8 @@ by group, so rollouts[i * n : (i + 1) * n] belong to prompt i, the layout `advan
 
 - `HFSampler` (here): Hugging Face `generate` on the training model itself; runs everywhere (CPU CI included); the
   default.
-- `VLLMSampler` (vllm_engine.py): in-process vLLM (GPU; fast), whose `update_weights` pushes the trainer's weights in.
+- `VLLMSampler` (scale/vllm_engine.py): in-process vLLM (GPU; fast), whose `update_weights` pushes the trainer's
+  weights in.
 
 `to_batch` turns rollouts into the padded [B, L] tensors that grpo.py trains on.
 """

@@ -17,10 +17,11 @@ import torch
 
 from advantages import outcome_advantages, process_advantages, segment_spans, token_advantages
 from config import Args, build_judge, load_inputs, loss_config, parse_args
+from domains.judge_texts import process_level
 from domains.problems import encode_prompts, policy_messages, question_text
 from domains.rule_rewards import rule_rewards
 from grpo import LossConfig, grpo_step, token_logprobs
-from judge import JudgeResult, domain_kwargs, process_level, score_process_routed
+from judge import JudgeResult, domain_kwargs, score_process_routed
 from plumbing.common import load_model, resolve_model_path, seed_everything, set_threads
 from plumbing.judge_watch import JudgeError, probe_judge
 from plumbing.run import Run, StepRollouts
@@ -38,13 +39,9 @@ def main(args: Args, teacher=None) -> dict:
     dp_mode = distributed.setup(args.data_parallel, args.engine, args.prompts_per_step)  # torchrun: join, "ddp"/"fsdp"
     set_threads(args.threads)
     seed_everything(args.seed)
-    policy, tokenizer = load_model(args.model, device=args.device)
-    # The frozen base for the KL term: a copy of the policy as loaded, not a second read from disk.
-    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
+    policy, ref_model, tokenizer = load_policy(args)  # the policy, and a frozen copy of it for the KL term
     judge = make_judge(args)  # None for sparse GRPO and self-distillation; probed once: a dead judge stops here
     sampler = make_sampler(args, policy, tokenizer)
-    if args.gradient_checkpointing:  # recompute each layer's activations in backward (long responses)
-        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model, ref_model = distributed.wrap_models(policy, ref_model, dp_mode)  # DDP / FSDP2; one process: as they are
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     run = Run(  # the run directory, logs, checkpoints (--resume restores the newest), progress bar, judge watch
@@ -76,9 +73,7 @@ def main(args: Args, teacher=None) -> dict:
             advantages, keep = process_advantages(judged.scores, truncated, G, args.advantage, levels)
         elif args.reward in ("outcome", "sparse"):  # one score per response: the judge's, or the 0/1 final answer
             spans = [[(0, len(r.response_ids))] for r in rollouts]
-            judged = (
-                judge_outcomes(judge, group_problems, rollouts) if judge else JudgeResult(correct, [""] * len(rollouts))
-            )
+            judged = judge_outcomes(judge, group_problems, rollouts, correct)
             advantages, keep = outcome_advantages(judged.scores, truncated, G, args.scale_advantages)
             advantages = [[a] for a in advantages]  # (s - group mean) / (group std + eps), on every token
         else:  # self_distill (baselines.py): a reference-conditioned teacher's per-token signal, no judge
@@ -93,24 +88,22 @@ def main(args: Args, teacher=None) -> dict:
         sampler.update_weights(model)  # vLLM: the next step samples from the updated policy (HF: nothing to do)
         run.lap("update")
 
-        # 6. log: metrics, one raw judge output, every --log_group_every steps one whole group (run.py)
-        scored = StepRollouts(
-            problems=group_problems,
-            rollouts=rollouts,
-            correct=correct,
-            judged=judged,
-            spans=spans,
-            advantages=advantages,
-            keep=keep,
-        )
+        # 6. log: metrics, one raw judge output, every --log_group_every steps one whole group (plumbing/run.py)
+        scored = StepRollouts(group_problems, rollouts, correct, judged, spans=spans, advantages=advantages, keep=keep)
         run.log(step, scored, update_metrics, batch)
-        # 7. evaluate every --eval_every steps; a resumable checkpoint every --save_every steps
-        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
-            run.evaluate(step)
-        if args.save_every and step % args.save_every == 0:
-            run.save_checkpoint(step)
+        run.evaluate_and_save(step)  # 7. held-out pass@k every --eval_every steps, a checkpoint every --save_every
     run.save_checkpoint(args.steps, final=True)  # output_dir/checkpoint: what Stage II starts from
     return run.finish(before, after=run.evaluate(args.steps))  # held-out pass@k before/after training
+
+
+def load_policy(args: Args):
+    """(policy, frozen reference or None, tokenizer): the policy from --model; the reference for the KL term is a copy
+    of it as loaded (not a second read from disk), None without KL (--kl_coef 0)."""
+    policy, tokenizer = load_model(args.model, device=args.device)
+    ref_model = copy.deepcopy(policy).eval().requires_grad_(False) if args.kl_coef > 0 else None
+    if args.gradient_checkpointing:  # recompute each layer's activations in backward (long responses)
+        policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return policy, ref_model, tokenizer
 
 
 def make_judge(args: Args):
@@ -157,13 +150,15 @@ def shuffled_order(num_problems: int, seed: int) -> list[int]:
 
 def step_prompts(order: list[int], step: int, n: int) -> list[int]:
     """This step's n prompts, cycling through the data order; under torchrun this rank's contiguous block of whole
-    groups (distributed.shard)."""
+    groups (scale.distributed.shard)."""
     return distributed.shard([order[((step - 1) * n + j) % len(order)] for j in range(n)])
 
 
-def judge_outcomes(judge, problems, rollouts) -> JudgeResult:
+def judge_outcomes(judge, problems, rollouts, correct: list[float]) -> JudgeResult:
     """ExpRL-Outcome's judge call: one score per whole response, the judge reading the question and the hidden
-    reference (docs/paper.md, "Outcome judge")."""
+    reference (docs/paper.md, "Outcome judge"). No judge (sparse GRPO, Stage II): the 0/1 final-answer reward."""
+    if judge is None:
+        return JudgeResult(correct, [""] * len(rollouts))
     questions, references = [question_text(p) for p in problems], [p.reference for p in problems]
     domains = domain_kwargs([p.domain for p in problems])  # {"domains": [...]} if not all math, else {}
     return judge.score_outcome(questions, references, [r.text for r in rollouts], **domains)
@@ -172,13 +167,13 @@ def judge_outcomes(judge, problems, rollouts) -> JudgeResult:
 def judge_prefixes(judge, problems, rollouts, tokenizer, args: Args):
     """ExpRL-Process's judge call (docs/paper.md, "Process judge and Eq. 2"): each response cut at --delimiter into
     segments, one score per prefix y_<=t. In a batch mixing domains, code and open-ended science rows get one
-    outcome-level score instead (judge.process_level). Returns (the segments' token spans, JudgeResult, levels)."""
+    outcome-level score instead (domains.judge_texts.process_level). Returns (the segments' token spans, JudgeResult, levels)."""
     levels = [process_level(p) for p in problems]
     spans = process_spans(rollouts, levels, tokenizer, args.delimiter)
     segments = decode_spans(tokenizer, rollouts, spans)
     questions, references = [question_text(p) for p in problems], [p.reference for p in problems]
     domains = domain_kwargs([p.domain for p in problems])
-    judged = score_process_routed(judge, questions, references, segments, levels, args.process_view, **domains)
+    judged = score_process_routed(judge, questions, references, segments, levels, view=args.process_view, **domains)
     return spans, judged, levels
 
 
@@ -194,7 +189,7 @@ def teacher_signal(teacher, policy, problems, rollouts):
 
 def process_spans(rollouts, levels: list[str], tokenizer, delimiter: str) -> list[list[tuple[int, int]]]:
     """The segments ExpRL-Process judges: the "###" spans of a response at level "prefix", the whole response (one
-    span) at level "outcome" (judge.process_level: code and open-ended science in a mixed batch)."""
+    span) at level "outcome" (domains.judge_texts.process_level: code and open-ended science in a mixed batch)."""
     return [
         segment_spans(r.response_ids, tokenizer, delimiter) if level == "prefix" else [(0, len(r.response_ids))]
         for r, level in zip(rollouts, levels)
@@ -228,7 +223,8 @@ def update_policy(args: Args, model, ref_model, optimizer, batch) -> dict:
 
     A mini-batch without any advantage is not applied (--skip_no_signal): Adam divides by the running gradient RMS, so
     the lone KL / entropy gradient would still move every weight by about lr. Under torchrun `batch` is this rank's
-    shard; distributed.global_mini_batch makes each mini-batch train as the global one (and decides the skip for all).
+    shard; scale.distributed.global_mini_batch makes each mini-batch train as the global one (and decides the skip for
+    all).
     """
     loss = loss_config(args)
     if args.kl_coef > 0:  # the frozen base's log-probs, for the KL term

@@ -45,7 +45,7 @@ def naive_parse_score(judge_output: str) -> int | None:
 
 def naive_score_outcome(judge, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
     """Outcome scores through the naive prompt and parser, on an LLMJudge's engine. A judge that reads no prompt (the
-    toy judges of toy_judge.py) has nothing to harden: its own score_outcome is used."""
+    toy judges of toy/llm_like_judge.py) has nothing to harden: its own score_outcome is used."""
     if not hasattr(judge, "generate"):
         return judge.score_outcome(questions, references, responses)
     texts = judge.generate([naive_outcome_prompt(q, r, y) for q, r, y in zip(questions, references, responses)])

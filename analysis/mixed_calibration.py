@@ -7,7 +7,8 @@ a wrong one (another problem's of the same domain: analysis.calibrate.wrong_refe
 
 samples n rollouts per problem of each file (or reads --rollouts if that file exists): the hard development split
 gives wrong rollouts, the easy one right ones (on hard problems the base is rarely right). It grades them with the
-rule-based reward (toy_mixed.grade: the sandbox for code), scores them with toy_mixed_judge.MixedJudge in the three
+rule-based reward (toy.mixed_world.grade: the sandbox for code), scores them with toy.mixed_judges.MixedJudge in the
+three
 conditions and writes calibration.json and calibration.md in --out.
 """
 
@@ -121,7 +122,9 @@ def main(argv: list[str] | None = None) -> dict:
             rows = [json.loads(line) for line in f if line.strip()]
     else:
         ns = [int(n) for n in args.n.split(",")]
-        rows = sample_rollouts(args.model, args.data.split(","), ns, args.temperature, args.seed, path)
+        rows = sample_rollouts(
+            args.model, args.data.split(","), ns, temperature=args.temperature, seed=args.seed, path=path
+        )
     sampled = time.time() - start
     results = calibrate(rows, seed=args.seed)
     text = table(results)

@@ -48,7 +48,7 @@ def prefix_calibration(
     """
     from advantages import segment_spans
     from domains.problems import encode_prompts, policy_messages
-    from judge import answer_reward
+    from domains.rule_rewards import answer_reward
     from rollout import HFSampler
 
     prompt_ids = encode_prompts(tokenizer, [policy_messages(r["question"]) for r in rows])

@@ -2,20 +2,20 @@
 
 The mixed-domain setting reads public benchmarks as they are published, from the hub or from a JSONL file that
 `datasets` exported (`Dataset.to_json`: the same columns). A row is recognised by its columns (`layout_of`) and turned
-into the fields of data.Problem (`convert_row`):
+into the fields of domains.problems.Problem (`convert_row`):
 
     sciknoweval     hicai-zju/SciKnowEval: question, answer, choices {label, text}, answerKey, type, domain, details
                     -> science; multiple choice when it has options ("mcq-..." types), else open-ended
     livecodebench   livecodebench/code_generation_lite: question_content, starter_code, public_test_cases,
                     private_test_cases (JSON, or base64(zlib(pickle(JSON)))), metadata {"func_name"}, contest_date
-                    -> code, its public and private tests merged (answer.decode_tests)
+                    -> code, its public and private tests merged (domains.rule_rewards.decode_tests)
     gpqa            Idavidrein/gpqa: Question, Correct Answer, Incorrect Answer 1-3, Explanation
                     -> science, multiple choice, the four options shuffled by a seeded RNG per row
     olympiadbench   Hothan/OlympiadBench: question, context, solution [...], final_answer [...], unit, error, subject
                     -> science (math for its math subsets), the unit named in the question
 
 A row that already carries a "reference" column keeps it (a benchmark row rarely has one: to train Stage I on it,
-add one). Missing or unreadable fields raise data.DataError naming the row and the field.
+add one). Missing or unreadable fields raise domains.problems.DataError naming the row and the field.
 """
 
 import json

@@ -136,13 +136,13 @@ HEADINGS = {  # (problem, the student's text, reference): math's are judge.py's
 
 
 def process_level(problem) -> str:
-    """How ExpRL-Process judges `problem` (a data.Problem) in a mixed batch, as the released code does
+    """How ExpRL-Process judges `problem` (a domains.problems.Problem) in a mixed batch, as the released code does
     (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"): "prefix" (one score per "###" prefix, Eq. 2) for math and
     multiple-choice science; "outcome" (one score for the whole response, its only segment) for code and open-ended
     science.
 
     Example:
-        >>> from data import Problem
+        >>> from domains.records import Problem
         >>> [process_level(Problem("p", "q", "r", "B", domain, choices)) for domain, choices in
         ...  (("math", ()), ("science", ("x", "y")), ("science", ()), ("code", ()))]
         ['prefix', 'prefix', 'outcome', 'outcome']

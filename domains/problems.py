@@ -64,7 +64,8 @@ def load_problems(
       - anything else: a dataset name for `datasets.load_dataset` (needs the hub cache or network), optionally with a
         configuration and a split: "Hothan/OlympiadBench:OE_TO_physics_en_COMP@train".
     The *_key arguments name the columns. A record without an id gets f"{basename}-{index}" (index counts records
-    from 0). `limit` keeps the first `limit` problems. A row in a benchmark's own column layout (layouts.py) is read
+    from 0). `limit` keeps the first `limit` problems. A row in a benchmark's own column layout (domains/benchmarks.py)
+    is read
     by that layout whatever the *_key arguments say.
 
     `domain` is the domain of rows without an "ability" or "domain" column (None: "math"). `require_reference=False`
@@ -96,7 +97,9 @@ def load_problems(
     for index, (where, row) in enumerate(records):
         if limit is not None and len(problems) >= limit:
             break
-        problem = _problem_from_row(row, where, keys, f"{stem}-{index}", domain or "math", require_reference)
+        problem = _problem_from_row(
+            row, where, keys, f"{stem}-{index}", domain=domain or "math", require_reference=require_reference
+        )
         if problem.id in first_seen:
             raise DataError(f"{where}: duplicate id {problem.id!r} (first seen at {first_seen[problem.id]})")
         first_seen[problem.id] = where
@@ -217,7 +220,7 @@ def _domain_field(row: Mapping, where: str, default: str) -> str:
 
 
 def _check_tests(tests: str, where: str) -> None:
-    """A code row's tests must be there and readable by answer.decode_tests, with at least one test."""
+    """A code row's tests must be there and readable by domains.rule_rewards.decode_tests, with at least one test."""
     from domains.rule_rewards import decode_tests
 
     if not tests:

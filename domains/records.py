@@ -26,5 +26,5 @@ class Problem:
     answer: str  # math: the final answer; multiple choice: the gold letter; code: unused (the tests decide)
     domain: str = "math"  # "math", "science" or "code": picks the judge's prompt and the rule-based reward
     choices: tuple[str, ...] = ()  # multiple choice: the options, lettered A, B, ... in this order
-    tests: str = ""  # code: the tests as JSON text (anything answer.decode_tests reads)
+    tests: str = ""  # code: the tests as JSON text (anything domains.rule_rewards.decode_tests reads)
     starter_code: str = ""  # code: the signature the program must complete (LiveCodeBench's functional problems)

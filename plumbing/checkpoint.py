@@ -1,10 +1,11 @@
-"""Resumable checkpoints of a training run (train_stage1.py, through run.Run) and `--resume`.
+"""Resumable checkpoints of a training run (train_stage1.py, through plumbing.run.Run) and `--resume`.
 
 Layout of a run directory:
   output_dir/checkpoint/                the final model (save_pretrained) + trainer state: what later stages load
   output_dir/checkpoints/step_000010/   every --save_every steps, the newest --keep_last kept: what --resume reads
 Each holds trainer_state.json ({"step": N}, cheap to read) and trainer_state.pt (step, optimiser, per-rank RNG
-states, data order), both written after the weights; the directory appears only when complete (common.save_checkpoint).
+states, data order), both written after the weights; the directory appears only when complete
+(plumbing.common.save_checkpoint).
 """
 
 import glob

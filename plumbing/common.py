@@ -1,7 +1,8 @@
 """What every script shares: seeds and threads, a model in (`load_model`: 'toy' or a save_pretrained directory) and
 out (`save_checkpoint`, atomic), a problem set by name or path (`load_problem_set`), JSON and report files.
 
-The command-line helpers are in cli.py, resumable training checkpoints in checkpoint.py, run logs in logs.py.
+The command-line helpers are in plumbing/cli.py, resumable training checkpoints in plumbing/checkpoint.py, run logs in
+plumbing/logs.py.
 """
 
 import json
@@ -77,7 +78,8 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
 
 
 def load_problem_set(source: str, limit: int | None = None, flag: str | None = None, **column_mapping) -> list[Problem]:
-    """'toy:train' / 'toy:heldout' or anything data.load_problems reads (JSONL, HF dataset with column mapping,
+    """'toy:train' / 'toy:heldout' or anything domains.problems.load_problems reads (JSONL, HF dataset with column
+    mapping,
     `domain=`, `require_reference=`); several sources, comma-separated, are read in turn (`limit` applies to each).
 
     With `flag` (the command-line flag that named the source), a missing, empty or malformed source stops the script

@@ -15,7 +15,8 @@ import copy
 
 from judge import JudgeResult
 
-# The probe's outcome request: a problem any judge scores, written so both toy judges (toy_judge.py) parse it too (its
+# The probe's outcome request: a problem any judge scores, written so both toy judges (toy/llm_like_judge.py) parse it
+# too (its
 # reference states the checkpoint "that gives 2", the response reaches it with a valid equation, 1+1=2, and boxes 2).
 PROBE_SAMPLE = ("What is 1+1?", "Add 1 to 1: that gives 2. The answer is 2.", "1+1=2. \\boxed{2}")
 # One retry: a server that drops one request (a restart, a transient 500) passes; a down server fails after two
@@ -54,16 +55,17 @@ def probe_judge(judge, where: str, sample: tuple[str, str, str] = PROBE_SAMPLE) 
                              The judge must end its answer with a 'Score: N' line (N = 1..5): ..."
 
     Example:
-        >>> class Scripted:  # a judge that answers every request with the same text
-        ...     def __init__(self, text):
-        ...         self.text = text
+        >>> class Scripted:  # a judge that gives every response the same score and text
+        ...     def __init__(self, score, text):
+        ...         self.score, self.text = score, text
         ...     def score_outcome(self, questions, references, responses):
-        ...         return JudgeResult([parse_score(self.text) and 1.0] * len(questions), [self.text] * len(questions))
-        >>> probe_judge(Scripted("Reasoning: right.\nScore: 5"), "judge")  # a score: no error
-        >>> probe_judge(Scripted("Looks right."), "judge")
-        Traceback (most recent call last):
-        ...
-        plumbing.judge_watch.JudgeError: judge judge answered the probe without a parseable score: 'Looks right.'. ...
+        ...         return JudgeResult([self.score] * len(questions), [self.text] * len(questions))
+        >>> probe_judge(Scripted(1.0, "Score: 5"), "judge")  # a score: no error
+        >>> try:
+        ...     probe_judge(Scripted(None, "Looks right."), "judge")
+        ... except JudgeError as error:
+        ...     print(str(error)[:72])
+        judge judge answered the probe without a parseable score: 'Looks right.'
     """
     engine = getattr(judge, "engine", None)
     if hasattr(engine, "with_options"):  # an HTTP engine (scale/openai_engine.py): fail fast on a closed port

@@ -31,7 +31,7 @@ from scale import distributed
 class StepRollouts:
     """One step's rollouts and what the step made of them, one entry per rollout, ordered group by group."""
 
-    problems: list  # data.Problem of each rollout
+    problems: list  # domains.problems.Problem of each rollout
     rollouts: list  # rollout.Rollout
     correct: list  # 0/1 final-answer reward (logged; the reward itself for --reward sparse)
     judged: JudgeResult  # scores and raw judge outputs: per response, or per segment for --reward process
@@ -122,7 +122,7 @@ class Run:
 
         Over ranks: means weighted by rollouts, the update's metrics by response tokens, counts summed, times maxed (the
         slowest rank sets the pace), the loss averaged (each rank's is its rows' part of the global mini-batch loss,
-        times the world size: distributed.global_mini_batch).
+        times the world size: scale.distributed.global_mini_batch).
         """
         metrics = {
             **step_metrics(self.args, scored),
@@ -202,6 +202,14 @@ class Run:
         )
 
     # ------------------------------------------------------------------------------------------------- evaluation
+    def evaluate_and_save(self, step: int) -> None:
+        """The schedule inside the loop: held-out pass@k every --eval_every steps (not at the last step: `finish`'s
+        evaluation covers it), a resumable checkpoint every --save_every steps."""
+        if self.args.eval_every and step % self.args.eval_every == 0 and step < self.args.steps:
+            self.evaluate(step)
+        if self.args.save_every and step % self.args.save_every == 0:
+            self.save_checkpoint(step)
+
     def evaluate(self, step: int) -> dict | None:
         """pass@k on the held-out problems (rank 0 only), with the run's sampler when it is vLLM."""
         args = self.args

@@ -1,7 +1,8 @@
 """The HTTP judge engine: a judge model served behind an OpenAI-compatible endpoint (e.g. `vllm serve` on the judge
 GPUs, the paper's layout), with the `chat` interface that judge.LLMJudge calls (`--judge http://host:port/v1`).
 
-Needs the openai client (`pip install openai`); it is imported lazily. judge_health.py probes such a judge and stops a
+Needs the openai client (`pip install openai`); it is imported lazily. plumbing/judge_watch.py probes such a judge and
+stops a
 run when it fails; tests/test_judge_server.py runs it against real local servers.
 """
 
@@ -14,7 +15,8 @@ class OpenAIEngine:
     openai client backs off between them: about 0.5 s, 1 s, 2 s, ...). A request that still fails returns "", which the
     judge counts as a parse failure: never a crash, and nothing is logged per request. Instead, each `chat` call leaves
     `last_failures` (how many of its requests failed) and `last_errors` (up to MAX_ERRORS distinct one-line messages)
-    for judge_health.JudgeMonitor and judge_health.probe_judge to report. The constructor checks that the openai
+    for plumbing.judge_watch.JudgeMonitor and plumbing.judge_watch.probe_judge to report. The constructor checks that
+    the openai
     package is installed and makes no connection; the HTTP client is built on the first `chat`.
 
     Example (a closed port: the request fails, the call does not):

@@ -4,7 +4,7 @@ only swap judge models.)
     python -m scripts.judge_dial   # shares runs/reproduce with scripts.reproduce: its p = 0 columns are reused
 
 The toy judge's `--judge_error_rate p` makes it misread the whole reference on a share p of the texts it judges, on
-top of its own errors (toy_judge.LLMLikeJudge). For each p this driver
+top of its own errors (toy.llm_like_judge.LLMLikeJudge). For each p this driver
   1. measures the judge's misplacement on fixed base rollouts at EACH LEVEL (analysis.calibrate, correct-reference
      condition, (FPR + FNR) / 2 at "score >= 4": `--level outcome` for ExpRL-Outcome's x, `--level process`, the
      final prefix's s_T, for ExpRL-Process's), so each curve's x axis is its own measured judge quality, with the
@@ -187,7 +187,9 @@ def main(args: Args) -> dict:
     data = mine(args)
     flags = {p: ("--judge_error_rate", f"{p:g}") if p else () for p in rates}
     chains = [chain(args, data, "sparse", s) for s in seeds]
-    chains += [chain(args, data, m, s, cell(m, p), flags[p]) for s in seeds for p in rates for m in methods]
+    chains += [
+        chain(args, data, m, s, name=cell(m, p), stage1_flags=flags[p]) for s in seeds for p in rates for m in methods
+    ]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         list(pool.map(run_chain, chains))  # re-raises the first failure
     result = collect(args, methods, seeds, rates, judges)

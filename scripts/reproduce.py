@@ -9,7 +9,7 @@ logged), `--jobs` of them at a time with one torch thread each, so any cell can 
 A finished run is skipped when the driver is started again, so an interrupted reproduction continues where it stopped.
 
 The Stage-I set is the committed toy_data/stage1_train.jsonl: the hard problems the base solves 0 times in 512
-samples (`python toy.py data`; `--mine true` re-mines into output_dir/data). The held-out set is not mined.
+samples (`python -m toy.world data`; `--mine true` re-mines into output_dir/data). The held-out set is not mined.
 
 Outputs in --output_dir: data/ (with --mine true), s<seed>/<method>/{stage1,stage2}/ (run directories),
 results.md (mean ± sample std over seeds), passk.png (pass@k curves), stage1_training.png (fully-unsolved fraction and
@@ -52,7 +52,7 @@ class Args:
     mine: bool = field(
         default=False,
         metadata={
-            "help": "mine a fresh hard set with `python toy.py data` first (about 17 min at mine_k 512); "
+            "help": "mine a fresh hard set with `python -m toy.world data` first (about 17 min at mine_k 512); "
             "False: the committed toy_data/, mined by that command"
         },
     )
@@ -202,14 +202,15 @@ def run_chain(steps: list[tuple[str, list[str]]]) -> float:
 
 
 def mine(args: Args) -> dict:
-    """The hard set: `python toy.py data` into output_dir/data (or the committed toy_data with --mine false)."""
+    """The hard set: `python -m toy.world data` into output_dir/data (or the committed toy_data with --mine false)."""
     if not args.mine:
         return {"train": TOY_DATA["toy:train"], "heldout": TOY_DATA["toy:heldout"]}
     out = os.path.join(args.output_dir, "data")
     run(
         out,
         [
-            "toy.py",
+            "-m",
+            "toy.world",
             "data",
             "--output_dir",
             out,

@@ -155,7 +155,7 @@ def diagnostics_markdown(out: str, stage2_steps: int, methods: list[str], seeds:
         return format(np.mean(values), fmt) if values else ""
 
     def skipped(method: str, stage: str) -> str:  # optimiser steps skipped over a whole run
-        return stat(method, stage, "skipped_update", every, np.sum, ".1f")
+        return stat(method, stage, "skipped_update", every, reduce=np.sum, fmt=".1f")
 
     def frozen(method: str, stage: str) -> str:  # seeds whose run skipped every update: the model did not change
         runs = per_seed(method, stage, "skipped_update")

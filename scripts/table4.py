@@ -5,12 +5,13 @@ pass@16 on the development split after Stage I on the mixed hard set, for every 
 
 Methods: the mixed base as it is; sparse GRPO (the rule-based reward of each row: math-verify, the multiple-choice
 letter, the code's tests run in the sandbox); SFT on references; self-distillation; ExpRL-Outcome and ExpRL-Process
-judged by the mixed toy judge (`--judge toy-mixed`: toy_mixed_judge.MixedJudge; in the process run, math and science
+judged by the mixed toy judge (`--judge toy-mixed`: toy.mixed_judges.MixedJudge; in the process run, math and science
 rows are judged per prefix and code rows at the outcome level, as in the authors' mixed run). Every run is a plain
 command of this repository (scripts/reproduce.py's `run`: printed, logged, skipped when already done), `--jobs` at a
 time with one torch thread each.
 
-The trainers grade and route by the problem's domain (answer.rule_reward, the judge's `domains=`); per-domain pass@k
+The trainers grade and route by the problem's domain (domains.rule_rewards.rule_reward, the judge's `domains=`);
+per-domain pass@k
 is computed here from each run's last pass_at_k.json (correct counts in the order of the evaluated problems) joined
 with the domain of the same problem in the data file (scripts/table4_report.py).
 """

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+import toy.world as toy
 from config import Args
 from domains.problems import save_problems
 from plumbing.common import load_model
-from toy import world
 
 # The tests' short run: 4 prompts x 4 rollouts on the toy base, one step, no held-out evaluation, one thread, seed 0.
 TINY = dict(model="toy", eval_data="", group_size=4, prompts_per_step=4, steps=1, threads=1, seed=0)
@@ -23,7 +23,7 @@ def toy_model():
 def tiny_problems(tmp_path_factory) -> str:
     """4 hard toy problems (8 operations each, seed 11) in a JSONL file: what the short runs train on."""
     path = tmp_path_factory.mktemp("data") / "hard.jsonl"
-    save_problems(world.make_toy_problems(4, 8, 8, seed=11), str(path))
+    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(path))
     return str(path)
 
 

@@ -8,13 +8,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import toy.world as toy
 from baselines import DistillArgs, SFTArgs, distill_signal, sft_batch, sft_step, teacher_messages, train_sft
 from baselines import main as baselines_main
 from domains.problems import encode_prompts, save_problems
 from domains.records import Problem
 from grpo import LossConfig, grpo_step, token_logprobs
 from rollout import HFSampler, to_batch
-from toy import TOY_BASE, world
+from toy import TOY_BASE
 
 
 def weight_change(checkpoint_dir) -> float:
@@ -38,7 +39,7 @@ def test_sft_batch_puts_labels_on_reference_tokens_only(toy_model):
 
 def test_sft_gradient_does_not_depend_on_micro_batch_size(toy_model):
     model, tokenizer = toy_model
-    batch = sft_batch(tokenizer, world.make_toy_problems(4, 8, 8, seed=3))
+    batch = sft_batch(tokenizer, toy.make_toy_problems(4, 8, 8, seed=3))
     deltas = []
     for micro in (4, 1):
         m = copy.deepcopy(model)
@@ -69,12 +70,12 @@ def sample(model, tokenizer, problems, n=2):
 
 def test_distill_signal_is_zero_when_teacher_is_student_in_the_same_context(toy_model):
     model, tokenizer = toy_model
-    rollouts = sample(model, tokenizer, world.make_toy_problems(2, 8, 8, seed=5))
+    rollouts = sample(model, tokenizer, toy.make_toy_problems(2, 8, 8, seed=5))
     signal = distill_signal(model, model, rollouts, [r.prompt_ids for r in rollouts], pad_id=tokenizer.pad_token_id)
     assert [len(s) for s in signal] == [len(r.response_ids) for r in rollouts]
     assert all(torch.equal(s, torch.zeros_like(s)) for s in signal)
     # ... and not zero once the teacher sees the reference
-    problems = world.make_toy_problems(2, 8, 8, seed=5)
+    problems = toy.make_toy_problems(2, 8, 8, seed=5)
     teacher_prompts = encode_prompts(tokenizer, [teacher_messages(problems[i // 2]) for i in range(4)])
     signal = distill_signal(model, model, rollouts, teacher_prompts, pad_id=tokenizer.pad_token_id)
     assert max(s.abs().max().item() for s in signal) > 0.01
@@ -83,7 +84,7 @@ def test_distill_signal_is_zero_when_teacher_is_student_in_the_same_context(toy_
 def test_distill_as_advantage_has_the_gradient_of_the_papers_loss(toy_model):
     """grpo_step with A_t = -d_t (on-policy, no clip hit) == grad of token-mean(d_t * log pi_theta(y_t))."""
     model, tokenizer = toy_model
-    rollouts = sample(model, tokenizer, world.make_toy_problems(2, 8, 8, seed=7))
+    rollouts = sample(model, tokenizer, toy.make_toy_problems(2, 8, 8, seed=7))
     torch.manual_seed(1)
     d = [torch.randn(len(r.response_ids)) for r in rollouts]  # any detached per-token signal
     batch = to_batch(rollouts, tokenizer.pad_token_id)
@@ -151,7 +152,7 @@ def test_one_stage2_step_from_a_checkpoint_changes_weights(tmp_path, tiny_flags)
     from train_stage2 import main, parse_args
 
     data = tmp_path / "easy.jsonl"
-    save_problems(world.make_toy_problems(4, 7, 7, seed=1), str(data))
+    save_problems(toy.make_toy_problems(4, 7, 7, seed=1), str(data))
     args = parse_args(tiny_flags(train_data=data, output_dir=tmp_path / "run", lr="1e-3", weight_decay=0))
     main(args)
     row = json.loads(open(tmp_path / "run" / "metrics.jsonl").readline())
@@ -166,7 +167,7 @@ def test_stage2_step_without_any_correct_rollout_leaves_weights_alone(tmp_path, 
     full lr-sized step on every weight. --skip_no_signal (default) makes that step a no-op; turned off, it moves."""
     from train_stage2 import main, parse_args
 
-    problems = [Problem(p.id, p.question, p.reference, "-1") for p in world.make_toy_problems(2, 2, 2, seed=1)]
+    problems = [Problem(p.id, p.question, p.reference, "-1") for p in toy.make_toy_problems(2, 2, 2, seed=1)]
     data = tmp_path / "unsolvable.jsonl"  # the toy world's values are 0..99: an answer of -1 is never produced
     save_problems(problems, str(data))
     args = parse_args(

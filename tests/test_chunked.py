@@ -10,11 +10,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+import toy.world as toy
 from grpo import LossConfig, grpo_step
 from logprobs import token_logprobs
 from scale.logprobs_fast import _ChunkedHead
 from tests.test_grpo import GROUP_PROMPTS, GROUP_RESPONSES, GradRecorder, make_batch, training_batch
-from toy import world
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -27,7 +27,7 @@ def one_thread():
 
 def llama_untied():
     """The toy world's model (untied head, 99-token vocabulary)."""
-    return world.build_tiny_model(world.build_tokenizer(), hidden_size=64, num_layers=1, seed=0)
+    return toy.build_tiny_model(toy.build_tokenizer(), hidden_size=64, num_layers=1, seed=0)
 
 
 def llama_tied():

@@ -14,11 +14,11 @@ import sys
 import pytest
 import torch
 
+import toy.world as toy
 from domains.problems import save_problems
 from plumbing.common import REPO
 from rollout import Rollout
 from scale import distributed
-from toy import world
 from train_stage1 import Args, build_batch, update_policy
 
 ROWS, GROUP, MICRO = 8, 4, 2  # two groups of 4 rollouts: one group per rank; micro-batches of 2 rows
@@ -38,8 +38,8 @@ def fixed_rollouts() -> tuple[list[Rollout], list[torch.Tensor], list[bool]]:
 
 
 def tiny_model():
-    tokenizer = world.build_tokenizer()
-    return world.build_tiny_model(tokenizer, hidden_size=64, num_layers=2, seed=0), tokenizer
+    tokenizer = toy.build_tokenizer()
+    return toy.build_tiny_model(tokenizer, hidden_size=64, num_layers=2, seed=0), tokenizer
 
 
 def fixed_args() -> Args:
@@ -51,7 +51,7 @@ def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, 
     (AdamW's first step would hide a wrong gradient scale). Returns (full weights or {} off rank 0, metrics)."""
     model, tokenizer = tiny_model()
     ref = distributed.wrap_model(
-        world.build_tiny_model(tokenizer, 64, 2, seed=1).requires_grad_(False), mode, trainable=False
+        toy.build_tiny_model(tokenizer, 64, 2, seed=1).requires_grad_(False), mode, trainable=False
     )
     model = distributed.wrap_model(model, mode)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -63,8 +63,8 @@ def fixed_batch_update(mode: str, rank: int = 0, world: int = 1) -> tuple[dict, 
 
 
 def reduce(metrics: dict, batch: dict) -> dict:
-    """The update's metrics over ranks as run.Run.log reduces them: token-weighted means, the loss averaged (each
-    rank's is its rows' part of the global loss times the world size)."""
+    """The update's metrics over ranks as plumbing.run.Run.log reduces them: token-weighted means, the loss averaged
+    (each rank's is its rows' part of the global loss times the world size)."""
     tokens = int(batch["response_mask"].sum())
     return distributed.reduce_metrics(metrics, {**{k: tokens for k in metrics}, "loss": 1})
 
@@ -113,7 +113,8 @@ def chunked_update(mode: str, rank: int = 0, world: int = 1, chunk_size: int | N
 def fsdp_checkpoint_round_trip(out: str) -> bool:
     """Under torchrun: one AdamW step on an FSDP2 model, save_training_checkpoint (gathers the shards; rank 0 writes),
     load it into a fresh sharded model + optimiser (once from the directory, once into an already sharded model with
-    distributed.load_full_state_dict, as --resume does), take one more step with all: True when they end identical."""
+    scale.distributed.load_full_state_dict, as --resume does), take one more step with all: True when they end
+    identical."""
     from transformers import AutoModelForCausalLM
 
     from plumbing.checkpoint import save_training_checkpoint
@@ -170,13 +171,17 @@ if rank == 0:
     json.dump({{"identical": same}}, open(os.path.join(out, "fsdp_round_trip.json"), "w"))
 # 2. train_stage1.main end to end, 1 step; keep the wrapped model to compare the ranks' weights afterwards
 wrapped, wrap = [], distributed.wrap_model
-distributed.wrap_model = lambda m, mode="ddp", trainable=True: wrapped.append(wrap(m, mode, trainable)) or wrapped[-1]
+def wrapping(m, mode="ddp", trainable=True):
+    wrapped.append(wrap(m, mode, trainable))
+    return wrapped[-1]
+distributed.wrap_model = wrapping
 args = train_stage1.Args(model="toy", train_data={data!r}, eval_data="", output_dir=os.path.join(out, "run"),
                          group_size=4, prompts_per_step=4, steps=1, max_new_tokens=120, threads=1, save_every=1, seed=0)
 train_stage1.main(args)
 args.steps, args.resume = 2, True  # and --resume under torchrun: one more step from checkpoints/step_000001
 train_stage1.main(args)
-flat = torch.cat([p.detach().flatten() for p in distributed.unwrap(wrapped[-2]).parameters()])  # [-1]: the ref model
+# [-1]: the ref model
+flat = torch.cat([p.detach().flatten() for p in distributed.unwrap(wrapped[-2]).parameters()])
 torch.save(flat, os.path.join(out, f"e2e_rank{{rank}}.pt"))
 # 3. baselines.train_sft: batches of 3 rows over 4 problems, so rank 1 gets 1 row, then none (the last batch has 1)
 import baselines
@@ -190,7 +195,7 @@ distributed.cleanup()
 def torchrun_outputs(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
     data = out / "hard.jsonl"
-    save_problems(world.make_toy_problems(4, 8, 8, seed=11), str(data))
+    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(data))
     (out / "worker.py").write_text(WORKER.format(repo=REPO, out=str(out), data=str(data)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [
@@ -300,7 +305,8 @@ def test_shard_and_reduce_metrics_in_one_process():
 
 def test_judge_as_an_http_endpoint(monkeypatch):
     """The 6 + 2 GPU layout: --judge http://host:port/v1 --judge_model NAME reaches the judge server through
-    openai_engine.OpenAIEngine (replaced here by a stand-in: the openai client is not installed in this environment)."""
+    scale.openai_engine.OpenAIEngine (replaced here by a stand-in: the openai client is not installed in this
+    environment)."""
     from config import build_judge
     from scale import openai_engine
     from train_stage1 import parse_args

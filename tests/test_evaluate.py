@@ -72,10 +72,10 @@ def test_evaluate_greedy_samples_agree_and_json_is_written(tmp_path):
     """Greedy decoding makes the n samples of a problem identical, so each count is 0 or n and pass@k is flat in k."""
     import json
 
+    import toy.world as toy
     from evaluate import evaluate
-    from toy import world
 
-    problems = world.make_toy_problems(6, 1, 2, seed=5)  # EASY chains: the toy base solves most of them
+    problems = toy.make_toy_problems(6, 1, 2, seed=5)  # EASY chains: the toy base solves most of them
     result = evaluate("toy", problems, n=4, temperature=0.0, output_dir=str(tmp_path), step=7)
     assert all(c in (0, 4) for c in result["correct_counts"])
     solved = sum(c == 4 for c in result["correct_counts"]) / 6

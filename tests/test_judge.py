@@ -221,13 +221,13 @@ def test_llm_judge_on_the_hf_engine_counts_parse_failures(tmp_path):
     """A real (tiny, untrained) judge model on the HF engine: its outputs do not parse, and that is counted."""
     import torch
 
+    import toy.world as toy
     from judge import LLMJudge
     from rollout import HFSampler
-    from toy import world
 
     torch.manual_seed(0)
-    tok = world.build_tokenizer()
-    model = world.build_tiny_model(tok, hidden_size=64, num_layers=1)
+    tok = toy.build_tokenizer()
+    model = toy.build_tiny_model(tok, hidden_size=64, num_layers=1)
     judge = LLMJudge(HFSampler(model, tok), tok, max_tokens=6)
     result = judge.score_outcome(["1 +2"], ["Add 2: that gives 3."], ["1+2=3###\\boxed{3}"])
     assert result.scores == [None] and result.num_failures == 1 and len(result.texts[0]) > 0

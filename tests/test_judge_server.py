@@ -223,13 +223,13 @@ def test_probe_raises_when_nothing_listens():
 def test_probe_on_the_toy_judge_and_on_an_untrained_hf_judge():
     import torch
 
+    import toy.world as toy
     from rollout import HFSampler
-    from toy import world
 
-    probe_judge(world.CheckpointJudge(), "toy")  # the toy judge parses the probe sample
+    probe_judge(toy.CheckpointJudge(), "toy")  # the toy judge parses the probe sample
     torch.manual_seed(0)
-    tok = world.build_tokenizer()
-    model = world.build_tiny_model(tok, hidden_size=64, num_layers=1)
+    tok = toy.build_tokenizer()
+    model = toy.build_tiny_model(tok, hidden_size=64, num_layers=1)
     with pytest.raises(JudgeError, match="judge tiny-model answered the probe without a parseable score: '"):
         probe_judge(LLMJudge(HFSampler(model, tok), tok, max_tokens=6), "tiny-model")
 

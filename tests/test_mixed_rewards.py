@@ -7,10 +7,11 @@ import json
 import pytest
 
 from advantages import process_advantages
+from domains.judge_texts import process_level
 from domains.problems import question_text
 from domains.records import Problem
 from domains.rule_rewards import rule_rewards
-from judge import JudgeResult, LLMJudge, process_level, score_process_routed
+from judge import JudgeResult, LLMJudge, score_process_routed
 from tests.test_mixed_domains import GPQA, LCB, OLYMPIAD, SCIKNOWEVAL, load, needs_sandbox
 
 # --- the process routing ----------------------------------------------------------------------------------------------
@@ -89,11 +90,11 @@ def test_outcome_level_groups_get_group_normalised_advantages_in_a_process_run()
 
 
 def test_stage1_process_step_on_a_mixed_batch_routes_rows(tmp_path, tiny_args, monkeypatch):
+    import toy.world as toy
     import train_stage1
     from domains.problems import save_problems
-    from toy import world
 
-    math = world.make_toy_problems(2, 8, 8, seed=11)
+    math = toy.make_toy_problems(2, 8, 8, seed=11)
     mcq = Problem("mcq", "Which is larger?", "2 > 1, so B.", "B", "science", ("1", "2"))
     tests = json.dumps({"inputs": ["1\n"], "outputs": ["1\n"]})
     code = Problem("code", "Echo the input.", "print(input())", "", "code", tests=tests)

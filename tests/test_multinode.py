@@ -26,12 +26,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import toy.world as toy
 from domains.problems import save_problems
 from plumbing.common import REPO
 from scale import distributed
 from tests.test_distributed import fixed_batch_update, tiny_model
 from tests.test_resume import rows_without_timing
-from toy import world
 from train_stage1 import Args, main
 
 REFUSAL = "--resume: the ranks found different checkpoints"
@@ -146,8 +146,8 @@ def two_nodes(out, label: str, backend: str, node_dirs: list[str], jobs: list[st
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     out = tmp_path_factory.mktemp("multinode")
-    save_problems(world.make_toy_problems(4, 8, 8, seed=11), str(out / "hard.jsonl"))
-    save_problems(world.make_toy_problems(2, 8, 8, seed=12), str(out / "heldout.jsonl"))
+    save_problems(toy.make_toy_problems(4, 8, 8, seed=11), str(out / "hard.jsonl"))
+    save_problems(toy.make_toy_problems(2, 8, 8, seed=12), str(out / "heldout.jsonl"))
     (out / "worker.py").write_text(WORKER.format(repo=REPO))
     node0, node1 = out / "node0", out / "node1"
     node0.mkdir()

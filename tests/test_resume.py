@@ -10,17 +10,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import toy.world as toy
 from domains.problems import save_problems
 from plumbing.checkpoint import latest_checkpoint
 from plumbing.common import load_model, save_checkpoint
-from toy import TOY_BASE, world
+from toy import TOY_BASE
 from train_stage1 import main
 
 
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "hard.jsonl"
-    save_problems(world.make_toy_problems(6, 8, 8, seed=11), str(path))
+    save_problems(toy.make_toy_problems(6, 8, 8, seed=11), str(path))
     return str(path)
 
 

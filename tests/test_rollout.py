@@ -3,16 +3,16 @@
 import pytest
 import torch
 
+import toy.world as toy
 from domains.problems import encode_prompts, policy_messages
 from rollout import HFSampler, Rollout, left_pad, split_response, to_batch
-from toy import world
 
 
 @pytest.fixture(scope="module")
 def prompts(toy_model):
     """Prompts of different lengths (easy and hard toy problems), so left padding matters."""
     _, tokenizer = toy_model
-    problems = world.make_toy_problems(2, 2, 2, seed=5) + world.make_toy_problems(1, 9, 9, seed=6)
+    problems = toy.make_toy_problems(2, 2, 2, seed=5) + toy.make_toy_problems(1, 9, 9, seed=6)
     ids = encode_prompts(tokenizer, [policy_messages(p) for p in problems])
     assert len({len(p) for p in ids}) > 1
     return ids

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from judge import answer_reward
-from toy import world
+import toy.world as toy
+from domains.rule_rewards import answer_reward
 
 # 27 *2 +34 +65 -62: values 54, 88, 153, 91; reference checkpoints after ops 2 and 4: [88, 91]
 QUESTION = "27 *2 +34 +65 -62"
@@ -17,30 +17,30 @@ REFERENCE = "Double, then add 34: that gives 88. Add 65, then subtract 62: that 
 
 
 def test_model_and_reference_styles_hand_written_example():
-    start, ops = world.parse_question(QUESTION)
+    start, ops = toy.parse_question(QUESTION)
     assert (start, ops) == (27, [("*", 2), ("+", 34), ("+", 65), ("-", 62)])
-    assert world.intermediate_values(start, ops) == [54, 88, 153, 91]
-    assert world.model_solution(start, ops) == SOLUTION
-    assert world.reference_solution(start, ops) == REFERENCE
-    assert world.question_text(start, ops) == QUESTION
+    assert toy.intermediate_values(start, ops) == [54, 88, 153, 91]
+    assert toy.model_solution(start, ops) == SOLUTION
+    assert toy.reference_solution(start, ops) == REFERENCE
+    assert toy.question_text(start, ops) == QUESTION
 
 
 def test_generator_is_seeded_in_range_and_answer_matches_solution():
-    a = world.make_toy_problems(50, 8, 8, seed=3)
-    assert a == world.make_toy_problems(50, 8, 8, seed=3)
-    assert a != world.make_toy_problems(50, 8, 8, seed=4)
+    a = toy.make_toy_problems(50, 8, 8, seed=3)
+    assert a == toy.make_toy_problems(50, 8, 8, seed=3)
+    assert a != toy.make_toy_problems(50, 8, 8, seed=4)
     for p in a:
-        start, ops = world.parse_question(p.question)
-        values = world.intermediate_values(start, ops)
-        assert len(ops) == 8 and all(0 <= v <= world.MAX_VALUE for v in values)
+        start, ops = toy.parse_question(p.question)
+        values = toy.intermediate_values(start, ops)
+        assert len(ops) == 8 and all(0 <= v <= toy.MAX_VALUE for v in values)
         assert p.answer == str(values[-1])
-        assert answer_reward(world.model_solution(start, ops), p.answer) == 1.0  # the model style grades correct
-        assert world.reference_checkpoints(p.reference) == values[1::2]  # a checkpoint every second step
+        assert answer_reward(toy.model_solution(start, ops), p.answer) == 1.0  # the model style grades correct
+        assert toy.reference_checkpoints(p.reference) == values[1::2]  # a checkpoint every second step
         assert "###" not in p.reference and "=" not in p.reference  # a different style from the model's
 
 
 def test_tokenizer_round_trip_and_single_tokens(tmp_path):
-    tok = world.build_tokenizer()
+    tok = toy.build_tokenizer()
     ids = tok(SOLUTION, add_special_tokens=False).input_ids
     assert tok.decode(ids) == SOLUTION
     assert tok.convert_ids_to_tokens(ids).count("###") == 4
@@ -56,8 +56,8 @@ def test_tokenizer_round_trip_and_single_tokens(tmp_path):
 
 
 def test_tiny_model_save_pretrained_round_trip(tmp_path):
-    tok = world.build_tokenizer()
-    model = world.build_tiny_model(tok, hidden_size=64, num_layers=1)
+    tok = toy.build_tokenizer()
+    model = toy.build_tiny_model(tok, hidden_size=64, num_layers=1)
     model.save_pretrained(tmp_path)
     again = AutoModelForCausalLM.from_pretrained(tmp_path)
     x = torch.tensor([tok(SOLUTION, add_special_tokens=False).input_ids])
@@ -66,7 +66,7 @@ def test_tiny_model_save_pretrained_round_trip(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ checkpoint judge
-JUDGE = world.CheckpointJudge()
+JUDGE = toy.CheckpointJudge()
 
 
 def outcome(response: str) -> float | None:
@@ -101,24 +101,24 @@ def test_checkpoint_judge_counts_a_reference_without_checkpoints_as_parse_failur
 
 
 def test_steps_correct_diagnostic():
-    assert world.steps_correct(SOLUTION, QUESTION) == 4
-    assert world.steps_correct("27*2=54###54+34=89###89+65=154###", QUESTION) == 1
+    assert toy.steps_correct(SOLUTION, QUESTION) == 4
+    assert toy.steps_correct("27*2=54###54+34=89###89+65=154###", QUESTION) == 1
 
 
 def test_pretrain_base_trains_saves_and_reuses_cache(tmp_path):
-    args = world.PretrainArgs(output_dir=str(tmp_path / "base"), steps=3, batch_size=4, hidden_size=64, num_layers=1)
-    path = world.pretrain_base(args)
+    args = toy.PretrainArgs(output_dir=str(tmp_path / "base"), steps=3, batch_size=4, hidden_size=64, num_layers=1)
+    path = toy.pretrain_base(args)
     info = json.load(open(os.path.join(path, "toy_info.json")))
     assert info["pretrain_args"]["steps"] == 3
     mtime = os.path.getmtime(os.path.join(path, "model.safetensors"))
-    assert world.pretrain_base(args) == path  # same arguments: reused, not retrained
+    assert toy.pretrain_base(args) == path  # same arguments: reused, not retrained
     assert os.path.getmtime(os.path.join(path, "model.safetensors")) == mtime
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]  # nothing half-written left behind
 
 
 def test_sft_batch_masks_prompt_and_padding():
-    tok = world.build_tokenizer()
-    batch = world.sft_batch(tok, ["1 +2", "10 +20 +3"], ["1+2=3", "x"])
+    tok = toy.build_tokenizer()
+    batch = toy.sft_batch(tok, ["1 +2", "10 +20 +3"], ["1+2=3", "x"])
     prompt_len = len(
         tok.apply_chat_template(
             [{"role": "user", "content": "1 +2"}], add_generation_prompt=True, tokenize=True, return_dict=False
@@ -146,8 +146,8 @@ def test_pretraining_reproduces_the_committed_base(tmp_path):
     from toy import TOY_BASE
 
     recorded = json.load(open(os.path.join(TOY_BASE, "toy_info.json")))["pretrain_args"]
-    rebuilt = world.pretrain_base(world.PretrainArgs(**{**recorded, "output_dir": str(tmp_path / "base")}))
-    easy = world.make_toy_problems(64, 1, 4, seed=123, prefix="check")
+    rebuilt = toy.pretrain_base(toy.PretrainArgs(**{**recorded, "output_dir": str(tmp_path / "base")}))
+    easy = toy.make_toy_problems(64, 1, 4, seed=123, prefix="check")
     accuracy = {}
     for name, path in (("committed", TOY_BASE), ("rebuilt", rebuilt)):
         seed_everything(0)
@@ -169,11 +169,11 @@ def test_mining_runs_in_rounds_and_drops_a_problem_at_its_first_correct_sample(t
         counts = [1 if schedule[index[p.id]] == len(calls) else 0 for p in problems]
         return {"correct_counts": counts, "seconds": 1.0}
 
-    candidates = world.make_toy_problems(6, 8, 8, seed=1, prefix="hard")
+    candidates = toy.make_toy_problems(6, 8, 8, seed=1, prefix="hard")
     monkeypatch.setattr(common, "load_model", lambda path: (None, None))
     monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
-    args = world.DataArgs(output_dir=str(tmp_path), num_candidates=6, num_heldout=2, num_easy=2, mine_k=6, mine_round=4)
-    report = world.make_data(args)
+    args = toy.DataArgs(output_dir=str(tmp_path), num_candidates=6, num_heldout=2, num_easy=2, mine_k=6, mine_round=4)
+    report = toy.make_data(args)
     ids = [p.id for p in candidates]
     assert calls == [(ids, 4), ([ids[i] for i in (1, 2, 3, 5)], 2)]  # round 2 draws only 6 - 4 = 2 more samples
     kept = [json.loads(line)["id"] for line in open(tmp_path / "stage1_train.jsonl")]

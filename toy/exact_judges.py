@@ -2,14 +2,14 @@
 
     RubricJudge      --judge toy-rubric: the paper's outcome and process rubrics (docs/paper.md), verified EXACTLY
                      against the hidden reference, with a per-problem leniency and the misread-reference error dial.
-                     It was `--judge toy` before the LLM-like judge of toy_judge.py (results under "earlier
+                     It was `--judge toy` before the LLM-like judge of toy/llm_like_judge.py (results under "earlier
                      measurements" in docs/results.md). Its process level is an almost exact verifier, and no wrong
                      answer ever outscores a correct one of the same problem: no LLM judge is that consistent.
     CheckpointJudge  --judge toy-progress: counts the reference's checkpoints reached (a progress meter, not the
                      paper's rubric), kept so that results.md's note on Eq. 2 can be reproduced.
     NoReferenceJudge RubricJudge's no-reference condition: checks only the arithmetic and the chain it is shown.
 
-How they read the texts: toy_reading.py. Each writes "Reasoning: ... / Score: N", parsed with judge.parse_score.
+How they read the texts: toy/reading.py. Each writes "Reasoning: ... / Score: N", parsed with judge.parse_score.
 """
 
 import math

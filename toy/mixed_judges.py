@@ -1,11 +1,13 @@
 """The mixed toy world's judges: one stand-in per domain that errs like the paper's judge in that domain, and
-`MixedJudge`, which routes each row to its domain's judge (`domains=`), with toy_judge.LLMLikeJudge's interface.
+`MixedJudge`, which routes each row to its domain's judge (`domains=`), with toy.llm_like_judge.LLMLikeJudge's
+interface.
 
 The paper's judge misplaces (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)"; % with the correct / no / a wrong
 reference): math 17.8 / 39.2 / 50.4, multiple-choice science 14.0 / 37.5 / 46.0, code 9.7 / 8.2 / 10.0. Code is the
 odd one: a judge can read a program against the question, so the reference barely helps. Hence:
 
-    math     toy_judge.LLMLikeJudge in its second version (toy_judge.SECOND_VERSION), the arithmetic world's judge
+    math     toy.llm_like_judge.LLMLikeJudge in its second version (toy.llm_like_judge.SECOND_VERSION), the arithmetic
+    world's judge
              as this world was calibrated with.
     science  ScienceJudge: the same reader and rubrics (its perception, the outcome and process rubrics, every die),
              on the science texts: the reference's sentences read as the arithmetic reference's, the chosen letter
@@ -17,7 +19,7 @@ odd one: a judge can read a program against the question, so the reference barel
     code     CodeJudge: reads the program's operations (each `+a`, `-a`, `*2` in order, in any style) and compares
              them with the question's; with a reference it also compares with the reference's.
 
-CodeJudge's errors, each a seeded die (toy_reading.unit_hash of what is read, so reruns agree):
+CodeJudge's errors, each a seeded die (toy.reading.unit_hash of what is read, so reruns agree):
     inattention     per LINE: an operation that differs from the question's is noticed with probability
                     max(floor, first - drop * i) (i = its position), a missing or extra line with `count_check`;
     skimming        per RESPONSE (`skim`): a program that reads n and prints is believed without checking its lines;
@@ -49,7 +51,7 @@ OPTION = re.compile(r"\b([A-D])\)(\d+)")  # "D)108": option D is 108
 
 # ----------------------------------------------------------------------------------------------- science
 def as_arithmetic_reference(reference: str) -> str:
-    """A science reference rewritten in the arithmetic reference's words, which toy_reading.read_reference reads.
+    """A science reference rewritten in the arithmetic reference's words, which toy.reading.read_reference reads.
 
     Example:
         >>> as_arithmetic_reference("Heating by 8 and doubling brings it to 110C. Cooling by 5 brings it to 105C.")

@@ -19,7 +19,7 @@ progress but (after mining) never a fully correct answer, the situation ExpRL is
 
 Also here: a character-level tokenizer and a tiny Llama model as Hugging Face objects (save_pretrained round-trip,
 chat template included), and `pretrain_base`. The toy judges (the rubric judge that stands in for the LLM judge,
-the progress-counting checkpoint judge, the no-reference judge) are in toy_judge.py and re-exported here.
+the progress-counting checkpoint judge, the no-reference judge) are in toy/llm_like_judge.py and re-exported here.
 """
 
 import json
@@ -37,7 +37,8 @@ from domains.records import Problem
 from plumbing.common import save_checkpoint
 from toy.exact_judges import CheckpointJudge, NoReferenceJudge, RubricJudge, count_in_order, likert  # noqa: F401
 
-# The judges read the texts this file writes (toy_reading.py); they live in toy_judge.py and toy_judge_variants.py and
+# The judges read the texts this file writes (toy/reading.py); they live in toy/llm_like_judge.py and
+# toy/exact_judges.py and
 # are re-exported here, so `from toy import CheckpointJudge` keeps working. apply_op (one step of the task) is shared.
 from toy.llm_like_judge import LLMLikeJudge  # noqa: F401
 from toy.reading import BOXED, EQUATION, apply_op, reference_checkpoints, stated_results  # noqa: F401
@@ -101,7 +102,7 @@ def reference_solution(start: int, ops: list[tuple[str, int]]) -> str:
 def make_toy_problems(
     n: int, min_ops: int, max_ops: int, seed: int, prefix: str = "toy", max_operand: int = 9
 ) -> list[Problem]:
-    """n seeded problems with min_ops..max_ops operations, in the record format data.py loads."""
+    """n seeded problems with min_ops..max_ops operations, in the record format domains/problems.py loads."""
     rng = random.Random(seed)
     problems = []
     for i in range(n):
@@ -133,7 +134,8 @@ CHARS = (
     + ["\n"]
 )
 # The toy model has no system role: the template keeps the user turn only (the system prompt, docs/paper.md,
-# "Policy prompt", is still passed by data.policy_messages, as it is for real models, and simply not rendered here).
+# "Policy prompt", is still passed by domains.problems.policy_messages, as it is for real models, and simply not
+# rendered here).
 CHAT_TEMPLATE = (
     "{% for m in messages %}{% if m['role'] == 'user' %}<|user|>{{ m['content'] }}"
     "{% elif m['role'] == 'assistant' %}<|assistant|>{{ m['content'] }}<eos>{% endif %}{% endfor %}"
@@ -362,7 +364,9 @@ def make_test_split(args: SplitArgs, others: list[str]) -> list[Problem]:
     from domains.problems import load_problems, save_problems
 
     taken = {p.question for path in others for p in load_problems(path)}
-    pool = make_toy_problems(4 * args.num_problems, args.hard_ops, args.hard_ops, args.seed, "test", args.max_operand)
+    pool = make_toy_problems(
+        4 * args.num_problems, args.hard_ops, args.hard_ops, args.seed, "test", max_operand=args.max_operand
+    )
     fresh = []
     for p in pool:
         if p.question not in taken and len(fresh) < args.num_problems:
@@ -393,6 +397,7 @@ if __name__ == "__main__":
         print(f"wrote {len(make_test_split(test_args, others))} problems to {test_args.output}")
     else:
         sys.exit(
-            "usage: python toy.py pretrain [--output_dir toy_base ...] | python toy.py data [--base toy_base ...] | "
-            "python toy.py test [--output toy_data/test.jsonl ...]"
+            "usage: python -m toy.world pretrain [--output_dir toy_base ...] | "
+            "python -m toy.world data [--base toy_base ...] | "
+            "python -m toy.world test [--output toy_data/test.jsonl ...]"
         )
