@@ -1,10 +1,11 @@
-"""The default toy judge (toy_judge.LLMLikeJudge): the rubrics by hand with every error switched off, each error
-mechanism switched on alone, and the properties that make it LLM-like: a wrong response can outscore a correct one
-of the same problem, and a slip late in a long response is missed more often than an early one."""
+"""The default toy judge (toy.llm_like_judge.LLMLikeJudge): the rubrics by hand with every error switched off, each
+error mechanism switched on alone, and the properties that make it LLM-like: a wrong response can outscore a correct
+one of the same problem, and a slip late in a long response is missed more often than an early one. The start check
+and the consistent dice: tests/test_start_check.py."""
 
 import pytest
 
-from toy import world
+import toy.world as toy
 from toy.llm_like_judge import LLMLikeJudge
 
 # 27 *2 +34 +65 -62: path 27 -> 54 -> 88 -> 153 -> 91; the reference states 88 (after step 2) and 91 (after step 4)
@@ -104,14 +105,14 @@ def late_slips(num_problems: int, at: int) -> tuple[list[str], list[str]]:
     """References and responses of fresh 8-step problems where only step `at`'s operand is misread (valid
     arithmetic carried to a wrong answer)."""
     refs, responses = [], []
-    for p in world.make_toy_problems(num_problems, 8, 8, seed=123):
-        start, ops = world.parse_question(p.question)
+    for p in toy.make_toy_problems(num_problems, 8, 8, seed=123):
+        start, ops = toy.parse_question(p.question)
         op, a = ops[at]
         ops[at] = (op, a + 1 if op != "*" else 2)
         if op == "*":  # doubling has no operand to misread: subtract 1 more instead
             ops[at] = ("-", 3)
         refs.append(p.reference)
-        responses.append(world.model_solution(start, ops))
+        responses.append(toy.model_solution(start, ops))
     return refs, responses
 
 
@@ -132,15 +133,17 @@ def test_a_late_slip_is_missed_more_often_than_an_early_one():
 
 def test_a_wrong_response_can_outscore_a_correct_one_of_the_same_problem():
     judge = LLMLikeJudge()  # the default
-    n = 300
+    n = 3000
     refs, slips = late_slips(n, 7)
-    problems = world.make_toy_problems(n, 8, 8, seed=123)
-    solutions = [world.model_solution(*world.parse_question(p.question)) for p in problems]
+    problems = toy.make_toy_problems(n, 8, 8, seed=123)
+    solutions = [toy.model_solution(*toy.parse_question(p.question)) for p in problems]
     right = judge.score_outcome([""] * n, refs, solutions).scores
     wrong = judge.score_outcome([""] * n, refs, slips).scores
     inverted = sum(w > r for w, r in zip(wrong, right)) / n
-    # per response errors reorder groups, as an LLM judge's do; but not most of them
-    assert 0 < inverted < 0.2  # 3 of 300 here
+    # per response errors reorder groups, as an LLM judge's do; but not most of them. Both texts share lines 1-7 and
+    # a line reads the same in every text that contains the same lines up to it (consistent dice), so only line 8 and
+    # the final answer's dice can invert the pair: 6 of 3,000 here (toy-v3, fresh dice per text: 2 of 300)
+    assert 0 < inverted < 0.2
     assert sum(s >= 0.75 for s in wrong) / n > 0.2  # late slips often pass (fooled or credited)
     assert sum(s >= 0.75 for s in right) / n > 0.8  # most correct responses do
 

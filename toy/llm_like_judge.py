@@ -3,21 +3,28 @@
     LLMLikeJudge  --judge toy (the default): the paper's outcome and process rubrics (docs/paper.md, "Outcome judge",
                   "Process judge and Eq. 2") applied to what an inattentive reader of the response perceives.
 
-Earlier judges (--judge toy-rubric, the exact verifier that was the default before; --judge toy-progress, the
-checkpoint counter) are in toy_judge_variants.py; how every toy judge reads a text is in toy_reading.py.
+Its third version (--judge toy-v3: no start check, fresh dice per judged text; the judge of results/reproduce) and
+second version (--judge toy-v2) are this class with THIRD_VERSION / SECOND_VERSION; --judge toy-fresh is today's
+with the third version's fresh dice (an ablation). Earlier judges (--judge toy-rubric, the exact verifier that was the
+default before; --judge toy-progress, the checkpoint counter) are in toy/exact_judges.py; how every toy judge reads a
+text is in toy/reading.py.
 
 Why not an exact verifier? A real judge (the paper's Qwen3-4B) misplaces 17.8% of rollouts with the reference, 39.2%
 without it and 50.4% with a wrong one (docs/paper.md, "Judge calibration"), and its errors are per response: in a GRPO
 group a wrong rollout sometimes outscores a correct one. A toy judge whose only error is per problem never reorders a
 group, and what ExpRL shows with it is an upper bound. This judge makes the errors an LLM judge makes, each driven by
-a seeded die (toy_reading.unit_hash of the reference and of what is read, so reruns agree and any change to the text
-rolls new dice):
+a seeded die (toy.reading.unit_hash of the reference and of what is read, so reruns agree and any change to the text
+rolls new dice; a line's dice see the text up to that line only, so every prefix y_<=t that contains the line reads
+it the same way, as a judge that reads the same tokens does: docs/toy-world.md, "The starting number and the
+dice"):
 
     misunderstood reference  per PROBLEM (`misunderstand`): the judge misreads one intermediate result of the
                              reference, so correct responses seem to contradict it there;
     inattention              per LINE: a flawed equation (wrong arithmetic, a step that is not the reference's, a
                              result that contradicts a checkpoint) is noticed with probability `attention[i]`, which
                              falls with the line's position i (long responses are checked less: a length effect);
+                             line 1 is also compared with the question's start (and the reference's): a response
+                             that starts from a miscopied number is flagged when line 1 is read ("start");
     false alarm              per LINE: a correct equation is taken for a flawed one with probability `false_alarm`;
     confident final line     per RESPONSE: a wrong boxed answer after lines that all looked right is believed
                              (`fooled`: score as if right) or given partial credit for a right method with a slip
@@ -58,24 +65,33 @@ from toy.reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-e
     equations,
     misread,
     process_items,
+    question_start,
     question_steps,
     read_reference,
     unit_hash,
     verify,
 )
 
-TOY_JUDGES = ("toy", "toy-v2", "toy-rubric", "toy-progress", "toy-mixed")  # --judge names of toy judges (no model)
+TOY_JUDGES = ("toy", "toy-v3", "toy-fresh", "toy-v2", "toy-rubric", "toy-progress", "toy-mixed")  # --judge names
 
+# The third version (no start check, fresh dice per prefix): the judge of results/reproduce and of the dial; its
+# texts are byte for byte those of `toy` before the start check (tests/test_start_check.py).
+THIRD_VERSION = dict(check_start=False, consistent_dice=False)
 # The second version of the LLM-like judge (before answer anchoring and the step count; partial credit 30%): the
-# settings of results/reproduce-llm-like-v2 and of the mixed world's calibration (toy_mixed_judge.py).
-SECOND_VERSION = dict(fooled=0.12, partial_credit=0.3, anchor=0.0, count_check=0.0)
+# settings of results/reproduce-llm-like-v2 and of the mixed world's calibration (toy/mixed_judges.py).
+SECOND_VERSION = dict(fooled=0.12, partial_credit=0.3, anchor=0.0, count_check=0.0, **THIRD_VERSION)
 
 
 def build_toy_judge(name: str, error_rate: float = 0.0):
-    """'toy' -> LLMLikeJudge, 'toy-v2' -> its second version (SECOND_VERSION), 'toy-rubric' -> RubricJudge (all three
-    take the error dial), 'toy-progress' -> CheckpointJudge."""
+    """'toy' -> LLMLikeJudge, 'toy-v3' and 'toy-v2' -> its third and second versions (THIRD_VERSION, SECOND_VERSION),
+    'toy-fresh' -> today's with the third version's fresh dice per prefix (an ablation), 'toy-rubric' -> RubricJudge
+    (all five take the error dial), 'toy-progress' -> CheckpointJudge."""
     if name == "toy":
         return LLMLikeJudge(error_rate=error_rate)
+    if name == "toy-v3":
+        return LLMLikeJudge(error_rate=error_rate, **THIRD_VERSION)
+    if name == "toy-fresh":
+        return LLMLikeJudge(error_rate=error_rate, consistent_dice=False)
     if name == "toy-v2":
         return LLMLikeJudge(error_rate=error_rate, **SECOND_VERSION)
     if name == "toy-rubric":
@@ -85,7 +101,7 @@ def build_toy_judge(name: str, error_rate: float = 0.0):
             raise ValueError("error_rate applies to the 'toy' and 'toy-rubric' judges only")
         return CheckpointJudge()
     if name == "toy-mixed":
-        raise ValueError("the mixed world's judge is toy_mixed_judge.MixedJudge (train_stage1.build_judge builds it)")
+        raise ValueError("the mixed world's judge is toy.mixed_judges.MixedJudge (train_stage1.build_judge builds it)")
     raise ValueError(f"toy judge must be one of {TOY_JUDGES}, got {name!r}")
 
 
@@ -94,6 +110,7 @@ class Perception:
     """What the judge believes after reading a text once.
 
     flaws:   the noticed flaws, [(line index, kind)] with kind "wrong" (arithmetic or a contradicted checkpoint),
+             "start" (line 1 starts from a number that is not the question's or the reference's start),
              "off_path" (a valid step that is not the reference's), "break" (no reference: a line that does not
              start from the previous result) or "misread" (no reference: a step that is not the question's);
     reached: checkpoints reached before the first noticed flaw (k);  lines: equations written (m);
@@ -134,8 +151,13 @@ class LLMLikeJudge:
         question_check: float = 0.4,
         anchor: float = 0.7,
         count_check: float = 0.4,
+        check_start: bool = True,
+        consistent_dice: bool = True,
     ):
-        """attention = (first line, drop per line, floor): line i is checked with max(floor, first - drop * i)."""
+        """attention = (first line, drop per line, floor): line i is checked with max(floor, first - drop * i).
+        check_start: line 1's starting number is compared with the question's (and the reference's) start.
+        consistent_dice: a line's dice depend on the text up to that line, so every prefix that contains it reads it
+        the same way (False: fresh dice per judged text, the third version; docs/toy-world.md says why)."""
         check_probabilities(error_rate=error_rate, misunderstand=misunderstand, false_alarm=false_alarm, fooled=fooled,
                             partial_credit=partial_credit, gap_credit=gap_credit, question_check=question_check,
                             anchor=anchor, count_check=count_check, attention=min(attention))  # fmt: skip
@@ -149,10 +171,13 @@ class LLMLikeJudge:
             anchor,
             count_check,
         )
+        self.check_start, self.consistent_dice = check_start, consistent_dice
 
     # ------------------------------------------------------------------------------------------ the interface
     def score_outcome(self, questions: list[str], references: list[str], responses: list[str]) -> JudgeResult:
-        texts = [self._judge(ref, resp, self._outcome) for ref, resp in zip(references, responses)]
+        texts = [
+            self._judge(ref, resp, self._outcome, question=q) for q, ref, resp in zip(questions, references, responses)
+        ]
         return JudgeResult(scores=[normalise(parse_score(t)) for t in texts], texts=texts, num_requests=len(texts))
 
     def score_process(
@@ -160,8 +185,8 @@ class LLMLikeJudge:
     ) -> JudgeResult:
         alone = view == "segment"
         texts = [
-            [self._judge(ref, item, self._process, alone=alone) for item in items]
-            for ref, items in zip(references, process_items(segments, view))
+            [self._judge(ref, item, self._process, alone=alone, question=q) for item in items]
+            for q, ref, items in zip(questions, references, process_items(segments, view))
         ]
         scores = [[normalise(parse_score(t)) for t in row] for row in texts]
         return JudgeResult(scores=scores, texts=texts, num_requests=sum(map(len, texts)))
@@ -182,6 +207,11 @@ class LLMLikeJudge:
         def die(*tags) -> float:
             return unit_hash(*map(str, tags), reference or question, read)
 
+        def line_die(tag: str, i: int) -> float:  # a die of line i: consistent ones see the text up to that line
+            if not self.consistent_dice:
+                return die(tag, i)
+            return unit_hash(tag, str(i), reference or question, str(written[: i + 1]))
+
         path, note = None, "no reference"
         if reference:
             path = read_reference(reference)
@@ -193,7 +223,8 @@ class LLMLikeJudge:
                 shift = 1 + int(9 * die("shift"))
                 path, note = misread(path, shift), f"{note} (reference misread: start {path.values[0] + shift})"
         asked = None if reference else question_steps(question)
-        seen = self._perceive(path, written, boxed, die, alone, asked)
+        starts = [] if alone or not self.check_start else question_start(question) + ([path.values[0]] if path else [])
+        seen = self._perceive(path, written, boxed, die, alone, asked, line_die, starts)
         score, why = rubric(seen, path)
         flaws = ", ".join(f"line {i + 1} {kind}" for i, kind in seen.flaws) or "none noticed"
         return f"Reasoning: {note}; {seen.lines} lines, flaws: {flaws}; {why}.\nScore: {score}"
@@ -208,21 +239,34 @@ class LLMLikeJudge:
         return ReferencePath(values, path.steps, path.ends)
 
     def _perceive(
-        self, path: ReferencePath | None, written, boxed: int | None, die, alone: bool = False, asked=None
+        self,
+        path: ReferencePath | None,
+        written,
+        boxed: int | None,
+        die,
+        alone: bool = False,
+        asked=None,
+        line_die=None,
+        starts: tuple[int, ...] = (),
     ) -> Perception:
         """Check each line with the attention its position gets; see Perception. alone: a segment judged without
         its context (view "segment"): a line is checked against every step of the reference, not the one at its
-        position, and it reaches a checkpoint when it states one. asked: the question's steps (no reference only)."""
+        position, and it reaches a checkpoint when it states one. asked: the question's steps (no reference only).
+        line_die: the dice of line-level checks (default `die`); starts: the starting numbers line 1 must begin from
+        (the question's, the reference's; empty: the start is not checked)."""
         first, drop, floor = self.attention
+        line_die = line_die or die
         flaws = []
         for i, (a, op, b, c) in enumerate(written):
             kind = self._flaw_alone(path, written[i]) if alone and path else self._flaw(path, written, i)
-            if kind is None and asked is not None and die("solve", i) < self.question_check:
+            if kind is None and asked is not None and line_die("solve", i) < self.question_check:
                 kind = None if i < len(asked) and (op, b) == asked[i] else "misread"  # not the question's step
-            if kind is None and die("alarm", i) < self.false_alarm:
+            if i == 0 and kind != "wrong" and any(a != start for start in starts):
+                kind = "start"  # a miscopied start: checked like the rest of the line, with the line's attention
+            if kind is None and line_die("alarm", i) < self.false_alarm:
                 kind, noticed = "wrong", True  # a correct line taken for a wrong one
             else:
-                noticed = die("notice", i) < max(floor, first - drop * i)
+                noticed = line_die("notice", i) < max(floor, first - drop * i)
             if kind is not None and noticed:
                 flaws.append((i, kind))
         if asked is not None and written and len(written) != len(asked) and die("count") < self.count_check:
@@ -233,7 +277,7 @@ class LLMLikeJudge:
             reached = sum(c in path.checkpoints for *_, c in written[:clean_lines])
         target = path.values[-1] if path else (written[-1][3] if written else None)
         final = "none" if boxed is None else "right" if boxed == target else "wrong"
-        if any(kind == "misread" for _, kind in flaws) and final == "right":
+        if any(kind == "misread" or (kind == "start" and path is None) for _, kind in flaws) and final == "right":
             final = "wrong"  # no reference: the response answered another question
         seen = Perception(flaws, reached, len(written), final, coin=die("coin"))
         seen.anchored = final == "right" and path is not None and die("anchor") < self.anchor
@@ -295,6 +339,8 @@ class LLMLikeJudge:
             return 4, "reaches the reference's final answer; the working has gaps"
         if seen.flaws and not (right and len(seen.flaws) == 1):
             kind = seen.flaws[0][1]
+            if kind == "start":
+                return 1, "misleading: it starts from a number that is not the question's"
             return (2, "a step off the reference's path") if kind == "off_path" else (1, "misleading: an error")
         if right:
             if seen.flaws:

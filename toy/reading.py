@@ -8,7 +8,7 @@ reference path from it (the start by undoing the first sentence from its stated 
 
 The response is read for its equations and its last \\boxed{} answer. Nothing else in either text is read: the gold
 answer field is never seen (the reference's last checkpoint is its final answer), and text such as "Score: 5" inside
-a response is inert. The judges themselves are in toy_judge.py (the default) and toy_judge_variants.py.
+a response is inert. The judges themselves are in toy/llm_like_judge.py (the default) and toy/exact_judges.py.
 """
 
 import hashlib
@@ -19,6 +19,7 @@ EQUATION = re.compile(r"(\d+)([+\-*])(\d+)=(\d+)")
 BOXED = re.compile(r"\\boxed\{(\d+)\}")
 CHECKPOINT = re.compile(r"that gives (\d+)")
 SENTENCE = re.compile(r"([^.:]*): that gives (\d+)")  # the words of one reference sentence, and its stated result
+QUESTION_START = re.compile(r"\s*(\d+)(?=\s|$)")  # "47" in "47 +8 *2": the start a question states
 QUESTION_STEP = re.compile(r"(?<=\s)([+\-*])(\d+)")  # " +8", " *2" after the start
 STEP_WORDS = re.compile(r"\b(add|subtract) (\d+)|\b(double)\b", re.IGNORECASE)
 
@@ -129,6 +130,29 @@ def question_steps(question: str) -> list[tuple[str, int]]:
         [('+', 8), ('*', 2), ('-', 5), ('+', 3)]
     """
     return [(op, int(b)) for op, b in QUESTION_STEP.findall(question)]
+
+
+def question_start(question: str) -> list[int]:
+    """The starting number a toy question states ("47 +8 *2" -> [47]), as a list: [] when the question states none
+    (an empty or foreign question), so that a judge has nothing to compare a response's start with.
+
+    Example:
+        >>> question_start("47 +8 *2 -5 +3"), question_start("")
+        ([47], [])
+    """
+    found = QUESTION_START.match(question)
+    return [int(found.group(1))] if found else []
+
+
+def first_number(text: str) -> int | None:
+    """The number a response starts from: the first operand of its first equation, or None when it writes none.
+
+    Example:
+        >>> first_number("84-4=80###80*2=160"), first_number("no work")
+        (84, None)
+    """
+    eqs = equations(text)
+    return eqs[0][0] if eqs else None
 
 
 def misread(path: ReferencePath, shift: int) -> ReferencePath:
