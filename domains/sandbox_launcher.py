@@ -280,30 +280,24 @@ def _new_root(disk_mb: int) -> None:
     mount = lambda *args: _checked(_libc.mount(*args))
     mount(None, b"/", None, MS["rec"] | MS["private"], None)  # nothing we mount propagates to the host
     sources = {}
-    for path in _sources() + DEVICES:
+    for path in _sources() + [d for d in DEVICES if os.path.exists(d)]:
         if path not in sources:
             sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)  # opened first: the root may cover them
     base = next(p for p in ("/tmp", "/mnt", "/var/tmp") if os.path.isdir(p) and not os.path.islink(p))
     mount(b"tmpfs", base.encode(), b"tmpfs", MS["nosuid"] | MS["nodev"], b"size=1m,nr_inodes=4096,mode=0755")
-    for path, fd in sources.items():
+    tmp = f"size={disk_mb}m,nr_inodes=1024,mode=1777".encode()  # first: a venv under /tmp is bound on top of it
+    mount(b"tmpfs", _mkdirs(base, "tmp").encode(), b"tmpfs", MS["nosuid"] | MS["nodev"], tmp)
+    mounted = []  # real paths, parents first: a path beneath one already mounted is visible through it
+    for path, fd in sorted(sources.items(), key=lambda item: os.path.realpath(item[0])):
         real = os.path.realpath(path)
-        target = os.path.join(base, real.lstrip("/"))
-        if os.path.isdir(f"/proc/self/fd/{fd}"):
-            _mkdirs(base, real)
-        else:
-            os.close(os.open(_mkdirs(base, os.path.dirname(real)) + "/" + os.path.basename(real), os.O_CREAT, 0o644))
-        mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, MS["bind"], None)
-        if path not in DEVICES:
-            kept = sum(MS[name] for bit, name in ST_FLAGS.items() if os.statvfs(target).f_flag & bit)
-            flags = MS["bind"] | MS["remount"] | MS["rdonly"] | MS["nosuid"] | MS["nodev"] | kept
-            mount(None, target.encode(), None, flags, None)
+        if not any(real == done or real.startswith(done + "/") for done in mounted):
+            _bind(base, real, fd, read_only=path not in DEVICES)
+            mounted.append(real)
         os.close(fd)
         _link(base, path)
     for name, to in (("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
         os.symlink(to, f"{base}/dev/{name}")
     os.symlink("/proc/self/fd", f"{base}/dev/fd")
-    tmp = f"size={disk_mb}m,nr_inodes=1024,mode=1777".encode()
-    mount(b"tmpfs", _mkdirs(base, "tmp").encode(), b"tmpfs", MS["nosuid"] | MS["nodev"], tmp)
     proc = _mkdirs(base, "proc").encode()
     for options in (b"subset=pid,hidepid=invisible", None):  # only the run's own processes; older kernels: all
         if _libc.mount(b"proc", proc, b"proc", MS["nosuid"] | MS["nodev"] | MS["noexec"], options) == 0:
@@ -313,6 +307,20 @@ def _new_root(disk_mb: int) -> None:
     _checked(_libc.umount2(b".", 2))  # MNT_DETACH: the host's tree is gone from this namespace
     os.chdir("/")
     mount(None, b"/", None, MS["remount"] | MS["rdonly"] | MS["nosuid"] | MS["nodev"], None)
+
+
+def _bind(base: str, real: str, fd: int, read_only: bool) -> None:
+    """Bind the file or folder open as `fd` at base + real; read-only (keeping the flags the kernel locks) if asked."""
+    target = os.path.join(base, real.lstrip("/"))
+    if os.path.isdir(f"/proc/self/fd/{fd}"):
+        _mkdirs(base, real)
+    else:
+        os.close(os.open(_mkdirs(base, os.path.dirname(real)) + "/" + os.path.basename(real), os.O_CREAT, 0o644))
+    _checked(_libc.mount(f"/proc/self/fd/{fd}".encode(), target.encode(), None, MS["bind"], None))
+    if read_only:
+        kept = sum(MS[name] for bit, name in ST_FLAGS.items() if os.statvfs(target).f_flag & bit)
+        flags = MS["bind"] | MS["remount"] | MS["rdonly"] | MS["nosuid"] | MS["nodev"] | kept
+        _checked(_libc.mount(None, target.encode(), None, flags, None))
 
 
 def _link(base: str, path: str, depth: int = 0) -> None:
