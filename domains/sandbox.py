@@ -166,8 +166,7 @@ def _launch(source, stdin, timeout, memory_mb, disk_mb, output_bytes, strict):
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _BOOT = (
     f"import sys; sys.path.append({_HERE!r}); import sandbox_launcher; "
-    f"_source, _main = sandbox_launcher.serve(sys.argv[1], {_HERE!r}); del sandbox_launcher; "
-    "exec(compile(_source, 'solution.py', 'exec'), _main.__dict__)"
+    f"sandbox_launcher.run(*sandbox_launcher.serve(sys.argv[1], {_HERE!r}))"
 )  # the server runs serve(); only a sandboxed PID 1 comes back from it, and runs the program
 _server: dict = {}
 _server_lock = threading.Lock()

@@ -1,14 +1,16 @@
-"""What the sandbox costs: sandbox.run_program against a bare `python -I` subprocess, and a batch of code rewards.
+"""What the sandbox costs: domains.sandbox.run_program against a bare `python -I` subprocess, and a batch of code
+rewards.
 
     python -m scripts.sandbox_bench                      # 40 interleaved pairs, then 64 programs x 10 tests
     python -m scripts.sandbox_bench --pairs 100 --programs 128
 
 1. Overhead per run: the same small stdin program, run alternately by run_program and by a bare
    `subprocess.run([python, "-I", "-c", program], env={})`, so that both see the same machine load. Prints the median
-   and range (min..max) of each, the median and range of the per-pair ratio sandbox / bare, and CPU ms per run.
-2. Throughput: answer.code_rewards on `programs` LiveCodeBench-style responses x `tests` stdin tests each, on all of
-   this machine's cores (one thread per core driving sandbox processes), next to the same runs as bare subprocesses
-   (in alternating parts, see throughput).
+   and range (min..max) of each, the median and range of the per-pair ratio sandbox / bare, and CPU ms per run (for
+   the sandbox: the warm server's own time plus that of the keepers and PID 1s it has reaped, from /proc).
+2. Throughput: domains.rule_rewards.code_rewards on `programs` LiveCodeBench-style responses x `tests` stdin tests
+   each, on all of this machine's cores (one thread per core driving sandbox processes), next to the same runs as bare
+   subprocesses (in alternating parts, see throughput).
 The numbers in docs/sandbox.md ("Speed") come from this script.
 """
 
@@ -43,6 +45,14 @@ def spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
     )
 
 
+def server_cpu_seconds() -> float:
+    """CPU seconds of the sandbox's warm server and of the children it has reaped (utime, stime, cutime, cstime)."""
+    from domains import sandbox
+
+    fields = open(f"/proc/{sandbox._server['process'].pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def overhead(pairs: int) -> dict:
     """Interleaved single runs: bare, sandbox, bare, sandbox, ...; wall seconds per run, the per-pair ratio, and the
     CPU time of the processes each run started (their rusage, which a loaded machine changes less than wall time)."""
@@ -51,6 +61,7 @@ def overhead(pairs: int) -> dict:
     wall = {"bare": [], "sandbox": []}
     cpu = {"bare": 0.0, "sandbox": 0.0}
     ways = {"bare": lambda: bare(PROGRAM, stdin), "sandbox": lambda: run_program(PROGRAM, stdin).stdout}
+    server_before = server_cpu_seconds()
     for _ in range(pairs):
         for name, way in ways.items():
             used = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -58,7 +69,10 @@ def overhead(pairs: int) -> dict:
             assert way() == "14 5\n"
             wall[name].append(time.perf_counter() - start)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu[name] += after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+            if name == "bare":
+                cpu[name] += after.ru_utime + after.ru_stime - used.ru_utime - used.ru_stime
+    time.sleep(1.5)  # the server reaps its last keepers within a second
+    cpu["sandbox"] = server_cpu_seconds() - server_before
     ratios = [s / b for s, b in zip(wall["sandbox"], wall["bare"])]
     return {
         "bare_ms": spread(wall["bare"], 1000),
