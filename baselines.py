@@ -76,8 +76,8 @@ def sft_batch(tokenizer, problems: list[Problem]) -> dict[str, torch.Tensor]:
     """(policy prompt, reference) pairs -> right-padded input_ids / attention_mask / labels, each [B, L].
 
     The prompt is the policy's own (system + question, domains.problems.policy_messages), so SFT teaches the policy to
-    answer its
-    usual prompt with the reference; labels are -100 on the prompt and padding: the loss is on reference tokens only.
+    answer its usual prompt with the reference; labels are -100 on the prompt and padding: the loss is on reference
+    tokens only.
     Example (prompt ids [5, 6], reference ids [8] + EOS 1): input_ids [5, 6, 8, 1], labels [-100, -100, 8, 1].
     """
     prompts = encode_prompts(tokenizer, [policy_messages(p) for p in problems])

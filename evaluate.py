@@ -132,8 +132,7 @@ def evaluate(
     seed: int | None = None,
 ) -> dict:
     """Sample n responses per problem (question-only prompt), grade them with domains.rule_rewards.rule_reward (the
-    final answer, the
-    option letter, or the tests in the sandbox), return pass@k.
+    final answer, the option letter, or the tests in the sandbox), return pass@k.
 
     `model` is a save_pretrained directory (or 'toy') or a loaded model (then pass its tokenizer). With output_dir,
     writes output_dir/pass_at_k.json = {"step", "n", "num_problems", "pass@k": {"1": ..., "2": ...},
@@ -143,8 +142,7 @@ def evaluate(
     only, and the caller's random state is untouched); None samples from the caller's stream. With rollouts_path,
     also writes every rollout as one JSONL line {"id", "question", "reference", "answer", "response", "correct",
     "truncated"} (and "domain" when not math; the question as the judge reads it, domains.problems.question_text): the
-    fixed
-    rollouts the analyses (analysis/) read.
+    fixed rollouts the analyses (analysis/) read.
     """
     from domains.problems import policy_messages, question_text
     from domains.rule_rewards import rule_rewards

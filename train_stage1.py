@@ -167,7 +167,8 @@ def judge_outcomes(judge, problems, rollouts, correct: list[float]) -> JudgeResu
 def judge_prefixes(judge, problems, rollouts, tokenizer, args: Args):
     """ExpRL-Process's judge call (docs/paper.md, "Process judge and Eq. 2"): each response cut at --delimiter into
     segments, one score per prefix y_<=t. In a batch mixing domains, code and open-ended science rows get one
-    outcome-level score instead (domains.judge_texts.process_level). Returns (the segments' token spans, JudgeResult, levels)."""
+    outcome-level score instead (domains.judge_texts.process_level). Returns (the segments' token spans, JudgeResult,
+    levels)."""
     levels = [process_level(p) for p in problems]
     spans = process_spans(rollouts, levels, tokenizer, args.delimiter)
     segments = decode_spans(tokenizer, rollouts, spans)

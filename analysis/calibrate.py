@@ -29,14 +29,13 @@ domain by domain (the wrong reference is another problem's of the same domain), 
 Injection robustness is measured in analysis/injection.py.
 
 The toy judges (toy/llm_like_judge.py): `--judge toy` is the LLM-like judge, whose no_reference condition is the same
-reader
-checking the arithmetic, the chain and (on a share of the lines) the question's operations; `--judge toy-rubric` is
-the exact rubric judge, whose no_reference condition (toy.exact_judges.NoReferenceJudge) checks only the arithmetic
+reader checking the arithmetic, the chain and (on a share of the lines) the question's operations; `--judge toy-rubric`
+is the exact rubric judge, whose no_reference condition (toy.exact_judges.NoReferenceJudge) checks only the arithmetic
 and the chain; `--judge_error_rate p` makes either score a share p of the texts against a misread reference. `--judge
 toy-progress` is the checkpoint-counting judge, which has no no-reference mode: it reads nothing but the reference's
-checkpoints, so its no_reference condition is that judge with an empty reference, which fails to parse on every
-rollout; FPR/FNR are n/a there (reported as such, not invented). How much of a toy calibration's misplacement comes
-from rollouts that reach the right number by wrong steps: analysis/toy_labels.py.
+checkpoints, so its no_reference condition is that judge with an empty reference, which fails to parse on every rollout;
+FPR/FNR are n/a there (reported as such, not invented). How much of a toy calibration's misplacement comes from rollouts
+that reach the right number by wrong steps: analysis/toy_labels.py.
 """
 
 import argparse

@@ -8,8 +8,7 @@ a wrong one (another problem's of the same domain: analysis.calibrate.wrong_refe
 samples n rollouts per problem of each file (or reads --rollouts if that file exists): the hard development split
 gives wrong rollouts, the easy one right ones (on hard problems the base is rarely right). It grades them with the
 rule-based reward (toy.mixed_world.grade: the sandbox for code), scores them with toy.mixed_judges.MixedJudge in the
-three
-conditions and writes calibration.json and calibration.md in --out.
+three conditions and writes calibration.json and calibration.md in --out.
 """
 
 import argparse

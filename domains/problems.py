@@ -65,8 +65,7 @@ def load_problems(
         configuration and a split: "Hothan/OlympiadBench:OE_TO_physics_en_COMP@train".
     The *_key arguments name the columns. A record without an id gets f"{basename}-{index}" (index counts records
     from 0). `limit` keeps the first `limit` problems. A row in a benchmark's own column layout (domains/benchmarks.py)
-    is read
-    by that layout whatever the *_key arguments say.
+    is read by that layout whatever the *_key arguments say.
 
     `domain` is the domain of rows without an "ability" or "domain" column (None: "math"). `require_reference=False`
     accepts rows without a reference (evaluation sets; Stage I needs one for every row). A code row needs `tests`

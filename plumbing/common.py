@@ -79,8 +79,8 @@ def load_model(name: str, dtype: str = "float32", device: str = "cpu"):
 
 def load_problem_set(source: str, limit: int | None = None, flag: str | None = None, **column_mapping) -> list[Problem]:
     """'toy:train' / 'toy:heldout' or anything domains.problems.load_problems reads (JSONL, HF dataset with column
-    mapping,
-    `domain=`, `require_reference=`); several sources, comma-separated, are read in turn (`limit` applies to each).
+    mapping, `domain=`, `require_reference=`); several sources, comma-separated, are read in turn (`limit` applies to
+    each).
 
     With `flag` (the command-line flag that named the source), a missing, empty or malformed source stops the script
     with one line naming the flag, the file and (where there is one) the line and field; without it, DataError.

@@ -16,8 +16,8 @@ import copy
 from judge import JudgeResult
 
 # The probe's outcome request: a problem any judge scores, written so both toy judges (toy/llm_like_judge.py) parse it
-# too (its
-# reference states the checkpoint "that gives 2", the response reaches it with a valid equation, 1+1=2, and boxes 2).
+# too (its reference states the checkpoint "that gives 2", the response reaches it with a valid equation, 1+1=2, and
+# boxes 2).
 PROBE_SAMPLE = ("What is 1+1?", "Add 1 to 1: that gives 2. The answer is 2.", "1+1=2. \\boxed{2}")
 # One retry: a server that drops one request (a restart, a transient 500) passes; a down server fails after two
 # connection attempts and one backoff of about 0.5 s.

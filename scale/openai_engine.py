@@ -2,8 +2,7 @@
 GPUs, the paper's layout), with the `chat` interface that judge.LLMJudge calls (`--judge http://host:port/v1`).
 
 Needs the openai client (`pip install openai`); it is imported lazily. plumbing/judge_watch.py probes such a judge and
-stops a
-run when it fails; tests/test_judge_server.py runs it against real local servers.
+stops a run when it fails; tests/test_judge_server.py runs it against real local servers.
 """
 
 
@@ -16,8 +15,7 @@ class OpenAIEngine:
     judge counts as a parse failure: never a crash, and nothing is logged per request. Instead, each `chat` call leaves
     `last_failures` (how many of its requests failed) and `last_errors` (up to MAX_ERRORS distinct one-line messages)
     for plumbing.judge_watch.JudgeMonitor and plumbing.judge_watch.probe_judge to report. The constructor checks that
-    the openai
-    package is installed and makes no connection; the HTTP client is built on the first `chat`.
+    the openai package is installed and makes no connection; the HTTP client is built on the first `chat`.
 
     Example (a closed port: the request fails, the call does not):
         >>> engine = OpenAIEngine("http://127.0.0.1:9/v1", "judge", max_retries=0)

@@ -126,8 +126,8 @@ def sync_weights(model: torch.nn.Module, sampler: VLLMSampler, mode: str = "auto
     """
     model = getattr(model, "module", model)  # unwrap DistributedDataParallel
     # Views, no copy. Under FSDP2 (scale/distributed.py) the state dict holds shards (DTensor): each full tensor is
-    # gathered
-    # only when the engine reads it, so at most one extra full tensor per rank exists at a time (NOT run on GPUs yet).
+    # gathered only when the engine reads it, so at most one extra full tensor per rank exists at a time (NOT run on
+    # GPUs yet).
     weights = (
         (name, t.full_tensor() if hasattr(t, "full_tensor") else t.detach()) for name, t in model.state_dict().items()
     )

@@ -14,8 +14,7 @@ matches the GGUF-loaded model token for token.
 
 Saved in float32 (the default): Q4_1 weights dequantise to d * q + m with fp16 d and m, which bf16 cannot hold
 exactly, and the trainer computes in fp32 anyway (plumbing.common.load_model); fp32 keeps the saved model bit-identical
-to
-the GGUF-loaded one (538 MB for 135M parameters; --dtype bfloat16 halves the disk size and rounds the weights).
+to the GGUF-loaded one (538 MB for 135M parameters; --dtype bfloat16 halves the disk size and rounds the weights).
 """
 
 import argparse

@@ -3,14 +3,13 @@
     python -m scripts.fsdp_memory                              # Qwen3-0.6B shape, 4k / 8k / 16k response tokens
     python -m scripts.fsdp_memory --tokens 16384 --chunks 1024 0 --out results/fsdp_memory.json
 
-A random-init model of the Qwen3-0.6B shape (596M parameters, vocabulary 151,936, tied head; nothing downloaded) in
-fp32 master weights, sharded with scale.distributed.wrap_model(..., "fsdp") (bf16 compute, fp32 gradient reduce, one
-unit
-per decoder layer + the root), gradient checkpointing on, AdamW. For each response length and chunk size: one warm-up
-update (AdamW creates its states), then one measured grpo.grpo_step on 1 row of `--prompt` + R tokens: its wall time
-and torch.cuda.max_memory_allocated, beside scripts.memory_budget.budget() for the same setting (1 rank, no KL
-reference, no vLLM). Needs CUDA; starts a 1-process nccl group itself when not under torchrun. (`measure` also runs
-on a CPU with gloo and a tiny shape: tests/test_gpu.py checks the code path there, without memory numbers.)
+A random-init model of the Qwen3-0.6B shape (596M parameters, vocabulary 151,936, tied head; nothing downloaded) in fp32
+master weights, sharded with scale.distributed.wrap_model(..., "fsdp") (bf16 compute, fp32 gradient reduce, one unit per
+decoder layer + the root), gradient checkpointing on, AdamW. For each response length and chunk size: one warm-up update
+(AdamW creates its states), then one measured grpo.grpo_step on 1 row of `--prompt` + R tokens: its wall time and
+torch.cuda.max_memory_allocated, beside scripts.memory_budget.budget() for the same setting (1 rank, no KL reference, no
+vLLM). Needs CUDA; starts a 1-process nccl group itself when not under torchrun. (`measure` also runs on a CPU with gloo
+and a tiny shape: tests/test_gpu.py checks the code path there, without memory numbers.)
 """
 
 import argparse

@@ -11,9 +11,8 @@ command of this repository (scripts/reproduce.py's `run`: printed, logged, skipp
 time with one torch thread each.
 
 The trainers grade and route by the problem's domain (domains.rule_rewards.rule_reward, the judge's `domains=`);
-per-domain pass@k
-is computed here from each run's last pass_at_k.json (correct counts in the order of the evaluated problems) joined
-with the domain of the same problem in the data file (scripts/table4_report.py).
+per-domain pass@k is computed here from each run's last pass_at_k.json (correct counts in the order of the evaluated
+problems) joined with the domain of the same problem in the data file (scripts/table4_report.py).
 """
 
 import os

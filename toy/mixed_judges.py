@@ -6,8 +6,7 @@ The paper's judge misplaces (docs/paper.md, "Mixed domains (§4.6, Tables 3-6)";
 reference): math 17.8 / 39.2 / 50.4, multiple-choice science 14.0 / 37.5 / 46.0, code 9.7 / 8.2 / 10.0. Code is the
 odd one: a judge can read a program against the question, so the reference barely helps. Hence:
 
-    math     toy.llm_like_judge.LLMLikeJudge in its second version (toy.llm_like_judge.SECOND_VERSION), the arithmetic
-    world's judge
+    math     toy.llm_like_judge.LLMLikeJudge in its second version (SECOND_VERSION), the arithmetic world's judge
              as this world was calibrated with.
     science  ScienceJudge: the same reader and rubrics (its perception, the outcome and process rubrics, every die),
              on the science texts: the reference's sentences read as the arithmetic reference's, the chosen letter

@@ -186,8 +186,8 @@ _CODE_CACHE: dict[tuple[str, str], float] = {}
 
 def cached_reward(problem: Problem, response: str) -> float:
     """domains.rule_rewards.rule_reward, with code results cached by (program text, tests): programs here are
-    deterministic, and
-    a sandboxed run costs ~0.1 s while the base writes the same program many times (docs/toy-mixed.md)."""
+    deterministic, and a sandboxed run costs ~0.1 s while the base writes the same program many times
+    (docs/toy-mixed.md)."""
     if problem.domain != "code":
         return rule_reward(problem, response)
     program = extract_code(response)

@@ -38,8 +38,8 @@ from plumbing.common import save_checkpoint
 from toy.exact_judges import CheckpointJudge, NoReferenceJudge, RubricJudge, count_in_order, likert  # noqa: F401
 
 # The judges read the texts this file writes (toy/reading.py); they live in toy/llm_like_judge.py and
-# toy/exact_judges.py and
-# are re-exported here, so `from toy import CheckpointJudge` keeps working. apply_op (one step of the task) is shared.
+# toy/exact_judges.py and are re-exported here, so `from toy import CheckpointJudge` keeps working. apply_op (one step
+# of the task) is shared.
 from toy.llm_like_judge import LLMLikeJudge  # noqa: F401
 from toy.reading import BOXED, EQUATION, apply_op, reference_checkpoints, stated_results  # noqa: F401
 
