@@ -254,8 +254,6 @@ def _confine(params: dict, missing: list[str], own: dict) -> None:
         _libc.sethostname(b"sandbox", 7)
     if not root and params["workdir"]:  # unsafe fallback: the caller's temporary folder on the host
         os.chdir(params["workdir"])
-        if os.geteuid() == 0:
-            os.chown(params["workdir"], SANDBOX_ID, SANDBOX_ID)
     limits = {resource.RLIMIT_AS: params["memory_mb"] * 2**20, resource.RLIMIT_NPROC: params["max_tasks"]}
     limits |= {resource.RLIMIT_NOFILE: params["max_files"], resource.RLIMIT_FSIZE: params["output_bytes"]}
     limits |= {resource.RLIMIT_MEMLOCK: 0, resource.RLIMIT_MSGQUEUE: 0}
@@ -263,7 +261,8 @@ def _confine(params: dict, missing: list[str], own: dict) -> None:
         resource.setrlimit(limit, (value, value))
     cpu = int(params["timeout"]) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))  # SIGXCPU, a second later SIGKILL
-    attempt("an unprivileged uid without capabilities", lambda: _drop_identity(own["userns"] or os.geteuid() == 0))
+    # without a new root, uid 65534 might not reach the interpreter (under /root, say): the fallback keeps the uid
+    attempt("an unprivileged uid without capabilities", lambda: _drop_identity(root and own["userns"]))
     if root:
         workdir = f"/tmp/exprl-sandbox-{os.urandom(6).hex()}"  # a path that never exists on the host
         os.mkdir(workdir, 0o700)
