@@ -269,7 +269,7 @@ def _confine(params: dict, missing: list[str], own: dict) -> None:
         os.chdir(workdir)
     attempt("no_new_privs", lambda: _checked(_libc.prctl(38, 1, 0, 0, 0)))
     readable = ["/"] if root else _sources()
-    landlocked = attempt("Landlock", lambda: _landlock(readable, "/tmp" if root else params["workdir"]))
+    landlocked = attempt("Landlock", lambda: sandbox_seccomp.landlock(readable, "/tmp" if root else params["workdir"]))
     if landlocked or root:  # Landlock is a second wall behind the new root; without a new root it is the only one
         missing[:] = [m for m in missing if not m.startswith("Landlock")]
     attempt("seccomp", sandbox_seccomp.install)
@@ -380,28 +380,3 @@ def _drop_identity(mapped: bool) -> None:
     _checked(_libc.capget(header, data))
     if any(data.raw) or 0 in os.getresuid() or not mapped:
         raise OSError(f"still uid {os.getresuid()} or capabilities {data.raw.hex()}")
-
-
-# Landlock (kernel docs: userspace-api/landlock): filesystem rights by ABI version, then network (4) and scopes (6).
-FS_RIGHTS = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
-FILE_RIGHTS = 1 | 2 | 4 | (1 << 14) | (1 << 15)  # execute, write, read, truncate, ioctl on devices: valid on a file
-READ_RIGHTS = 1 | 4 | 8  # execute, read a file, read a directory
-
-
-def _landlock(readable: list[str], writable: str) -> None:
-    """Deny every file right (and TCP, and signals / abstract sockets outside) except: read `readable`, read and write
-    /dev/null and anything beneath `writable`."""
-    abi = _checked(_libc.syscall(444, None, 0, 1))  # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
-    handled = FS_RIGHTS[max(v for v in FS_RIGHTS if v <= abi)]
-    attr = struct.pack("QQQ", handled, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)
-    ruleset = _checked(_libc.syscall(444, attr, 8 if abi < 4 else 16 if abi < 6 else 24, 0))
-    for path, rights in [(p, READ_RIGHTS) for p in readable] + [(p, handled) for p in ("/dev/null", writable)]:
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            continue
-        rights &= handled if os.path.isdir(path) else handled & FILE_RIGHTS
-        _checked(_libc.syscall(445, ruleset, 1, struct.pack("=Qi", rights, fd), 0))  # LANDLOCK_RULE_PATH_BENEATH
-        os.close(fd)
-    _checked(_libc.syscall(446, ruleset, 0))  # landlock_restrict_self
-    os.close(ruleset)

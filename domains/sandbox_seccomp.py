@@ -1,4 +1,5 @@
-"""The sandbox's seccomp filter: the system calls a sandboxed program may not make (domains/sandbox_launcher.py).
+"""The sandbox's kernel filters (domains/sandbox_launcher.py): seccomp, the system calls a program may not make, and
+Landlock, a second wall on files behind the new root (the only one in the unsafe fallback without a new root).
 
 A deny list over the calls that ordinary Python never needs, closed at the top: every call numbered above the
 highest one reviewed here (MAX_REVIEWED) fails with ENOSYS, so a call that a newer kernel adds stays denied until it
@@ -109,3 +110,36 @@ def install() -> None:
     fprog = ctypes.create_string_buffer(struct.pack("HxxxxxxQ", len(code) // 8, address))  # struct sock_fprog
     if libc.prctl(22, 2, ctypes.c_void_p(ctypes.addressof(fprog)), 0, 0) != 0:  # PR_SET_SECCOMP, MODE_FILTER
         raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+# Landlock (kernel docs: userspace-api/landlock): filesystem rights by ABI version, then network (4) and scopes (6).
+FS_RIGHTS = {1: (1 << 13) - 1, 2: (1 << 14) - 1, 3: (1 << 15) - 1, 5: (1 << 16) - 1}
+FILE_RIGHTS = 1 | 2 | 4 | (1 << 14) | (1 << 15)  # execute, write, read, truncate, ioctl on devices: valid on a file
+READ_RIGHTS = 1 | 4 | 8  # execute, read a file, read a directory
+
+
+def landlock(readable: list[str], writable: str) -> None:
+    """Deny every file right (and TCP, and signals / abstract sockets outside) except: read `readable`, read and write
+    /dev/null and anything beneath `writable`."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = _checked(libc.syscall(444, None, 0, 1))  # landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    handled = FS_RIGHTS[max(v for v in FS_RIGHTS if v <= abi)]
+    attr = struct.pack("QQQ", handled, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)
+    ruleset = _checked(libc.syscall(444, attr, 8 if abi < 4 else 16 if abi < 6 else 24, 0))
+    for path, rights in [(p, READ_RIGHTS) for p in readable] + [(p, handled) for p in ("/dev/null", writable)]:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            continue
+        rights &= handled if os.path.isdir(path) else handled & FILE_RIGHTS
+        _checked(libc.syscall(445, ruleset, 1, struct.pack("=Qi", rights, fd), 0))  # LANDLOCK_RULE_PATH_BENEATH
+        os.close(fd)
+    _checked(libc.syscall(446, ruleset, 0))  # landlock_restrict_self
+    os.close(ruleset)
+
+
+def _checked(result: int) -> int:
+    if result < 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    return result
