@@ -25,7 +25,10 @@ import struct
 import sys
 import time
 
-import sandbox_seccomp
+try:
+    import sandbox_seccomp  # in the server, which has domains/ itself on sys.path
+except ImportError:  # imported as domains.sandbox_launcher (pytest's doctest collection)
+    from domains import sandbox_seccomp
 
 SANDBOX_ID = 65534  # the program's uid and gid inside its namespace ("nobody"); as root also outside
 POLL_SECONDS = 0.05  # how often the keeper checks the output size while the program runs
