@@ -1,5 +1,5 @@
-"""Stage II in the toy world: which sparse-GRPO recipe keeps what it starts from (docs/results.md, "Stage II in the
-toy world: choosing the recipe (dev split)"; the decision rule there was written before any run).
+"""Stage II in the toy world: which sparse-GRPO recipe keeps what it starts from; the decision rule, written before
+any run: docs/results.md, "Stage II in the toy world: choosing the recipe (dev split)".
 
     python -m scripts.stage2_recipes                       # seeds 0-2 x {base, ExpRL-Outcome, ExpRL-Process} x recipes
     python -m scripts.stage2_recipes --report_only true --output_dir results/stage2_recipes/logs   # tables from logs
