@@ -171,7 +171,7 @@ def _gold_latex(answer: str) -> str | None:
 # model-written code runs ONLY through domains.sandbox.run_program, one sandboxed process per test.
 
 _ANSWER_LETTER = re.compile(  # "answer:", then **, $, \boxed{, \text{, ( around the letter, then no more word
-    r"\banswer\s*:[\s*$]*(?:\\boxed\{\s*)?(?:\\text(?:bf)?\{\s*)?[(\[]?\s*([A-Z])\s*[)\]]?(?![A-Za-z0-9])",
+    r"\banswer\s*:[\s*$]*(?:\\boxed\{\s*)?(?:\\text(?:bf)?\{\s*)?(?:[(\[]\s*)?([A-Z])\s*[)\]]?(?![A-Za-z0-9])",
     re.IGNORECASE,
 )
 _LONE_LETTER = re.compile(r"[\s*$(\[]*(?:\\boxed\{)?[\s(\[]*([A-Z])[\s)\]]*\}?[\s*$.)\]]*", re.IGNORECASE)
@@ -189,7 +189,9 @@ def extract_choice(text: str) -> str | None:
     if letters:
         return letters[-1].upper()
     lines = text.strip().splitlines()
-    lone = _LONE_LETTER.fullmatch(lines[-1]) if lines else None
+    last = lines[-1].strip() if lines else ""
+    # a lone letter with its decoration is short; the length cap keeps the pattern's cost bounded on hostile lines
+    lone = _LONE_LETTER.fullmatch(last) if len(last) <= 40 else None
     return lone.group(1).upper() if lone else None
 
 

@@ -152,6 +152,14 @@ def test_extract_choice(text, letter):
     assert extract_choice(text) == letter
 
 
+def test_extract_choice_on_hostile_whitespace():
+    # Long runs of spaces between words used to cost the letter patterns quadratic time (16k spaces: seconds); a
+    # million of them must now come back at once, with the same answers as on short texts.
+    assert extract_choice("x" + " " * 1_000_000 + "y") is None  # last line too long to be a lone letter
+    assert extract_choice("Answer:" + " " * 1_000_000 + "b") == "B"
+    assert extract_choice(("answer: " + " " * 100_000 + "? ") * 4 + "\n  D.  ") == "D"
+
+
 def test_choice_reward():
     assert choice_reward("... Answer: (b)", "B") == 1.0 and choice_reward("... Answer: (b)", "(B)") == 1.0
     assert choice_reward("... Answer: C", "B") == 0.0 and choice_reward("no letter at all", "A") == 0.0
