@@ -53,7 +53,9 @@ def run_program(
         '42\\n'
     """
     strict = _protection_ready()
-    result, report = _launch(source, stdin, timeout, memory_mb, disk_mb, output_bytes, strict)
+    result, report = _launch(
+        source, stdin, timeout=timeout, memory_mb=memory_mb, disk_mb=disk_mb, output_bytes=output_bytes, strict=strict
+    )
     if strict and report != "ok" and (report or result.status != "timeout"):  # never run it unprotected
         raise SandboxUnavailable(f"sandbox: this run could not be protected: {report or result.stderr[-300:]!r}")
     return result
@@ -85,7 +87,7 @@ def probe() -> list[str]:
     """The protections this machine lacks ([] if none): an empty program is started strictly and reports them."""
     if sys.platform != "linux":
         return ["Linux (namespaces, seccomp)"]
-    result, report = _launch("pass", "", 30.0, 256, 1, 2**16, strict=True)
+    result, report = _launch("pass", "", timeout=30.0, memory_mb=256, disk_mb=1, output_bytes=2**16, strict=True)
     if report == "ok":
         return []
     last_line = (result.stderr.strip().splitlines() or ["no report"])[-1]
@@ -111,7 +113,7 @@ def _protection_ready() -> bool:
     return False
 
 
-def _launch(source, stdin, timeout, memory_mb, disk_mb, output_bytes, strict):
+def _launch(source, stdin, *, timeout, memory_mb, disk_mb, output_bytes, strict):
     """Send one run to the server, wait for the keeper's answer, read back the output; (RunResult, report)."""
     import shutil
     import tempfile

@@ -173,7 +173,7 @@ def _keeper(params: dict, fds: list[int], to_server: int, from_server: int):
         os.close(report_read)
         os.close(reply)
         own = {"mount": CLONE_NEWNS not in failed, "uts": 0x4000000 not in failed, "userns": userns}
-        return _pid1(params, keeper, source, (stdin, stdout, stderr), report_write, missing, own)
+        return _pid1(params, keeper, source, (stdin, stdout, stderr), report_write, missing=missing, own=own)
     os.close(report_write)
     stopped = _wait(child, reply, stdout, stderr, params)
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])

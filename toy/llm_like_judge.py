@@ -224,7 +224,7 @@ class LLMLikeJudge:
                 path, note = misread(path, shift), f"{note} (reference misread: start {path.values[0] + shift})"
         asked = None if reference else question_steps(question)
         starts = [] if alone or not self.check_start else question_start(question) + ([path.values[0]] if path else [])
-        seen = self._perceive(path, written, boxed, die, alone, asked, line_die, starts)
+        seen = self._perceive(path, written, boxed, die, alone=alone, asked=asked, line_die=line_die, starts=starts)
         score, why = rubric(seen, path)
         flaws = ", ".join(f"line {i + 1} {kind}" for i, kind in seen.flaws) or "none noticed"
         return f"Reasoning: {note}; {seen.lines} lines, flaws: {flaws}; {why}.\nScore: {score}"
