@@ -1,12 +1,12 @@
-"""The earlier toy judges (toy_judge_variants.py: the exact rubric judge, the checkpoint counter, the no-reference
+"""The earlier toy judges (toy/exact_judges.py: the exact rubric judge, the checkpoint counter, the no-reference
 judge): every rubric level on hand-made responses, inert injections, the wrong reference, the error dial; and how
 --judge selects a toy judge. The default LLM-like judge: tests/test_llm_like_judge.py."""
 
 import pytest
 
+import toy.world as toy
 from config import parse_args
 from plumbing.judge_watch import PROBE_SAMPLE, probe_judge
-from toy import world
 from toy.llm_like_judge import (
     CheckpointJudge,
     LLMLikeJudge,
@@ -43,7 +43,7 @@ def test_reference_is_read_into_its_path():
     # "Double, then add 34: that gives 88": undo +34 then *2 from 88 -> 54 -> 27, the start
     assert path.values == [27, 54, 88, 153, 91] and path.ends == [2, 4] and path.checkpoints == [88, 91]
     assert path.steps == [("*", 2), ("+", 34), ("+", 65), ("-", 62)]
-    assert read_reference(world.reference_solution(47, [("+", 8), ("*", 2), ("-", 5)])).values == [47, 55, 110, 105]
+    assert read_reference(toy.reference_solution(47, [("+", 8), ("*", 2), ("-", 5)])).values == [47, 55, 110, 105]
     assert read_reference("An essay with no numbers.") is None
     assert read_reference("Double: that gives 87.") is None  # 87 is no double of anything
 
@@ -70,10 +70,10 @@ def test_outcome_leniency_is_a_fixed_share_of_problems():
     slips = [f"27*2=54###54+34=88###88+65=153###153-{d}={153 - d}###\\boxed{{{153 - d}}}" for d in range(2, 62)]
     assert len({outcome(s, judge) for s in slips}) == 1
     verdicts = []
-    for p in world.make_toy_problems(60, 4, 4, seed=5):  # 4 operations: checkpoints after steps 2 and 4
-        start, ops = world.parse_question(p.question)
-        last = world.intermediate_values(start, ops)[-1]  # every step right, then the answer boxed off by one
-        slip = world.model_solution(start, ops).replace(f"\\boxed{{{last}}}", f"\\boxed{{{last + 1}}}")
+    for p in toy.make_toy_problems(60, 4, 4, seed=5):  # 4 operations: checkpoints after steps 2 and 4
+        start, ops = toy.parse_question(p.question)
+        last = toy.intermediate_values(start, ops)[-1]  # every step right, then the answer boxed off by one
+        slip = toy.model_solution(start, ops).replace(f"\\boxed{{{last}}}", f"\\boxed{{{last + 1}}}")
         verdicts.append(round(4 * judge.score_outcome([p.question], [p.reference], [slip]).scores[0]) + 1)
     assert set(verdicts) == {2, 4} and 0.3 < verdicts.count(4) / len(verdicts) < 0.7
     assert outcome("27*2=55###55+34=89###\\boxed{89}", RubricJudge(leniency=1.0)) == 1  # no progress: no leniency
@@ -190,7 +190,7 @@ def test_judge_flag_selects_the_toy_judge():
     assert isinstance(judge_of(["--judge", "toy-progress"]), CheckpointJudge)
     assert judge_of(["--judge_error_rate", "0.25"]).error_rate == 0.25
     assert judge_of(["--judge", "toy-rubric", "--judge_error_rate", "0.5"]).error_rate == 0.5
-    assert world.CheckpointJudge is CheckpointJudge and world.RubricJudge is RubricJudge  # still importable from toy
+    assert toy.CheckpointJudge is CheckpointJudge and toy.RubricJudge is RubricJudge  # still importable from toy
     for bad in (
         ["--judge_error_rate", "1.5"],
         ["--judge_error_rate", "-0.1"],
