@@ -17,6 +17,7 @@ from plumbing.cli import arg, check_flags, fail, parse_cli
 from plumbing.common import check_model_path, load_model, load_problem_set
 
 REWARDS = ("outcome", "process", "sparse", "self_distill")
+ERROR_DIAL_JUDGES = ("toy", "toy-v3", "toy-fresh", "toy-v2", "toy-rubric")  # the toy judges with an error dial
 
 
 @dataclass
@@ -25,14 +26,15 @@ class Args:
     model: str = arg("toy", "policy: 'toy' (the committed toy base) or a directory")
     judge: str = arg(
         "toy",
-        "'toy' (toy world only: the LLM-like rubric judge of toy/llm_like_judge.py, errs like the paper's 4B judge), "
-        "'toy-rubric' (the exact rubric judge, the default before), 'toy-progress' (the checkpoint counter), "
+        "'toy' (toy world only: the LLM-like rubric judge of toy/llm_like_judge.py, errs like the paper's 4B judge; "
+        "'toy-v3' / 'toy-v2' its earlier versions, 'toy-fresh' with fresh dice per prefix), 'toy-rubric' (the exact "
+        "rubric judge), 'toy-progress' (the checkpoint counter), "
         "a judge model directory, or an OpenAI-compatible server URL http://host:port/v1 (e.g. vLLM's api_server on "
         "the judge GPUs; needs `pip install openai`)",
     )
     judge_error_rate: float = arg(
         0.0,
-        "--judge toy or toy-rubric: the share of judged texts scored against a misread reference "
+        "--judge toy (any version) or toy-rubric: the share of judged texts scored against a misread reference "
         "(toy/llm_like_judge.py; scripts/judge_dial.py measures the misplacement per value)",
     )
     judge_model: str = arg("judge", "with an http judge: the model name the server serves (its --served-model-name)")
@@ -266,7 +268,7 @@ def check_args(args: Args) -> None:
         ("max_new_tokens", args.max_new_tokens >= 1, ">= 1"),
         ("judge_max_tokens", args.judge_max_tokens >= 1, ">= 1"),
         ("judge_error_rate", 0 <= args.judge_error_rate <= 1, "in [0, 1]"),
-        ("judge_error_rate", not args.judge_error_rate or args.judge in ("toy", "toy-rubric"), "0 but for a toy judge"),
+        ("judge_error_rate", not args.judge_error_rate or args.judge in ERROR_DIAL_JUDGES, "0 but for a toy judge"),
         ("updates_per_step", args.updates_per_step >= 1, ">= 1"),
         ("micro_batch_size", args.micro_batch_size >= 1, ">= 1"),
         ("logprob_chunk_size", args.logprob_chunk_size >= 0, ">= 0"),
@@ -370,7 +372,8 @@ def build_judge(
     """--judge NAME -> a judge with score_outcome / score_process, the one place a judge is chosen (Stage I and
     analysis.calibrate):
 
-    - 'toy', 'toy-v2', 'toy-rubric', 'toy-progress' -> the toy world's stand-in judges (toy/llm_like_judge.py), and
+    - 'toy' (and its versions 'toy-v3', 'toy-v2', 'toy-fresh'), 'toy-rubric', 'toy-progress' -> the toy world's
+      stand-in judges (toy/llm_like_judge.py), and
       'toy-mixed' -> the mixed world's (toy/mixed_judges.py); error_rate is their error dial. The toy world is imported
       here and nowhere else in the method;
     - an http(s) URL -> judge.LLMJudge behind that OpenAI-compatible server (served_model: its --served-model-name),

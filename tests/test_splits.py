@@ -1,4 +1,4 @@
-"""The toy problem files: the untouched test split shares no question with any other file, and `python toy.py test`
+"""The toy problem files: the untouched test split shares no question with any other file, and `python -m toy.world test`
 rebuilds it byte for byte."""
 
 import glob
@@ -26,7 +26,7 @@ def test_test_split_is_rebuilt_by_its_command(tmp_path):
     others = [os.path.join(DATA, f) for f in ("stage1_train.jsonl", "heldout.jsonl", "easy.jsonl")]
     made = toy.make_test_split(toy.SplitArgs(output=str(out)), others)
     assert out.read_bytes() == open(os.path.join(DATA, "test.jsonl"), "rb").read()
-    assert made[0].id == "test-1003-0"  # seed 1003, used by no other file (1 train, 2 held-out, 3 easy; 1001-2 retired)
+    assert made[0].id == "test-1004-0"  # seed 1004, used by no other file (1 train, 2 held-out, 3 easy; 1001-3 retired)
 
 
 def test_a_question_in_another_file_is_skipped(tmp_path):
