@@ -2,12 +2,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from domains.rule_rewards import answer_reward, last_boxed
 from judge import (
     BEGIN_MARK,
     END_MARK,
     JudgeResult,
-    answer_reward,
-    last_boxed,
     no_reference_prompt,
     normalise,
     outcome_prompt,
