@@ -176,7 +176,8 @@ def wrapping(m, mode="ddp", trainable=True):
     return wrapped[-1]
 distributed.wrap_model = wrapping
 args = train_stage1.Args(model="toy", train_data={data!r}, eval_data="", output_dir=os.path.join(out, "run"),
-                         group_size=4, prompts_per_step=4, steps=1, max_new_tokens=120, threads=1, save_every=1, seed=0)
+                         group_size=4, prompts_per_step=4, steps=1, max_new_tokens=120, threads=1, save_every=1, seed=0,
+                         judge="toy-v3")  # a judge whose groups carry a signal at both steps here (grad_norm > 0)
 train_stage1.main(args)
 args.steps, args.resume = 2, True  # and --resume under torchrun: one more step from checkpoints/step_000001
 train_stage1.main(args)

@@ -1,5 +1,5 @@
-"""The toy problem files: the untouched test split shares no question with any other file, and `python -m toy.world test`
-rebuilds it byte for byte."""
+"""The toy problem files: the untouched test split shares no question with any other file, and
+`python -m toy.world test` rebuilds it byte for byte."""
 
 import glob
 import os

@@ -25,17 +25,17 @@ def test_build_batch_places_advantages_on_response_tokens_and_masks_dropped():
 
 
 @pytest.mark.parametrize(
-    "reward,view,mode",
+    "reward,view,mode,seed",
     [
-        ("outcome", "prefix", "delta"),
-        ("process", "prefix", "delta_from_zero"),
-        ("process", "segment", "delta"),
-        ("process", "prefix", "group_norm"),
-        ("sparse", "prefix", "delta"),
+        ("outcome", "prefix", "delta", 1),  # seed 0: the judge scores each of the 4 groups alike (no signal, no step)
+        ("process", "prefix", "delta_from_zero", 0),
+        ("process", "segment", "delta", 0),
+        ("process", "prefix", "group_norm", 0),
+        ("sparse", "prefix", "delta", 0),
     ],
 )
-def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_args, reward, view, mode):
-    main(tiny_args(reward=reward, process_view=view, advantage=mode, weight_decay=0.0, lr=1e-3))
+def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_args, reward, view, mode, seed):
+    main(tiny_args(reward=reward, process_view=view, advantage=mode, weight_decay=0.0, lr=1e-3, seed=seed))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert len(rows) == 1
     for key in [
@@ -56,8 +56,8 @@ def test_one_stage1_step_per_reward_mode_changes_weights(tmp_path, tiny_args, re
     before = load_file(os.path.join(TOY_BASE, "model.safetensors"))
     after = load_file(os.path.join(tmp_path, "checkpoint", "model.safetensors"))
     changed = max((before[k] - after[k]).abs().max().item() for k in before)
-    if reward == "sparse" and rows[0]["zero_std_groups"] == 1.0:
-        assert changed == 0.0  # all-zero reward groups: no gradient at all (weight decay is off)
+    if rows[0]["zero_std_groups"] == 1.0:  # every group scored alike: no advantage, the update is skipped
+        assert changed == 0.0 and rows[0]["skipped_update"] == 1.0
     else:
         assert changed > 0.0
     assert os.path.exists(tmp_path / "checkpoint" / "trainer_state.pt")

@@ -15,8 +15,8 @@ group a wrong rollout sometimes outscores a correct one. A toy judge whose only 
 group, and what ExpRL shows with it is an upper bound. This judge makes the errors an LLM judge makes, each driven by
 a seeded die (toy.reading.unit_hash of the reference and of what is read, so reruns agree and any change to the text
 rolls new dice; a line's dice see the text up to that line only, so every prefix y_<=t that contains the line reads
-it the same way, as a judge that reads the same tokens does: docs/toy-world.md, "The starting number and the
-dice"):
+it the same way, as a judge that reads the same tokens does:
+docs/toy-world.md, "The starting number and the dice"):
 
     misunderstood reference  per PROBLEM (`misunderstand`): the judge misreads one intermediate result of the
                              reference, so correct responses seem to contradict it there;
