@@ -1,7 +1,7 @@
 """The start check of the default toy judge (docs/toy-world.md, "The starting number and the dice"): a miscopied
-start is flagged when line 1 is read and missed when it is not, at both levels; Eq. 2 on a hand-made group shows what the blind spot of
-the third version (`--judge toy-v3`) did to A_1; a line reads the same in every prefix that contains it; and toy-v3
-gives byte for byte the texts the judge gave before the change (a fixture written by it)."""
+start is flagged when line 1 is read and missed when it is not, at both levels; Eq. 2 on a hand-made group shows what
+the blind spot of the third version (`--judge toy-v3`) did to A_1; a line reads the same in every prefix that contains
+it; and toy-v3 gives byte for byte the texts the judge gave before the change (a fixture written by it)."""
 
 import hashlib
 import json
