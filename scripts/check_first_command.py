@@ -8,10 +8,11 @@ that every seed of 0-9 shared there:
 
     held-out (dev) pass@1 0.018 -> 0.093 and pass@16 0.103 -> 0.289 (seed 0 ...) ... pass@1 and pass@16 rose in 10 of 10
 
-Digits differ between CPUs (float rounding grows through sampling into another trajectory), so an exact match is not
-required: the printout passes when it equals the README's seed-0 numbers, or when every metric the README says rose in
-10 of 10 seeds rose here too. It fails, with one line naming the numbers, when it contradicts that direction. The
-README is read at check time, so the two cannot drift apart.
+Two runs on one machine print the same digits, but digits differ between CPUs (float rounding grows through sampling
+into another trajectory). So the printout passes when it equals the README's seed-0 numbers; when its digits differ
+(another CPU), it must rise wherever the README says every measured seed rose, and where the README states no direction
+that every seed shared there is nothing left to check (a line says so). The README is read at check time, so the two
+cannot drift apart.
 """
 
 import argparse
@@ -63,7 +64,8 @@ def printed(log: str) -> dict:
 
 
 def verdict(claim: dict, got: dict) -> str:
-    """'' when the printout agrees with the README, else the one-line reason.
+    """'' when the printout agrees with the README (the same digits, or the direction every seed shared), else the
+    one-line reason.
 
     Example:
         >>> claim = {"before": (0.018, 0.103), "after": (0.093, 0.289), "all_rose": True}
@@ -97,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     got = printed(log)
     reason = verdict(claim, got)
     same = got == {"before": claim["before"], "after": claim["after"]}
-    print(
-        f"first command: before {got['before']}, after {got['after']} (README seed 0: {claim['after']}; "
-        f"{'the same digits' if same else 'other digits'})"
-    )
+    check = "checked the direction" if claim["all_rose"] else "no direction shared by every seed to check"
+    note = "the same digits" if same else f"other digits: {check}"
+    readme = f"{claim['before']} -> {claim['after']}"
+    print(f"first command (pass@1, pass@16): {got['before']} -> {got['after']} (README, seed 0: {readme}; {note})")
     if reason:
         raise SystemExit(f"error: the first command contradicts README.md: {reason}")
 
