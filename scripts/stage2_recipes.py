@@ -317,11 +317,14 @@ def plot(runs: list[dict], path: str) -> None:
 
 
 def copy_logs(out: str, dest: str) -> None:
-    """The small files the summary reads (metrics, pass@k, config, the command line) into dest, same layout."""
+    """The small files the summary reads (metrics, pass@k, config, the command line) of every finished run into dest,
+    same layout."""
     for path in glob.glob(os.path.join(out, "s*", "*", "**", "*"), recursive=True):
         rel = os.path.relpath(path, out)
-        if "checkpoint" in rel or not os.path.isfile(path):
-            continue
+        parts = rel.split(os.sep)
+        run_dir = os.path.join(out, *parts[: 4 if len(parts) > 4 and parts[3] == "end" else 3])
+        if "checkpoint" in rel or not os.path.isfile(path) or not reproduce.is_done(run_dir):
+            continue  # a finished run's files only
         target = os.path.join(dest, rel)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         if path.endswith(("metrics.jsonl", "pass_at_k.json", "config.json", "done")):
@@ -331,8 +334,24 @@ def copy_logs(out: str, dest: str) -> None:
                 g.write(f.readline())
 
 
+def starts_markdown(out: str, seeds: list[int]) -> tuple[str, dict]:
+    """The starting points' dev pass@1 and pass@16 (64 samples) per seed: the base, and the Stage-I checkpoints."""
+    found = {}
+    for start in STARTS:
+        for seed in seeds:
+            eval_dir = os.path.join(stage1_dir(out, seed, start), "eval")
+            if os.path.isdir(eval_dir) and os.listdir(eval_dir):
+                found.setdefault(start, {})[seed] = _pass(final_eval(stage1_dir(out, seed, start)))
+    lines = ["| start | seeds | dev pass@1 per seed | dev pass@16 per seed |", "|---|---|---|---|"]
+    for start, by_seed in found.items():
+        p1, p16 = (", ".join(f"{v[k]:.3f}" for v in by_seed.values()) for k in ("1", "16"))
+        lines.append(f"| {start} | {','.join(map(str, by_seed))} | {p1} | {p16} |")
+    return "\n".join(lines) + "\n", {m: {str(s): v for s, v in by.items()} for m, by in found.items()}
+
+
 def summarize(args: Args) -> str:
     seeds = reproduce._ints(args.seeds)
+    starts_text, starts = starts_markdown(args.output_dir, seeds)
     runs = [r for n in RECIPES for s in seeds for m in STARTS if (r := run_summary(args.output_dir, s, m, n))]
     cells: dict = {}
     for r in runs:
@@ -342,9 +361,11 @@ def summarize(args: Args) -> str:
     text = summary_markdown(runs, decision, args.tolerance)
     os.makedirs(args.results_dir, exist_ok=True)
     recipes = {n: {**asdict(r), "rollouts": r.rollouts} for n, r in RECIPES.items()}
-    write_json(os.path.join(args.results_dir, "summary.json"), {"recipes": recipes, "runs": runs, **decision})
+    summary = {"recipes": recipes, "starts": starts, "runs": runs, **decision}
+    write_json(os.path.join(args.results_dir, "summary.json"), summary)
     with open(os.path.join(args.results_dir, "summary.md"), "w") as f:
-        f.write("# Stage II recipes on the development split\n\n" + text)
+        f.write("# Stage II recipes on the development split\n\nStarting points (the runs' own evaluations):\n\n")
+        f.write(starts_text + "\nStage II, mean over seeds:\n\n" + text)
     if args.figure and runs:
         plot(runs, args.figure)
     return text
@@ -355,7 +376,9 @@ def main(args: Args) -> str:
         os.makedirs(args.output_dir, exist_ok=True)
         write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
         run_all(args)
-        copy_logs(args.output_dir, os.path.join(args.results_dir, "logs"))
+    logs = os.path.join(args.results_dir, "logs")
+    if os.path.abspath(args.output_dir) != os.path.abspath(logs):
+        copy_logs(args.output_dir, logs)
     text = summarize(args)
     print(text)
     return text
