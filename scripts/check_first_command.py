@@ -6,13 +6,14 @@
 The README states, in its "One measured line", the seed-0 printout on the machine that measured it and the direction
 that every seed of 0-9 shared there:
 
-    held-out (dev) pass@1 0.018 -> 0.093 and pass@16 0.103 -> 0.289 (seed 0 ...) ... pass@1 and pass@16 rose in 10 of 10
+    held-out (dev) pass@1 0.018 -> 0.093 and pass@16 0.103 -> 0.289 (seed 0 ...) ... pass@1 rose in 8 of 10 seeds and
+    pass@16 in 7 of 10
 
 Two runs on one machine print the same digits, but digits differ between CPUs (float rounding grows through sampling
-into another trajectory). So the printout passes when it equals the README's seed-0 numbers; when its digits differ
-(another CPU), it must rise wherever the README says every measured seed rose, and where the README states no direction
-that every seed shared there is nothing left to check (a line says so). The README is read at check time, so the two
-cannot drift apart.
+into another trajectory). So the printout passes when it equals the README's seed-0 numbers. When the trained numbers
+differ (another CPU), the base's evaluation must still print the README's digits (seeded draws; the same on every
+machine measured so far), and each metric must rise where the README says every measured seed rose. The README is
+read at check time, so the two cannot drift apart.
 """
 
 import argparse
@@ -27,27 +28,29 @@ from plumbing.common import REPO
 CLAIM = re.compile(
     r"pass@1 (?P<b1>\d\.\d+) -> (?P<a1>\d\.\d+) and pass@16 (?P<b16>\d\.\d+) -> (?P<a16>\d\.\d+) \(seed 0\b"
 )
-DIRECTION = re.compile(r"pass@1 and pass@16 rose in (\d+) of (\d+) seeds")
+DIRECTION = re.compile(r"pass@1 rose in (\d+) of (\d+) seeds and pass@16 in (\d+) of (\d+)")
 PRINTED = re.compile(r"held-out (before|after)\s*: pass@1 (\d\.\d+)\s+pass@16 (\d\.\d+)")
 
 
 def readme_claim(text: str) -> dict:
-    """The README's seed-0 numbers and whether every seed rose, from its one measured line (newlines ignored).
+    """The README's seed-0 numbers and, per metric, whether every measured seed rose (newlines ignored).
 
     Example:
         >>> readme_claim("prints pass@1 0.018 -> 0.093 and pass@16\\n0.103 -> 0.289 (seed 0, ...); "
-        ...              "pass@1 and pass@16 rose in 10 of 10 seeds")
-        {'before': (0.018, 0.103), 'after': (0.093, 0.289), 'all_rose': True}
+        ...              "pass@1 rose in 10 of 10 seeds and pass@16 in 7 of 10")
+        {'before': (0.018, 0.103), 'after': (0.093, 0.289), 'all_rose': (True, False)}
     """
     flat = " ".join(text.split())
     claim, direction = CLAIM.search(flat), DIRECTION.search(flat)
     if claim is None or direction is None:
         raise SystemExit(
-            "error: README.md: no 'pass@1 A -> B and pass@16 C -> D (seed 0' / 'rose in N of M seeds' line"
+            "error: README.md: no 'pass@1 A -> B and pass@16 C -> D (seed 0' / 'pass@1 rose in N of M seeds and "
+            "pass@16 in N of M' line"
         )
     number = lambda key: float(claim.group(key))
-    rose, of = int(direction.group(1)), int(direction.group(2))
-    return {"before": (number("b1"), number("b16")), "after": (number("a1"), number("a16")), "all_rose": rose == of}
+    counts = [int(x) for x in direction.groups()]
+    all_rose = (counts[0] == counts[1], counts[2] == counts[3])
+    return {"before": (number("b1"), number("b16")), "after": (number("a1"), number("a16")), "all_rose": all_rose}
 
 
 def printed(log: str) -> dict:
@@ -68,20 +71,21 @@ def verdict(claim: dict, got: dict) -> str:
     one-line reason.
 
     Example:
-        >>> claim = {"before": (0.018, 0.103), "after": (0.093, 0.289), "all_rose": True}
-        >>> verdict(claim, {"before": (0.018, 0.103), "after": (0.05, 0.2)})  # another CPU: digits differ, both rose
+        >>> claim = {"before": (0.018, 0.103), "after": (0.093, 0.289), "all_rose": (True, False)}
+        >>> verdict(claim, {"before": (0.018, 0.103), "after": (0.05, 0.09)})  # another CPU: pass@1 rose, as claimed
         ''
         >>> verdict(claim, {"before": (0.018, 0.103), "after": (0.01, 0.2)})
         'pass@1 went 0.018 -> 0.01 here; the README says it rose in every seed'
+        >>> verdict(claim, {"before": (0.02, 0.103), "after": (0.093, 0.289)})
+        'the base evaluated to (0.02, 0.103) here; the README says (0.018, 0.103)'
     """
     if got == {"before": claim["before"], "after": claim["after"]}:
         return ""
-    if claim["all_rose"]:
-        for i, name in enumerate(("pass@1", "pass@16")):
-            if not got["after"][i] > got["before"][i]:
-                return (
-                    f"{name} went {got['before'][i]} -> {got['after'][i]} here; the README says it rose in every seed"
-                )
+    if got["before"] != claim["before"]:  # the base's seeded evaluation: the same digits on every machine measured
+        return f"the base evaluated to {got['before']} here; the README says {claim['before']}"
+    for i, name in enumerate(("pass@1", "pass@16")):
+        if claim["all_rose"][i] and not got["after"][i] > got["before"][i]:
+            return f"{name} went {got['before'][i]} -> {got['after'][i]} here; the README says it rose in every seed"
     return ""
 
 
@@ -99,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     got = printed(log)
     reason = verdict(claim, got)
     same = got == {"before": claim["before"], "after": claim["after"]}
-    check = "checked the direction" if claim["all_rose"] else "no direction shared by every seed to check"
+    shared = [name for name, rose in zip(("pass@1", "pass@16"), claim["all_rose"]) if rose]
+    check = f"checked that {' and '.join(shared)} rose" if shared else "no direction shared by every seed to check"
     note = "the same digits" if same else f"other digits: {check}"
     readme = f"{claim['before']} -> {claim['after']}"
     print(f"first command (pass@1, pass@16): {got['before']} -> {got['after']} (README, seed 0: {readme}; {note})")
