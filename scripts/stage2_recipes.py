@@ -289,8 +289,9 @@ def summary_markdown(runs: list[dict], decision: dict, tolerance: float) -> str:
     for name, reasons in decision["verdicts"].items():
         lines.append(f"- {name}: " + ("passes" if not reasons else "fails: " + "; ".join(reasons)))
     if decision["chosen"]:
-        how = "passes the rule" if decision["passed"] else "closest (none passes)"
-        lines.append(f"- chosen: **{decision['chosen']}** ({how})")
+        how = "passes the rule" if decision["passed"] else "the closest: none passes"
+        judged = f"{len(decision['verdicts'])} of {len(RECIPES)} recipes judged (the others have unfinished runs)"
+        lines.append(f"- chosen: **{decision['chosen']}** ({how}; {judged})")
     return "\n".join(lines) + "\n"
 
 
