@@ -38,6 +38,43 @@ STAGE1 = {  # method -> its Stage-I command (None = no Stage I); the tables' lab
     "process": ["train_stage1.py", "--reward", "process"],
 }
 METHODS = {m: (LABELS[m], command) for m, command in STAGE1.items()}  # name -> (label, Stage-I command)
+STAGE2_DEFAULT_LR = 1e-4  # train_stage2.Args().lr (inherited from config.Args; tests check they agree)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A Stage-II recipe: its size and optimiser; every other flag is train_stage2's default (clip 0.3, no KL,
+    entropy bonus 1e-4, A = r - group mean). Compared on dev by scripts/stage2_recipes.py."""
+
+    steps: int  # Stage-II steps of the dev comparison (paper: 500)
+    group_size: int  # rollouts per prompt, G (paper: 32)
+    prompts_per_step: int  # prompts per step (paper: 32)
+    lr: float = STAGE2_DEFAULT_LR  # AdamW learning rate (paper: 1e-6 on a 4B model)
+
+    def flags(self) -> list[str]:
+        """train_stage2 flags; the learning rate only where it differs from the default, so that `toy-40` is the
+        committed reproduction's Stage-II command flag for flag."""
+        out = ["--steps", str(self.steps), "--group_size", str(self.group_size)]
+        out += ["--prompts_per_step", str(self.prompts_per_step)]
+        return out + (["--lr", f"{self.lr:g}"] if self.lr != STAGE2_DEFAULT_LR else [])
+
+    @property
+    def rollouts(self) -> int:
+        """Rollouts sampled over the whole run (its cost): steps x G x prompts."""
+        return self.steps * self.group_size * self.prompts_per_step
+
+
+# The Stage-II recipes, in the pre-registered order of priority and with the rule that chose among them:
+# docs/results.md, "Stage II in the toy world: choosing the recipe (dev split)".
+RECIPES = {
+    "toy-40": Recipe(40, 8, 8),  # the committed results' Stage II: in the reproduction, Stage I's size and steps
+    "g32x2-40": Recipe(40, 32, 2),  # more attempts per prompt, same rollouts per step
+    "lr2e-5-120": Recipe(120, 8, 8, lr=2e-5),  # a lower learning rate, 3x the steps
+    "g16x4-40": Recipe(40, 16, 4),
+    "g32x2-lr2e-5-120": Recipe(120, 32, 2, lr=2e-5),  # the two together
+    "g32x8-40": Recipe(40, 32, 8),  # 4x the rollouts per step
+}
+STAGE2_RECIPE = "g32x2-40"  # the closest to the pre-registered rule of the recipes finished on dev (none passed)
 
 
 @dataclass
@@ -59,7 +96,19 @@ class Args:
     mine_candidates: int = field(default=320, metadata={"help": "hard candidates generated before mining"})
     mine_k: int = field(default=512, metadata={"help": "keep the candidates the base solves 0 times in mine_k samples"})
     stage1_steps: int = field(default=40, metadata={"help": "Stage-I steps of every RL-style method (paper: 230)"})
-    stage2_steps: int = field(default=40, metadata={"help": "Stage-II steps (paper: 500)"})
+    stage2_steps: int = field(
+        default=40, metadata={"help": "Stage-II steps, whatever the recipe (paper: 500; the recipes' own: RECIPES)"}
+    )
+    stage2_recipe: str = field(
+        default=STAGE2_RECIPE,
+        metadata={
+            "help": "Stage II's rollouts per prompt, prompts per step and learning rate: "
+            + ", ".join(RECIPES)
+            + " (chosen on dev by scripts/stage2_recipes.py); toy-40 = the committed results' Stage II: "
+            "--group_size x --prompts_per_step as Stage I, lr 1e-4",
+            "choices": list(RECIPES),
+        },
+    )
     group_size: int = field(default=8, metadata={"help": "rollouts per prompt in Stage I and Stage II"})
     prompts_per_step: int = field(default=8, metadata={"help": "prompts per step in Stage I and Stage II"})
     sft_epochs: int = field(default=2, metadata={"help": "SFT passes over the hard set (paper: 2)"})
@@ -158,15 +207,11 @@ def chain(
         start,
         "--output_dir",
         stage2,
-        "--steps",
-        str(args.stage2_steps),
-        "--group_size",
-        str(args.group_size),
-        "--prompts_per_step",
-        str(args.prompts_per_step),
+        *stage2_flags(args),
         "--eval_before",
         "false",
-    ] + common
+    ]
+    second += common
     steps = [(stage1, first), (stage2, second)]
     if args.test_n:  # the untouched test split, read by nothing else: every final checkpoint, seeded like the rest
         for run_dir, model in ((stage1, start), (stage2, os.path.join(stage2, "checkpoint"))):
@@ -175,6 +220,15 @@ def chain(
             test += ["--seed", str(seed), "--threads", "1", "--output_dir", os.path.join(run_dir, "test")]
             steps.append((os.path.join(run_dir, "test"), test))
     return steps
+
+
+def stage2_flags(args: Args) -> list[str]:
+    """--steps, --group_size, --prompts_per_step (and --lr) of Stage II: --stage2_steps steps of --stage2_recipe;
+    `toy-40` takes Stage I's sizes, as the committed results did."""
+    if args.stage2_recipe == "toy-40":
+        return Recipe(args.stage2_steps, args.group_size, args.prompts_per_step).flags()
+    recipe = RECIPES[args.stage2_recipe]
+    return Recipe(args.stage2_steps, recipe.group_size, recipe.prompts_per_step, recipe.lr).flags()
 
 
 def run(run_dir: str, command: list[str]) -> float:
@@ -241,6 +295,9 @@ def main(args: Args) -> str:
         if args.mine
         else f"Stage-I set: the committed {os.path.relpath(data['train'], REPO)} ({kept} problems)."
     )
+    recipe = RECIPES[args.stage2_recipe]
+    if args.stage2_recipe != "toy-40" and recipe.steps != args.stage2_steps:
+        print(f"note: --stage2_recipe {args.stage2_recipe} ran {recipe.steps} steps on dev; here {args.stage2_steps}")
     chains = [chain(args, data, m, s) for s in seeds for m in methods]
     # Longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
     chains.sort(key=lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"])

@@ -31,43 +31,10 @@ from transformers import HfArgumentParser
 
 from plumbing.common import REPO, write_json
 from scripts import reproduce
+from scripts.reproduce import RECIPES  # the recipes and their flags live with the reproduction
 from scripts.reproduce_report import final_eval
 
-STAGE2_DEFAULT_LR = 1e-4  # train_stage2.Args().lr (inherited from config.Args; tests check they agree)
 STARTS = ("base", "outcome", "process")  # the Stage-II starting points: the base, ExpRL-Outcome, ExpRL-Process
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One Stage-II recipe: its size and optimiser; every other flag is train_stage2's default (clip 0.3, no KL,
-    entropy bonus 1e-4, A = r - group mean)."""
-
-    steps: int  # Stage-II steps (paper: 500)
-    group_size: int  # rollouts per prompt, G (paper: 32)
-    prompts_per_step: int  # prompts per step (paper: 32)
-    lr: float = STAGE2_DEFAULT_LR  # AdamW learning rate (paper: 1e-6 on a 4B model)
-
-    def flags(self) -> list[str]:
-        """train_stage2 flags; the learning rate only where it differs from the default, so that `toy-40` is the
-        reproduction's Stage-II command flag for flag."""
-        out = ["--steps", str(self.steps), "--group_size", str(self.group_size)]
-        out += ["--prompts_per_step", str(self.prompts_per_step)]
-        return out + (["--lr", f"{self.lr:g}"] if self.lr != STAGE2_DEFAULT_LR else [])
-
-    @property
-    def rollouts(self) -> int:
-        """Rollouts sampled over the whole run (its cost): steps x G x prompts."""
-        return self.steps * self.group_size * self.prompts_per_step
-
-
-RECIPES = {  # in the pre-registered order of priority (docs/results.md)
-    "toy-40": Recipe(40, 8, 8),  # today's Stage II of scripts/reproduce.py
-    "g32x2-40": Recipe(40, 32, 2),  # more attempts per prompt, same rollouts per step
-    "lr2e-5-120": Recipe(120, 8, 8, lr=2e-5),  # a lower learning rate, 3x the steps
-    "g16x4-40": Recipe(40, 16, 4),
-    "g32x2-lr2e-5-120": Recipe(120, 32, 2, lr=2e-5),  # the two together
-    "g32x8-40": Recipe(40, 32, 8),  # 4x the rollouts per step
-}
 
 
 @dataclass

@@ -9,16 +9,8 @@ import pytest
 import train_stage2
 from advantages import outcome_advantages
 from scripts import reproduce
-from scripts.stage2_recipes import (
-    RECIPES,
-    STAGE2_DEFAULT_LR,
-    Args,
-    decide,
-    run_summary,
-    stage2_commands,
-    summary_markdown,
-    update_skipped,
-)
+from scripts.reproduce import RECIPES, STAGE2_DEFAULT_LR
+from scripts.stage2_recipes import Args, decide, run_summary, stage2_commands, summary_markdown, update_skipped
 from scripts.stage2_recipes import p_any_success as p_any
 
 
@@ -47,9 +39,30 @@ def test_toy_40_is_todays_stage2_and_the_clip_is_already_the_papers():
     defaults = train_stage2.Args()
     assert (defaults.lr, defaults.max_grad_norm) == (STAGE2_DEFAULT_LR, 0.3)  # lr 1e-4 (toy), clip 0.3 (paper)
     data = {"train": "t.jsonl", "heldout": "h.jsonl"}
-    second = reproduce.chain(reproduce.Args(output_dir="o", test_n=0), data, "base", seed=0)[1][1]
-    flags = second[second.index("--steps") : second.index("--prompts_per_step") + 2]
-    assert flags == RECIPES["toy-40"].flags() == ["--steps", "40", "--group_size", "8", "--prompts_per_step", "8"]
+    # the committed reproduction's Stage-II command, written out: `--stage2_recipe toy-40` gives it back exactly
+    today = ["train_stage2.py", "--model", "toy", "--output_dir", os.path.join("o", "s0", "base", "stage2")]
+    today += ["--steps", "40", "--group_size", "8", "--prompts_per_step", "8", "--eval_before", "false", "--seed", "0"]
+    today += ["--threads", "1", "--eval_data", "h.jsonl", "--eval_n", "64", "--eval_limit", "48", "--train_data"]
+    today += ["t.jsonl"]
+    old = reproduce.Args(output_dir="o", test_n=0, stage2_recipe="toy-40")
+    assert reproduce.chain(old, data, "base", seed=0)[1][1] == today
+    assert RECIPES["toy-40"].flags() == today[5:11]
+    # toy-40 keeps Stage I's sizes (as the committed runs did); another recipe brings its own G x prompts and lr
+    small = reproduce.Args(output_dir="o", test_n=0, stage2_recipe="toy-40", group_size=2, prompts_per_step=3)
+    assert reproduce.stage2_flags(small) == ["--steps", "40", "--group_size", "2", "--prompts_per_step", "3"]
+    new = reproduce.Args(output_dir="o", test_n=0, stage2_steps=7, stage2_recipe="lr2e-5-120")
+    assert reproduce.stage2_flags(new) == [
+        "--steps",
+        "7",
+        "--group_size",
+        "8",
+        "--prompts_per_step",
+        "8",
+        "--lr",
+        "2e-05",
+    ]
+    default = reproduce.chain(reproduce.Args(output_dir="o", test_n=0), data, "base", seed=0)[1][1]
+    assert default[5:11] == ["--steps", "40", "--group_size", "32", "--prompts_per_step", "2"]  # g32x2-40
     assert RECIPES["lr2e-5-120"].flags()[-2:] == ["--lr", "2e-05"]
     # rollouts = steps x G x prompts: 40 x 8 x 8 = 2,560 = 40 x 32 x 2; 120 x 8 x 8 = 7,680; 40 x 32 x 8 = 10,240
     assert [RECIPES[n].rollouts for n in ("toy-40", "g32x2-40", "lr2e-5-120", "g32x8-40")] == [2560, 2560, 7680, 10240]
