@@ -74,7 +74,7 @@ RECIPES = {
     "g32x2-lr2e-5-120": Recipe(120, 32, 2, lr=2e-5),  # the two together
     "g32x8-40": Recipe(40, 32, 8),  # 4x the rollouts per step
 }
-STAGE2_RECIPE = "g32x2-40"  # the closest to the pre-registered rule of the recipes finished on dev (none passed)
+STAGE2_RECIPE = "lr2e-5-120"  # the closest to the pre-registered rule of the recipes finished on dev (none passed)
 
 
 @dataclass
@@ -97,15 +97,15 @@ class Args:
     mine_k: int = field(default=512, metadata={"help": "keep the candidates the base solves 0 times in mine_k samples"})
     stage1_steps: int = field(default=40, metadata={"help": "Stage-I steps of every RL-style method (paper: 230)"})
     stage2_steps: int = field(
-        default=40, metadata={"help": "Stage-II steps, whatever the recipe (paper: 500; the recipes' own: RECIPES)"}
+        default=0, metadata={"help": "Stage-II steps (paper: 500); 0 = those of --stage2_recipe (toy-40: 40)"}
     )
     stage2_recipe: str = field(
         default=STAGE2_RECIPE,
         metadata={
             "help": "Stage II's rollouts per prompt, prompts per step and learning rate: "
             + ", ".join(RECIPES)
-            + " (chosen on dev by scripts/stage2_recipes.py); toy-40 = the committed results' Stage II: "
-            "--group_size x --prompts_per_step as Stage I, lr 1e-4",
+            + " (chosen on dev by scripts/stage2_recipes.py); toy-40 = the committed results' Stage II: 40 "
+            "steps of --group_size x --prompts_per_step as Stage I, lr 1e-4",
             "choices": list(RECIPES),
         },
     )
@@ -223,12 +223,13 @@ def chain(
 
 
 def stage2_flags(args: Args) -> list[str]:
-    """--steps, --group_size, --prompts_per_step (and --lr) of Stage II: --stage2_steps steps of --stage2_recipe;
-    `toy-40` takes Stage I's sizes, as the committed results did."""
-    if args.stage2_recipe == "toy-40":
-        return Recipe(args.stage2_steps, args.group_size, args.prompts_per_step).flags()
+    """--steps, --group_size, --prompts_per_step (and --lr) of Stage II: --stage2_recipe, its steps unless
+    --stage2_steps is set; `toy-40` takes Stage I's sizes, as the committed results did."""
     recipe = RECIPES[args.stage2_recipe]
-    return Recipe(args.stage2_steps, recipe.group_size, recipe.prompts_per_step, recipe.lr).flags()
+    steps = args.stage2_steps or recipe.steps
+    if args.stage2_recipe == "toy-40":
+        return Recipe(steps, args.group_size, args.prompts_per_step).flags()
+    return Recipe(steps, recipe.group_size, recipe.prompts_per_step, recipe.lr).flags()
 
 
 def run(run_dir: str, command: list[str]) -> float:
@@ -286,6 +287,8 @@ def cli_diff(args: Args) -> list[str]:
 def main(args: Args) -> str:
     start = time.time()
     methods, seeds = _methods(args), _ints(args.seeds)
+    command = " ".join(["python -m scripts.reproduce"] + cli_diff(args))
+    args.stage2_steps = args.stage2_steps or RECIPES[args.stage2_recipe].steps  # config.json holds the steps run
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
     data = mine(args)
@@ -295,9 +298,6 @@ def main(args: Args) -> str:
         if args.mine
         else f"Stage-I set: the committed {os.path.relpath(data['train'], REPO)} ({kept} problems)."
     )
-    recipe = RECIPES[args.stage2_recipe]
-    if args.stage2_recipe != "toy-40" and recipe.steps != args.stage2_steps:
-        print(f"note: --stage2_recipe {args.stage2_recipe} ran {recipe.steps} steps on dev; here {args.stage2_steps}")
     chains = [chain(args, data, m, s) for s in seeds for m in methods]
     # Longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
     chains.sort(key=lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"])
@@ -308,7 +308,7 @@ def main(args: Args) -> str:
         list(pool.map(run_chain, chains))  # re-raises the first failure
     minutes = (time.time() - start) / 60
     header = (
-        f"Command: `{' '.join(['python -m scripts.reproduce'] + cli_diff(args))}` — {minutes:.1f} min{resumed} "
+        f"Command: `{command}` — {minutes:.1f} min{resumed} "
         f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}"
     )
     text = report(args.output_dir, header)

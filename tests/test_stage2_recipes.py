@@ -62,7 +62,7 @@ def test_toy_40_is_todays_stage2_and_the_clip_is_already_the_papers():
         "2e-05",
     ]
     default = reproduce.chain(reproduce.Args(output_dir="o", test_n=0), data, "base", seed=0)[1][1]
-    assert default[5:11] == ["--steps", "40", "--group_size", "32", "--prompts_per_step", "2"]  # g32x2-40
+    assert default[5:13] == ["--steps", "120", "--group_size", "8", "--prompts_per_step", "8", "--lr", "2e-05"]
     assert RECIPES["lr2e-5-120"].flags()[-2:] == ["--lr", "2e-05"]
     # rollouts = steps x G x prompts: 40 x 8 x 8 = 2,560 = 40 x 32 x 2; 120 x 8 x 8 = 7,680; 40 x 32 x 8 = 10,240
     assert [RECIPES[n].rollouts for n in ("toy-40", "g32x2-40", "lr2e-5-120", "g32x8-40")] == [2560, 2560, 7680, 10240]
