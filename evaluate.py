@@ -144,10 +144,10 @@ def evaluate(
     "truncated"} (and "domain" when not math; the question as the judge reads it, domains.problems.question_text): the
     fixed rollouts the analyses (analysis/) read.
     """
-    from domains.problems import policy_messages, question_text
+    from domains.problems import encode_prompts, policy_messages, question_text
     from domains.rule_rewards import rule_rewards
     from plumbing.common import load_model, write_json  # imported here: pass_at_k above needs no torch
-    from rollout import HFSampler, encode_prompts
+    from rollout import HFSampler
 
     if isinstance(model, str):
         model, tokenizer = load_model(model)

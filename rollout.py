@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from domains.problems import encode_prompts  # noqa: F401  (re-exported: evaluate.evaluate, analysis/prefix_calibration.py)
-
 
 @dataclass
 class Rollout:

@@ -247,7 +247,12 @@ def summarise(run_dir: str) -> dict:
 
 def summary_table(rows: list[dict]) -> str:
     keys = list(rows[0])
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else ("yes" if v is True else "no" if v is False else str(v))  # noqa: E731
+
+    def fmt(v) -> str:
+        if isinstance(v, bool):
+            return "yes" if v else "no"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     return "\n".join(lines + ["| " + " | ".join(fmt(r[k]) for k in keys) + " |" for r in rows]) + "\n"
 

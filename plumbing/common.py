@@ -17,7 +17,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from domains.problems import load_problems
 from domains.records import DataError, Problem
-from plumbing.cli import ArgumentParser, check_flags, fail  # noqa: F401  (re-exported: evaluate.main, analysis/calibrate.py)
+from plumbing.cli import fail
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository root
 
