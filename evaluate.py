@@ -218,14 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
     if argv and argv[0] in MOVED:
         print(f"evaluate.py: `{argv[0]}` moved: run `python -m {MOVED[argv[0]]} ...`", file=sys.stderr)
         raise SystemExit(2)
-    from plumbing.common import (
-        ArgumentParser,
-        check_flags,
-        check_model_path,
-        load_problem_set,
-        seed_everything,
-        set_threads,
-    )
+    from plumbing.cli import ArgumentParser, check_flags
+    from plumbing.common import check_model_path, load_problem_set, seed_everything, set_threads
 
     parser = ArgumentParser(
         description="pass@k of a checkpoint on a problem set (the analyses: python -m analysis.calibrate|injection|"
