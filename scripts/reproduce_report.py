@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from analysis import paired
+
 LABELS = {  # method -> its label in the tables (scripts/reproduce.py runs them)
     "base": "Base (no Stage I)",
     "sft": "SFT on references",
@@ -207,27 +209,41 @@ COMPARISONS = [
 
 
 def paired_markdown(table: dict, seeds: list[int]) -> str:
-    """Each ordering the paper reports, seed by seed, per split and per k: wins-ties-losses of A against B over the
-    seeds and the mean ± std of A - B (the seeds pair up: a seed fixes every method's evaluation draws and Stage II's
-    data order). A tie is an equal estimate, e.g. two runs that are both the unchanged base model."""
+    """Each ordering the paper reports, seed by seed, per split and per k (analysis.paired): wins-ties-losses of A
+    against B over the seeds, the mean difference A - B with its 95% paired-t interval, and the verdict: "held" where
+    the interval lies above 0, "reversed" where it lies below, else not separable at this many seeds. The seeds pair
+    up: a seed fixes every method's evaluation draws and Stage II's data order. A tie is an equal estimate, e.g. two
+    runs that are both the unchanged base model."""
+    n = len(seeds)
     lines = ["## The paper's orderings, seed by seed", "",
-             "Each cell: seeds where A > B - equal - A < B, then the mean difference A - B ± its std over seeds.", "",
+             f"Each cell: seeds where A > B - equal - A < B, then the mean difference A - B over the {n} seeds with "
+             "its 95% paired-t interval; **held** = the interval lies above 0, **reversed** = below 0, otherwise "
+             f"the two are not separable at {n} seeds.", "",
              "| ordering | after | split | " + " | ".join(f"pass@{k}" for k in ("1", "16", "n")) + " |",
              "|---|---|---|---|---|---|"]  # fmt: skip
+    verdicts = {"held": [], "reversed": []}
     for better, worse, stage in COMPARISONS:
         for split in [s for s in ("dev", "test") if s in table]:
             results = table[split][stage]
             if better not in results or worse not in results:
                 continue
+            where = "Stage I" if stage == "stage1" else "Stage II"
             cells = []
             for k in shown_ks(results[better]):
-                a = np.array([r["pass@k"][k] for r in results[better]])
-                b = np.array([r["pass@k"][k] for r in results[worse]])
-                d = a - b
-                std = d.std(ddof=1) if len(d) > 1 else 0.0
-                cells.append(f"{(d > 0).sum()}-{(d == 0).sum()}-{(d < 0).sum()} ({d.mean():+.3f} ± {std:.3f})")
-            where = "Stage I" if stage == "stage1" else "Stage II"
+                a = [r["pass@k"][k] for r in results[better]]
+                b = [r["pass@k"][k] for r in results[worse]]
+                wtl = "-".join(map(str, paired.wins_ties_losses(a, b)))
+                if n < 2:  # one seed: no interval
+                    cells.append(f"{wtl} ({a[0] - b[0]:+.3f})")
+                    continue
+                c = paired.compare(a, b)
+                mark = f" **{c['verdict']}**" if c["verdict"] in verdicts else ""
+                cells.append(f"{wtl} {c['text']}{mark}")
+                if mark:
+                    verdicts[c["verdict"]].append(f"{LABELS[better]} > {LABELS[worse]} ({where}, {split}, pass@{k})")
             lines.append(f"| {LABELS[better]} > {LABELS[worse]} | {where} | {split} | " + " | ".join(cells) + " |")
+    if n >= 2:
+        lines += [""] + [f"{v.capitalize()}: " + ("; ".join(found) or "none") + "." for v, found in verdicts.items()]
     return "\n".join(lines + [""])
 
 

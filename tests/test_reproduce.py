@@ -26,11 +26,36 @@ def test_paired_comparisons_count_seeds_and_difference_hand_computed():
         }
     }
     text = paired_markdown(table, seeds=[0, 1])
-    # Stage I: 0.05 - 0.02 = +0.03, 0.01 - 0.03 = -0.02 -> 1 win, 0 ties, 1 loss; mean +0.005, std sqrt(0.00125)
-    assert "| ExpRL-Process > Base (no Stage I) | Stage I | dev | 1-0-1 (+0.005 ± 0.035) |" in text
-    assert "| ExpRL-Process > Base (no Stage I) | Stage II | dev | 2-0-0 (+0.080 ± 0.028) |" in text  # +0.06, +0.10
-    assert "| ExpRL-Process > Sparse GRPO | Stage II | dev | 1-0-1 (+0.010 ± 0.156) |" in text  # -0.10, +0.12
+    # Stage I: 0.05 - 0.02 = +0.03, 0.01 - 0.03 = -0.02 -> 1 win, 0 ties, 1 loss; mean +0.005, std sqrt(0.00125),
+    # half-width t_{0.975, 1} * std / sqrt(2) = 12.7062 * 0.025 = 0.318
+    assert "| ExpRL-Process > Base (no Stage I) | Stage I | dev | 1-0-1 +0.005 [-0.313, +0.323] |" in text
+    # +0.06, +0.10: mean 0.08, std 0.0283, half 12.7062 * 0.02 = 0.254
+    assert "| ExpRL-Process > Base (no Stage I) | Stage II | dev | 2-0-0 +0.080 [-0.174, +0.334] |" in text
+    # -0.10, +0.12: mean 0.01, std 0.1556, half 12.7062 * 0.11 = 1.398
+    assert "| ExpRL-Process > Sparse GRPO | Stage II | dev | 1-0-1 +0.010 [-1.388, +1.408] |" in text
     assert "ExpRL-Outcome" not in text  # orderings with a method that did not run are left out
+    assert "Held: none." in text and "Reversed: none." in text
+
+
+def test_paired_verdicts_over_four_seeds_hand_computed():
+    def results(*pass1):
+        return [{"pass@k": {"1": v}} for v in pass1]
+
+    table = {
+        "dev": {
+            "stage1": {"base": results(0.10, 0.10, 0.10, 0.10), "process": results(0.12, 0.14, 0.16, 0.18)},
+            "stage2": {"base": results(0.10, 0.10, 0.10, 0.10), "process": results(0.09, 0.08, 0.06, 0.05)},
+        }
+    }
+    text = paired_markdown(table, seeds=[0, 1, 2, 3])
+    # Stage I: d = 0.02, 0.04, 0.06, 0.08: mean 0.05, std sqrt(0.002 / 3) = 0.02582, se 0.01291,
+    # half t_{0.975, 3} * se = 3.1824 * 0.01291 = 0.0411 -> [0.009, 0.091], above 0
+    assert "| Stage I | dev | 4-0-0 +0.050 [+0.009, +0.091] **held** |" in text
+    # Stage II: d = -0.01, -0.02, -0.04, -0.05: mean -0.03, std sqrt(0.001 / 3) = 0.01826, se 0.00913,
+    # half 3.1824 * 0.00913 = 0.0291 -> [-0.059, -0.001], below 0
+    assert "| Stage II | dev | 0-0-4 -0.030 [-0.059, -0.001] **reversed** |" in text
+    assert "Held: ExpRL-Process > Base (no Stage I) (Stage I, dev, pass@1)." in text
+    assert "Reversed: ExpRL-Process > Base (no Stage I) (Stage II, dev, pass@1)." in text
 
 
 def test_every_method_is_one_stage1_command_then_the_same_stage2():
@@ -137,11 +162,12 @@ def test_report_of_a_hand_made_reproduction(tmp_path):
     assert text.count(row) == 2  # the same numbers after Stage I and after Stage II
     # base: dev (0.10 + 0.20) / 2 = 0.15, std 0.0707; test 0.05 twice: std 0
     assert "| Base (no Stage I) | 0.150 ± 0.071 | 0.500 ± 0.000 | 0.050 ± 0.000 |" in text
-    # the ordering outcome > base at pass@1: dev +0.20 and 0.00 -> 1 win, 1 tie, 0 losses, mean +0.10, std 0.1414;
-    # test +0.20 and +0.10 -> 2-0-0, mean +0.15, std 0.0707; pass@4: all equal -> 0-2-0
-    assert "| ExpRL-Outcome > Base (no Stage I) | Stage II | dev | 1-1-0 (+0.100 ± 0.141) |" in text
-    assert "| ExpRL-Outcome > Base (no Stage I) | Stage II | test | 2-0-0 (+0.150 ± 0.071) |" in text
-    assert "0-2-0 (+0.000 ± 0.000) |" in text
+    # the ordering outcome > base at pass@1: dev +0.20 and 0.00 -> 1 win, 1 tie, 0 losses, mean +0.10, std 0.1414,
+    # half-width t_{0.975, 1} * 0.1414 / sqrt(2) = 12.7062 * 0.1 = 1.271; test +0.20 and +0.10 -> 2-0-0, mean +0.15,
+    # std 0.0707, half 12.7062 * 0.05 = 0.635; pass@4: all equal -> 0-2-0, a zero-width interval (not separable)
+    assert "| ExpRL-Outcome > Base (no Stage I) | Stage II | dev | 1-1-0 +0.100 [-1.171, +1.371] |" in text
+    assert "| ExpRL-Outcome > Base (no Stage I) | Stage II | test | 2-0-0 +0.150 [-0.485, +0.785] |" in text
+    assert "0-2-0 +0.000 [+0.000, +0.000] |" in text
     # base's Stage II skipped both updates in seed 1 only: 1 of 2 runs unchanged; mean skipped (2 + 1) / 2 = 1.5
     assert "| Base (no Stage I) |  |  |  |  | 1.5 of 2 | 1 of 2 |" in text
 
