@@ -1,6 +1,6 @@
 """How an ExpRL-Process policy's responses change shape over Stage I, and where Eq. 2 puts their credit.
 
-    python -m analysis.response_shape results/reproduce/s0/process/stage1 [more run directories]
+    python -m analysis.response_shape results/reproduce-toy-v3/s0/process/stage1 [more run directories]
 
 For each run directory it reads metrics.jsonl (batch means per step: segments per response, response length, judge
 score, answer accuracy) and judge_samples.jsonl (one sampled response per step with the judge's prefix verdicts

@@ -16,7 +16,9 @@ results.md (mean ± sample std over seeds), passk.png (pass@k curves), stage1_tr
 entropy over Stage-I steps, and Stage-II answer accuracy).
 """
 
+import glob
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +123,14 @@ class Args:
     test_n: int = field(default=32, metadata={"help": "samples per test problem (0: no test-split evaluation)"})
     test_limit: int = field(default=0, metadata={"help": "test problems evaluated (0 = all)"})
     jobs: int = field(default=2, metadata={"help": "runs in parallel, one torch thread each (2 on a 2-core machine)"})
+    logs_dir: str = field(
+        default="",
+        metadata={
+            "help": "where each finished column's logs go (no checkpoints; commit them), and from where a driver "
+            "started later restores the columns finished there, so a reproduction resumes on a fresh checkout "
+            "('' = off; needs --mine false)"
+        },
+    )
 
 
 def _ints(text: str) -> list[int]:
@@ -256,6 +266,40 @@ def run_chain(steps: list[tuple[str, list[str]]]) -> float:
     return sum(run(run_dir, command) for run_dir, command in steps)
 
 
+LOG_FILES = ("metrics.jsonl", "pass_at_k.json", "config.json", "judge_samples.jsonl", "log.txt", "done")
+
+
+def copy_logs(src: str, dest: str) -> None:
+    """The small files of the run directories under src (LOG_FILES, not checkpoints) into dest, same layout; every
+    `done` marker last, so that a copy cut short is never taken for a finished run."""
+    paths = sorted(glob.glob(os.path.join(src, "**", "*"), recursive=True), key=lambda p: p.endswith("done"))
+    for path in paths:
+        rel = os.path.relpath(path, src)
+        if "checkpoint" in rel.split(os.sep) or os.path.basename(path) not in LOG_FILES or not os.path.isfile(path):
+            continue
+        os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+        shutil.copyfile(path, os.path.join(dest, rel))
+
+
+def column_logs(args: Args, steps: list[tuple[str, list[str]]]) -> tuple[str, str]:
+    """(the column's directory in output_dir, its copy in logs_dir): s<seed>/<name>, the parent of Stage I's."""
+    root = os.path.dirname(steps[0][0])
+    return root, os.path.join(args.logs_dir, os.path.relpath(root, args.output_dir))
+
+
+def restore(args: Args, chains: list) -> int:
+    """Copy the columns that logs_dir holds finished (every run's done marker) into output_dir, so they are skipped;
+    a column half done there is rerun whole (its Stage-I checkpoint is not in the logs). -> columns restored."""
+    restored = 0
+    for steps in chains:
+        root, logged = column_logs(args, steps)
+        moved = [os.path.join(logged, os.path.relpath(d, root)) for d, _ in steps]
+        if all(is_done(d) for d in moved) and not all(is_done(d) for d, _ in steps):
+            copy_logs(logged, root)
+            restored += 1
+    return restored
+
+
 def mine(args: Args) -> dict:
     """The hard set: `python -m toy.world data` into output_dir/data (or the committed toy_data with --mine false)."""
     if not args.mine:
@@ -299,19 +343,32 @@ def main(args: Args) -> str:
         else f"Stage-I set: the committed {os.path.relpath(data['train'], REPO)} ({kept} problems)."
     )
     chains = [chain(args, data, m, s) for s in seeds for m in methods]
+    if args.logs_dir:
+        if args.mine:
+            raise SystemExit("error: --logs_dir needs --mine false (a restored column was trained on toy_data/)")
+        print(f"restored {restore(args, chains)} finished columns from {args.logs_dir}", flush=True)
     # Longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
     chains.sort(key=lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"])
     runs = [run_dir for c in chains for run_dir, _ in c]
     already = sum(is_done(run_dir) for run_dir in runs)  # a restarted driver times only what it ran itself
     resumed = f" in this invocation ({already} of {len(runs)} runs were done before it)" if already else ""
+
+    def run_column(steps: list[tuple[str, list[str]]]) -> None:
+        run_chain(steps)
+        if args.logs_dir:  # the finished column's logs, ready to commit
+            copy_logs(*column_logs(args, steps))
+
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(run_chain, chains))  # re-raises the first failure
+        list(pool.map(run_column, chains))  # re-raises the first failure
     minutes = (time.time() - start) / 60
     header = (
         f"Command: `{command}` — {minutes:.1f} min{resumed} "
         f"on this machine ({args.jobs} runs in parallel, 1 thread each). {mined}"
     )
     text = report(args.output_dir, header)
+    if args.logs_dir:
+        for name in ("config.json", "results.md", "passk.png", "stage1_training.png"):
+            shutil.copyfile(os.path.join(args.output_dir, name), os.path.join(args.logs_dir, name))
     print(text)
     return text
 

@@ -2,7 +2,7 @@
 (pass_at_k.json of each run's last evaluation, metrics.jsonl), so anyone can recompute them from a finished
 `runs/reproduce` (or the committed copy of its logs in results/reproduce/):
 
-    python -m scripts.reproduce_report --output_dir results/reproduce --seeds 0,1,2,3,4
+    python -m scripts.reproduce_report --output_dir results/reproduce
 """
 
 import json
@@ -69,7 +69,7 @@ def results_markdown(c: dict, table: dict, seeds: list[int], header: str) -> str
         f"Judge: `{c.get('judge', 'toy')}`. Development split (dev): held-out hard problems, {sizes['dev']}"
         + (f"; test split (test): toy_data/test.jsonl, {sizes.get('test')}, read by nothing else" * ("test" in sizes))
         + f" (temperature 1.0). Stage I: {c['stage1_steps']} steps x {c['prompts_per_step']} prompts x "
-        f"{c['group_size']} rollouts (SFT: {c['sft_epochs']} epochs); Stage II: {c['stage2_steps']} steps, same size.",
+        f"{c['group_size']} rollouts (SFT: {c['sft_epochs']} epochs); Stage II: {c.get('stage2', '')}.",
         "",
     ]
     for stage, title in (
@@ -87,6 +87,16 @@ def results_markdown(c: dict, table: dict, seeds: list[int], header: str) -> str
         lines.append("")
     lines += ["![pass@k](passk.png)", "", "![Stage-I training](stage1_training.png)", ""]
     return "\n".join(lines)
+
+
+def stage2_text(out: str, c: dict, run: str) -> str:
+    """Stage II's size as run (read from one Stage-II run's config.json), with the recipe's name where the
+    reproduction's config names one (runs before recipes existed used Stage I's size)."""
+    if "stage2_recipe" not in c:
+        return f"{c['stage2_steps']} steps, same size"
+    r = json.load(open(os.path.join(out, run, "config.json")))
+    return (f"`{c['stage2_recipe']}`, {r['steps']} steps x {r['prompts_per_step']} prompts x {r['group_size']} "
+            f"rollouts, lr {r['lr']:g}")  # fmt: skip
 
 
 def first_of(results_by_method: dict) -> list[dict]:
@@ -252,6 +262,7 @@ def report(out: str, header: str = "") -> str:
     c = json.load(open(os.path.join(out, "config.json")))
     methods = [m for m in c["methods"].split(",") if m.strip()]
     seeds = [int(s) for s in c["seeds"].split(",") if s.strip()]
+    c["stage2"] = stage2_text(out, c, f"s{seeds[0]}/{methods[0]}/stage2")
     table = collect(out, methods, seeds)
     header = header or f"Recomputed from the run directories in `{out}` (python -m scripts.reproduce_report)."
     text = "\n".join(

@@ -96,14 +96,14 @@ def test_tiny_dial_runs_end_to_end(tmp_path):
 
 
 def test_committed_dial_table_matches_its_logs():
-    """results/reproduce/judge_dial.md, recomputed here without the driver's code: each "after Stage II" cell is the
-    mean and sample std over seeds of the cell's own final dev pass@1 (pass_at_k.json), p = 0 being the
+    """results/reproduce-toy-v3/judge_dial.md, recomputed here without the driver's code: each "after Stage II" cell
+    is the mean and sample std over seeds of the cell's own final dev pass@1 (pass_at_k.json), p = 0 being the
     reproduction's run directory."""
     import glob
 
     from plumbing.common import REPO
 
-    out = os.path.join(REPO, "results", "reproduce")
+    out = os.path.join(REPO, "results", "reproduce-toy-v3")
     text = open(os.path.join(out, "judge_dial.md")).read()
     labels = {"outcome": "ExpRL-Outcome", "process": "ExpRL-Process"}
     rows = [line for line in text.splitlines() if line.startswith("| ExpRL-")]

@@ -3,10 +3,11 @@
 import glob
 import json
 import os
+import shutil
 
 import pytest
 
-from scripts.reproduce import METHODS, Args, chain, main
+from scripts.reproduce import METHODS, Args, chain, is_done, main
 from scripts.reproduce_report import mean_std, paired_markdown, report
 
 
@@ -172,7 +173,7 @@ def test_report_of_a_hand_made_reproduction(tmp_path):
     assert "| Base (no Stage I) |  |  |  |  | 1.5 of 2 | 1 of 2 |" in text
 
 
-COMMITTED = ["reproduce", "reproduce-llm-like-v2", "reproduce-llm-like-v1", "reproduce-toy-rubric"]
+COMMITTED = ["reproduce-toy-v3", "reproduce-llm-like-v2", "reproduce-llm-like-v1", "reproduce-toy-rubric"]
 
 
 @pytest.mark.parametrize("name", COMMITTED)
@@ -204,3 +205,38 @@ def test_committed_reproduction_table_matches_its_logs(name):
             std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
             row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
             assert row.split(" | ")[1] == f"{mean:.3f} ± {std:.3f}", (stage, method)
+
+
+def test_restore_takes_only_columns_finished_in_the_logs(tmp_path):
+    from scripts.reproduce import restore
+
+    args = Args(output_dir=str(tmp_path / "runs"), logs_dir=str(tmp_path / "logs"))
+    data = {"train": "t.jsonl", "heldout": "h.jsonl"}
+    whole, half = chain(args, data, "base", seed=0), chain(args, data, "sparse", seed=0)
+    for steps, finished in ((whole, 4), (half, 3)):  # the sparse column lacks its last run's done marker
+        for run_dir, _ in steps[:finished]:
+            logged = os.path.join(args.logs_dir, os.path.relpath(run_dir, args.output_dir))
+            os.makedirs(logged, exist_ok=True)
+            open(os.path.join(logged, "done"), "w").write("1.0\n")
+            open(os.path.join(logged, "metrics.jsonl"), "w").write("{}\n")
+    assert restore(args, [whole, half]) == 1
+    assert all(is_done(run_dir) for run_dir, _ in whole)
+    assert not any(os.path.exists(run_dir) for run_dir, _ in half)
+    assert restore(args, [whole, half]) == 0  # already there: nothing to copy
+
+
+def test_a_reproduction_resumes_on_a_fresh_checkout_from_its_logs(tmp_path):
+    """The runs are lost, the logs committed: a driver started again restores the finished column and reruns
+    nothing, and the report recomputed from the logs alone is the driver's."""
+    sizes = dict(methods="base", seeds="0", stage2_recipe="toy-40", stage2_steps=1, group_size=2, prompts_per_step=2,
+                 eval_n=2, eval_limit=2, test_n=2, test_limit=2, logs_dir=str(tmp_path / "logs"))  # fmt: skip
+    first = main(Args(output_dir=str(tmp_path / "runs"), **sizes))
+    logs = tmp_path / "logs"
+    assert (logs / "s0" / "base" / "stage2" / "done").exists() and (logs / "results.md").exists()
+    assert not glob.glob(str(logs / "**" / "checkpoint"), recursive=True)  # the logs carry no weights
+    shutil.rmtree(tmp_path / "runs")
+    second = main(Args(output_dir=str(tmp_path / "fresh"), **sizes))
+    assert not (tmp_path / "fresh" / "s0" / "base" / "stage2" / "checkpoint").exists()  # restored, not rerun
+    table = lambda text: text[text.index("## After Stage I") :]
+    assert table(second) == table(first) == table(report(str(logs)))
+    assert "Stage II: `toy-40`, 1 steps x 2 prompts x 2 rollouts, lr 0.0001." in first

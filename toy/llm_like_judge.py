@@ -3,11 +3,11 @@
     LLMLikeJudge  --judge toy (the default): the paper's outcome and process rubrics (docs/paper.md, "Outcome judge",
                   "Process judge and Eq. 2") applied to what an inattentive reader of the response perceives.
 
-Its third version (--judge toy-v3: no start check, fresh dice per judged text; the judge of results/reproduce) and
-second version (--judge toy-v2) are this class with THIRD_VERSION / SECOND_VERSION; --judge toy-fresh is today's
-with the third version's fresh dice (an ablation). Earlier judges (--judge toy-rubric, the exact verifier that was the
-default before; --judge toy-progress, the checkpoint counter) are in toy/exact_judges.py; how every toy judge reads a
-text is in toy/reading.py.
+Its third version (--judge toy-v3: no start check, fresh dice per judged text; the judge of
+results/reproduce-toy-v3) and second version (--judge toy-v2) are this class with THIRD_VERSION / SECOND_VERSION;
+--judge toy-fresh is today's with the third version's fresh dice (an ablation). Earlier judges (--judge toy-rubric,
+the exact verifier that was the default before; --judge toy-progress, the checkpoint counter) are in
+toy/exact_judges.py; how every toy judge reads a text is in toy/reading.py.
 
 Why not an exact verifier? A real judge (the paper's Qwen3-4B) misplaces 17.8% of rollouts with the reference, 39.2%
 without it and 50.4% with a wrong one (docs/paper.md, "Judge calibration"), and its errors are per response: in a GRPO
@@ -74,7 +74,7 @@ from toy.reading import (  # noqa: F401 (read_reference, verify, unit_hash: re-e
 
 TOY_JUDGES = ("toy", "toy-v3", "toy-fresh", "toy-v2", "toy-rubric", "toy-progress", "toy-mixed")  # --judge names
 
-# The third version (no start check, fresh dice per prefix): the judge of results/reproduce and of the dial; its
+# The third version (no start check, fresh dice per prefix): the judge of results/reproduce-toy-v3 and of the dial; its
 # texts are byte for byte those of `toy` before the start check (tests/test_start_check.py).
 THIRD_VERSION = dict(check_start=False, consistent_dice=False)
 # The second version of the LLM-like judge (before answer anchoring and the step count; partial credit 30%): the
