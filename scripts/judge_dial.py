@@ -2,6 +2,7 @@
 only swap judge models.)
 
     python -m scripts.judge_dial   # shares runs/reproduce with scripts.reproduce: its p = 0 columns are reused
+    python -m scripts.judge_dial --logs_dir results/reproduce   # ... and resumes from (and adds to) committed logs
 
 The toy judge's `--judge_error_rate p` makes it misread the whole reference on a share p of the texts it judges, on
 top of its own errors (toy.llm_like_judge.LLMLikeJudge). For each p this driver
@@ -11,8 +12,9 @@ top of its own errors (toy.llm_like_judge.LLMLikeJudge). For each p this driver
      bootstrap 95% interval as its error bar;
   2. runs ExpRL-Outcome and ExpRL-Process Stage I with that judge, then the reproduction's Stage II (sparse, no
      judge), with exactly the reproduction's sizes and commands (scripts/reproduce.py `chain`);
-and plots development-split pass@1 after Stage I and after Stage II (mean ± std over seeds) against the measured
-misplacement, sparse GRPO (which never calls the judge) as the flat line. At p = 0 the commands are the
+and plots development-split pass@1 after Stage I and after Stage II (mean over seeds with its 95% t interval) against
+the measured misplacement, sparse GRPO (which never calls the judge) as the flat line; the table also pairs each
+cell with sparse GRPO seed by seed (analysis.paired). At p = 0 the commands are the
 reproduction's own, in the same directories, so a finished reproduction is reused, not rerun; every other cell is
 s<seed>/<method>_p<p>/. The dial reads the development split only (test_n 0): the test split stays the final
 reproduction's.
@@ -23,16 +25,17 @@ table), judge_dial.json (every point, per seed), judge_dial.png.
 
 import json
 import os
+import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from transformers import HfArgumentParser
 
+from analysis import paired
 from plumbing.common import REPO, write_json
 from scripts import reproduce
-from scripts.reproduce import chain, cli_diff, is_done, mine, run, run_chain
+from scripts.reproduce import chain, cli_diff, is_done, mine, restore, run, run_columns
 from scripts.reproduce_report import LABELS as METHOD_LABELS
 from scripts.reproduce_report import final_eval
 from toy import TOY_DATA
@@ -44,7 +47,9 @@ LEVEL = {"outcome": "outcome", "process": "process"}  # the calibration level th
 @dataclass
 class Args(reproduce.Args):
     methods: str = field(default="outcome,process", metadata={"help": "the judged methods: outcome, process"})
-    seeds: str = field(default="0,1,2", metadata={"help": "comma-separated seeds of every cell (and the sparse line)"})
+    seeds: str = field(
+        default="0,1,2,3,4", metadata={"help": "comma-separated seeds of every cell (and the sparse line)"}
+    )
     test_n: int = field(default=0, metadata={"help": "test-split samples per problem (0: the dial reads dev only)"})
     error_rates: str = field(default="0,0.25,0.5,0.75,1", metadata={"help": "the judge's --judge_error_rate values"})
     calibration_problems: int = field(
@@ -110,8 +115,8 @@ def collect(args: Args, methods: list[str], seeds: list[int], rates: list[float]
 def markdown(args: Args, result: dict, minutes: float) -> str:
     seeds = ", ".join(map(str, result["seeds"]))
     lines = [
-        f"# The judge-quality dial (seeds {seeds}; development-split pass@1, mean ± std over seeds, per seed in "
-        "brackets)",
+        f"# The judge-quality dial (seeds {seeds}; development-split pass@1: mean over seeds [95% t interval] "
+        "(per seed))",
         "",
         f"Command: `{' '.join(['python -m scripts.judge_dial'] + cli_diff(args))}` — "
         f"{minutes:.1f} min in this invocation ({args.jobs} runs in parallel). Misplacement: analysis.calibrate on "
@@ -119,26 +124,46 @@ def markdown(args: Args, result: dict, minutes: float) -> str:
         "correct-reference condition, at each method's own level (outcome: the response; process: s_T), with its "
         "bootstrap 95% interval.",
         "",
-        "| method | judge_error_rate | misplacement % [95% CI] | pass@1 after Stage I | after Stage II |",
-        "|---|---|---|---|---|",
+        "The last column pairs each seed's cell with sparse GRPO's run of that seed: seeds where the cell is higher - "
+        "equal - lower, the mean difference with its 95% paired-t interval (analysis.paired); **held** / "
+        "**reversed** where the interval excludes 0.",
+        "",
+        "| method | judge_error_rate | misplacement % [95% CI] | pass@1 after Stage I | after Stage II "
+        "| after Stage II minus sparse GRPO |",
+        "|---|---|---|---|---|---|",
     ]
+    sparse = result["sparse"]
     for pt in result["points"]:
         lo, hi = pt["misplacement_ci"]
         lines.append(
             f"| {LABELS[pt['method']]} | {pt['p']:g} | {100 * pt['misplacement']:.1f} [{100 * lo:.1f}, "
-            f"{100 * hi:.1f}] | {_cell(pt['stage1'])} | {_cell(pt['stage2'])} |"
+            f"{100 * hi:.1f}] | {_cell(pt['stage1'])} | {_cell(pt['stage2'])} | "
+            f"{_against(pt['stage2'], sparse['stage2'])} |"
         )
-    sparse = result["sparse"]
-    lines.append(f"| {LABELS['sparse']} | - | - | {_cell(sparse['stage1'])} | {_cell(sparse['stage2'])} |")
+    lines.append(f"| {LABELS['sparse']} | - | - | {_cell(sparse['stage1'])} | {_cell(sparse['stage2'])} | - |")
     return "\n".join(lines + ["", "![judge dial](judge_dial.png)", ""])
 
 
 def _cell(values: list) -> str:
+    """Mean over the finished seeds, its 95% t interval (2 or more seeds), the seeds' own values."""
     done = [v for v in values if v is not None]
     if not done:
         return "not run"
-    spread = f" ± {np.std(done, ddof=1):.3f}" if len(done) > 1 else ""
-    return f"{np.mean(done):.3f}{spread} [{', '.join(f'{v:.3f}' for v in done)}]"
+    per_seed = f"({', '.join(f'{v:.3f}' for v in done)})"
+    if len(done) < 2:
+        return f"{done[0]:.3f} {per_seed}"
+    iv = paired.interval(done)
+    return f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}] {per_seed}"
+
+
+def _against(values: list, sparse: list) -> str:
+    """The cell against sparse GRPO over the seeds where both finished: W-T-L, mean difference [95% paired t]."""
+    pairs = [(a, b) for a, b in zip(values, sparse) if a is not None and b is not None]
+    if len(pairs) < 2:
+        return "-"
+    c = paired.compare(*zip(*pairs))
+    mark = f" **{c['verdict']}**" if c["verdict"] != "not separable" else ""
+    return f"{'-'.join(map(str, c['wtl']))} {c['text']}{mark}"
 
 
 def plot(result: dict, path: str) -> None:
@@ -157,8 +182,8 @@ def plot(result: dict, path: str) -> None:
                              for x, p in zip(xs, pts)]).T.reshape(2, -1)  # fmt: skip
             runs = [[v for v in p[stage] if v is not None] for p in pts]
             means = [np.mean(r) if r else np.nan for r in runs]
-            stds = [np.std(r, ddof=1) if len(r) > 1 else 0.0 for r in runs]
-            ax.errorbar(xs, means, xerr=xerr, yerr=stds, marker="o", color=color, capsize=3, label=LABELS[method])
+            halves = [paired.interval(r).high - np.mean(r) if len(r) > 1 else 0.0 for r in runs]  # 95% t
+            ax.errorbar(xs, means, xerr=xerr, yerr=halves, marker="o", color=color, capsize=3, label=LABELS[method])
             for x, seeds in zip(xs, runs):
                 ax.scatter([x] * len(seeds), seeds, color=color, alpha=0.3, s=12)
         sparse = [v for v in result["sparse"][stage] if v is not None]
@@ -181,7 +206,11 @@ def main(args: Args) -> dict:
     bad = [m for m in methods if m not in ("outcome", "process")]
     if bad or not all(0 <= p <= 1 for p in rates):
         raise SystemExit(f"--methods must be outcome/process (got {bad}) and --error_rates in [0, 1] (got {rates})")
+    if args.logs_dir and args.mine:
+        raise SystemExit("error: --logs_dir needs --mine false (a restored column was trained on toy_data/)")
     os.makedirs(args.output_dir, exist_ok=True)
+    if args.logs_dir and os.path.isdir(os.path.join(args.logs_dir, "dial")):  # finished calibrations are kept
+        shutil.copytree(os.path.join(args.logs_dir, "dial"), os.path.join(args.output_dir, "dial"), dirs_exist_ok=True)
     rollouts = calibration_rollouts(args)
     judges = {(m, p): misplacement(args, rollouts, p, LEVEL[m]) for m in methods for p in rates}
     data = mine(args)
@@ -190,14 +219,19 @@ def main(args: Args) -> dict:
     chains += [
         chain(args, data, m, s, name=cell(m, p), stage1_flags=flags[p]) for s in seeds for p in rates for m in methods
     ]
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(run_chain, chains))  # re-raises the first failure
+    if args.logs_dir:
+        print(f"restored {restore(args, chains)} finished columns from {args.logs_dir}", flush=True)
+    run_columns(args, chains)
     result = collect(args, methods, seeds, rates, judges)
     write_json(os.path.join(args.output_dir, "judge_dial.json"), result)
     text = markdown(args, result, (time.time() - start) / 60)
     with open(os.path.join(args.output_dir, "judge_dial.md"), "w") as f:
         f.write(text)
     plot(result, os.path.join(args.output_dir, "judge_dial.png"))
+    if args.logs_dir:  # the table, its figure and the calibrations beside the columns' logs
+        for name in ("judge_dial.md", "judge_dial.json", "judge_dial.png"):
+            shutil.copyfile(os.path.join(args.output_dir, name), os.path.join(args.logs_dir, name))
+        shutil.copytree(os.path.join(args.output_dir, "dial"), os.path.join(args.logs_dir, "dial"), dirs_exist_ok=True)
     print(text)
     return result
 

@@ -300,6 +300,19 @@ def restore(args: Args, chains: list) -> int:
     return restored
 
 
+def run_columns(args: Args, chains: list) -> None:
+    """Every column, `--jobs` at a time (the first failure is re-raised); with --logs_dir, each column's logs are
+    copied there as soon as it finishes."""
+
+    def run_column(steps: list[tuple[str, list[str]]]) -> None:
+        run_chain(steps)
+        if args.logs_dir:  # the finished column's logs, ready to commit
+            copy_logs(*column_logs(args, steps))
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(run_column, chains))
+
+
 def mine(args: Args) -> dict:
     """The hard set: `python -m toy.world data` into output_dir/data (or the committed toy_data with --mine false)."""
     if not args.mine:
@@ -331,6 +344,8 @@ def cli_diff(args: Args) -> list[str]:
 def main(args: Args) -> str:
     start = time.time()
     methods, seeds = _methods(args), _ints(args.seeds)
+    if args.logs_dir and args.mine:
+        raise SystemExit("error: --logs_dir needs --mine false (a restored column was trained on toy_data/)")
     command = " ".join(["python -m scripts.reproduce"] + cli_diff(args))
     args.stage2_steps = args.stage2_steps or RECIPES[args.stage2_recipe].steps  # config.json holds the steps run
     os.makedirs(args.output_dir, exist_ok=True)
@@ -343,23 +358,14 @@ def main(args: Args) -> str:
         else f"Stage-I set: the committed {os.path.relpath(data['train'], REPO)} ({kept} problems)."
     )
     chains = [chain(args, data, m, s) for s in seeds for m in methods]
-    if args.logs_dir:
-        if args.mine:
-            raise SystemExit("error: --logs_dir needs --mine false (a restored column was trained on toy_data/)")
-        print(f"restored {restore(args, chains)} finished columns from {args.logs_dir}", flush=True)
     # Longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
     chains.sort(key=lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"])
+    if args.logs_dir:
+        print(f"restored {restore(args, chains)} finished columns from {args.logs_dir}", flush=True)
     runs = [run_dir for c in chains for run_dir, _ in c]
     already = sum(is_done(run_dir) for run_dir in runs)  # a restarted driver times only what it ran itself
     resumed = f" in this invocation ({already} of {len(runs)} runs were done before it)" if already else ""
-
-    def run_column(steps: list[tuple[str, list[str]]]) -> None:
-        run_chain(steps)
-        if args.logs_dir:  # the finished column's logs, ready to commit
-            copy_logs(*column_logs(args, steps))
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(run_column, chains))  # re-raises the first failure
+    run_columns(args, chains)
     minutes = (time.time() - start) / 60
     header = (
         f"Command: `{command}` — {minutes:.1f} min{resumed} "

@@ -66,17 +66,23 @@ def test_table_and_figure_come_from_the_run_directories(tmp_path):
     ]
     assert result["sparse"] == {"stage1": [0.05], "stage2": [0.10]}
     table = (tmp_path / "judge_dial.md").read_text()
-    # 50.6% with its interval [50.6 - 2, 50.6 + 3]; one seed: no spread
-    assert "| ExpRL-Outcome | 1 | 50.6 [48.6, 53.6] | 0.010 [0.010] | 0.040 [0.040] |" in table
-    assert "| ExpRL-Process | 0 | 17.2 [15.2, 20.2] | 0.200 [0.200] | 0.200 [0.200] |" in table
-    assert "| Sparse GRPO (no judge) | - | - | 0.050 [0.050] | 0.100 [0.100] |" in table
+    # 50.6% with its interval [50.6 - 2, 50.6 + 3]; one seed: no interval, no paired comparison
+    assert "| ExpRL-Outcome | 1 | 50.6 [48.6, 53.6] | 0.010 (0.010) | 0.040 (0.040) | - |" in table
+    assert "| ExpRL-Process | 0 | 17.2 [15.2, 20.2] | 0.200 (0.200) | 0.200 (0.200) | - |" in table
+    assert "| Sparse GRPO (no judge) | - | - | 0.050 (0.050) | 0.100 (0.100) | - |" in table
     assert os.path.getsize(tmp_path / "judge_dial.png") > 1000
 
 
-def test_cells_give_mean_and_sample_std_over_seeds():
-    # 0.1 and 0.3: mean 0.2, sample std sqrt(((0.1)^2 + (0.1)^2) / 1) = 0.1414; a missing seed is left out
-    assert judge_dial._cell([0.1, 0.3, None]) == "0.200 ± 0.141 [0.100, 0.300]"
+def test_cells_give_the_mean_with_its_t_interval_and_the_paired_difference_to_sparse():
+    # 0.1 and 0.3: mean 0.2, sample std 0.1414, half-width t_{0.975, 1} * 0.1414 / sqrt(2) = 12.7062 * 0.1 = 1.271;
+    # a missing seed is left out
+    assert judge_dial._cell([0.1, 0.3, None]) == "0.200 [-1.071, 1.471] (0.100, 0.300)"
     assert judge_dial._cell([None]) == "not run"
+    # against sparse 0.1 in each seed: d = 0.1, 0.2, 0.3 -> 3-0-0, mean 0.2, std 0.1, half 4.3027 * 0.1 / sqrt(3)
+    # = 0.2484; seed 3 (not run for sparse) is left out
+    assert judge_dial._against([0.2, 0.3, 0.4, 0.5], [0.1, 0.1, 0.1, None]) == "3-0-0 +0.200 [-0.048, +0.448]"
+    # d = 0.10, 0.11, 0.12: std 0.01, half 4.3027 * 0.01 / sqrt(3) = 0.0248 -> [0.085, 0.135], above 0
+    assert judge_dial._against([0.2, 0.21, 0.22], [0.1] * 3) == "3-0-0 +0.110 [+0.085, +0.135] **held**"
 
 
 def test_bad_arguments_stop_before_any_run(tmp_path):
