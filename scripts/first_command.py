@@ -3,7 +3,8 @@
     python -m scripts.first_command                                   # every setting x seeds 0-9, 2 runs at a time
     python -m scripts.first_command --report_only true --output_dir results/first_command   # the table from logs
 
-Each run is the first command plus the setting's flags and `--seed S` (held-out development split, 64 problems x 64
+Each run is the first command plus the setting's flags, `--seed S` and `--threads 1` (two runs share the 2 cores; a
+run gives the same numbers with 1 thread as with the default 2) (held-out development split, 64 problems x 64
 samples, evaluated before and after). The table gives, per setting, pass@1 and pass@16 before and after per seed,
 their means and ranges, and in how many seeds each rose; `python -m scripts.check_first_command` reads the chosen
 setting's line from the README. A finished run (its `done` marker) is skipped, and each finished run's logs are copied
@@ -34,6 +35,10 @@ class Args:
     output_dir: str = field(default="runs/first_command", metadata={"help": "the runs (with checkpoints)"})
     logs_dir: str = field(default="results/first_command", metadata={"help": "each finished run's logs (committed)"})
     jobs: int = field(default=2, metadata={"help": "runs in parallel"})
+    threads: int = field(
+        default=1,
+        metadata={"help": "torch threads per run (the first command's default is 2; 1 and 2 give the same numbers)"},
+    )
     report_only: bool = field(default=False, metadata={"help": "only rebuild the table from output_dir's logs"})
 
 
@@ -99,7 +104,8 @@ def main(args: Args) -> str:
 
         def one(job: tuple[str, int, str]) -> None:
             n, s, run_dir = job
-            run(run_dir, ["train_stage1.py", *SETTINGS[n], "--seed", str(s), "--output_dir", run_dir])
+            flags = ["--seed", str(s), "--threads", str(args.threads), "--output_dir", run_dir]
+            run(run_dir, ["train_stage1.py", *SETTINGS[n], *flags])
             copy_logs(run_dir, os.path.join(args.logs_dir, n, f"s{s}"))
 
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
