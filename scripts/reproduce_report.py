@@ -257,11 +257,12 @@ def paired_markdown(table: dict, seeds: list[int]) -> str:
     return "\n".join(lines + [""])
 
 
-def report(out: str, header: str = "") -> str:
-    """Read out/config.json and the run directories, write out/results.md, passk.png and stage1_training.png."""
+def report(out: str, header: str = "", seeds: str = "") -> str:
+    """Read out/config.json and the run directories, write out/results.md, passk.png and stage1_training.png; seeds
+    (e.g. "0,1,2") restricts the report to those seeds (a reproduction still running), default: the config's."""
     c = json.load(open(os.path.join(out, "config.json")))
     methods = [m for m in c["methods"].split(",") if m.strip()]
-    seeds = [int(s) for s in c["seeds"].split(",") if s.strip()]
+    seeds = [int(s) for s in (seeds or c["seeds"]).split(",") if s.strip()]
     c["stage2"] = stage2_text(out, c, f"s{seeds[0]}/{methods[0]}/stage2")
     table = collect(out, methods, seeds)
     header = header or f"Recomputed from the run directories in `{out}` (python -m scripts.reproduce_report)."
@@ -283,4 +284,8 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(prog="python -m scripts.reproduce_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="runs/reproduce", help="a reproduction's directory (its config.json)")
-    print(report(parser.parse_args().output_dir))
+    parser.add_argument("--seeds", default="", help="only these seeds, e.g. 0,1,2 (default: the config's)")
+    cli = parser.parse_args()
+    if not os.path.exists(os.path.join(cli.output_dir, "config.json")):
+        raise SystemExit(f"error: --output_dir {cli.output_dir}: no config.json (not a reproduction's directory)")
+    print(report(cli.output_dir, seeds=cli.seeds))
