@@ -357,9 +357,10 @@ def main(args: Args) -> str:
         if args.mine
         else f"Stage-I set: the committed {os.path.relpath(data['train'], REPO)} ({kept} problems)."
     )
-    chains = [chain(args, data, m, s) for s in seeds for m in methods]
-    # Longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
-    chains.sort(key=lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"])
+    # Seed by seed, so that a reproduction cut short leaves whole seeds (`reproduce_report --seeds`); within a seed
+    # the longest chains first (RL Stage I), the base's evaluation last: fewer idle workers at the end.
+    light = lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"]
+    chains = [c for s in seeds for c in sorted((chain(args, data, m, s) for m in methods), key=light)]
     if args.logs_dir:
         print(f"restored {restore(args, chains)} finished columns from {args.logs_dir}", flush=True)
     runs = [run_dir for c in chains for run_dir, _ in c]
