@@ -350,6 +350,8 @@ def main(args: Args) -> str:
     args.stage2_steps = args.stage2_steps or RECIPES[args.stage2_recipe].steps  # config.json holds the steps run
     os.makedirs(args.output_dir, exist_ok=True)
     write_json(os.path.join(args.output_dir, "config.json"), asdict(args))
+    if args.logs_dir:  # so that the seeds finished so far can be reported from the logs alone
+        write_json(os.path.join(args.logs_dir, "config.json"), asdict(args))
     data = mine(args)
     kept = sum(1 for _ in open(data["train"]))
     mined = (

@@ -257,7 +257,8 @@ def summary_markdown(runs: list[dict], decision: dict, tolerance: float) -> str:
         lines.append(f"- {name}: " + ("passes" if not reasons else "fails: " + "; ".join(reasons)))
     if decision["chosen"]:
         how = "passes the rule" if decision["passed"] else "the closest: none passes"
-        judged = f"{len(decision['verdicts'])} of {len(RECIPES)} recipes judged (the others have unfinished runs)"
+        judged = f"{len(decision['verdicts'])} of {len(RECIPES)} recipes judged"
+        judged += " (the others have unfinished runs)" if len(decision["verdicts"]) < len(RECIPES) else ""
         lines.append(f"- chosen: **{decision['chosen']}** ({how}; {judged})")
     return "\n".join(lines) + "\n"
 
