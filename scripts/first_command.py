@@ -4,11 +4,12 @@
     python -m scripts.first_command --report_only true --output_dir results/first_command   # the table from logs
 
 Each run is the first command plus the setting's flags, `--seed S` and `--threads 1` (two runs share the 2 cores; a
-run gives the same numbers with 1 thread as with the default 2) (held-out development split, 64 problems x 64
+run gives the same numbers with 1 thread as with the default 2), on the held-out development split (64 problems x 64
 samples, evaluated before and after). The table gives, per setting, pass@1 and pass@16 before and after per seed,
-their means and ranges, and in how many seeds each rose; `python -m scripts.check_first_command` reads the chosen
-setting's line from the README. A finished run (its `done` marker) is skipped, and each finished run's logs are copied
-to --logs_dir (committed), so the sweep resumes on a fresh checkout.
+their means and ranges, in how many seeds each rose, and the mean change with its 95% paired-t interval. The README's
+measured line is written from it, and `python -m scripts.check_first_command` checks a run against that line. A
+finished run (its `done` marker) is skipped, and each finished run's logs are copied to --logs_dir (committed), so
+the sweep resumes on a fresh checkout.
 """
 
 import json
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from transformers import HfArgumentParser
 
+from analysis import paired
 from plumbing.common import REPO
 from scripts.reproduce import copy_logs, is_done, run
 
@@ -56,8 +58,8 @@ def summary(rows: dict[int, dict]) -> dict:
     Example (two seeds):
         >>> s = summary({0: {"before": {"1": 0.02, "16": 0.1}, "after": {"1": 0.05, "16": 0.08}},
         ...              1: {"before": {"1": 0.02, "16": 0.1}, "after": {"1": 0.01, "16": 0.2}}})
-        >>> s["1"]["rose"], s["16"]["rose"], s["1"]["after_range"], round(s["16"]["after_mean"], 3)
-        (1, 1, (0.01, 0.05), 0.14)
+        >>> s["1"]["rose"], s["16"]["rose"], s["1"]["after_range"], round(s["16"]["after_mean"], 3), s["1"]["change"]
+        (1, 1, (0.01, 0.05), 0.14, '+0.010 [-0.244, +0.264]')
     """
     out = {}
     for k in ("1", "16"):
@@ -66,7 +68,8 @@ def summary(rows: dict[int, dict]) -> dict:
         out[k] = {"before_mean": float(before.mean()), "after_mean": float(after.mean()),
                   "before_range": (float(before.min()), float(before.max())),
                   "after_range": (float(after.min()), float(after.max())),
-                  "rose": int((after > before).sum()), "seeds": len(rows)}  # fmt: skip
+                  "rose": int((after > before).sum()), "seeds": len(rows),
+                  "change": paired.interval(after - before).text() if len(rows) > 1 else ""}  # fmt: skip
     return out
 
 
@@ -86,7 +89,8 @@ def markdown(found: dict[str, dict[int, dict]]) -> str:
         for k in ("1", "16"):
             (b0, b1), (a0, a1) = s[k]["before_range"], s[k]["after_range"]
             lines.append(f"- pass@{k}: {b0:.3f}-{b1:.3f} -> {a0:.3f}-{a1:.3f} (mean {s[k]['before_mean']:.3f} -> "
-                         f"{s[k]['after_mean']:.3f}); rose in {s[k]['rose']} of {s[k]['seeds']} seeds")  # fmt: skip
+                         f"{s[k]['after_mean']:.3f}); rose in {s[k]['rose']} of {s[k]['seeds']} seeds; mean change "
+                         f"{s[k]['change']} (95% paired t)")  # fmt: skip
         lines.append("")
     return "\n".join(lines)
 
