@@ -145,7 +145,8 @@ def plot(out: str, table: dict, methods: list[str], seeds: list[int]) -> None:
                 ax.plot(range(window, length + 1), smooth, label=LABELS[method], color=_color(method))
         ax.set(xlabel="step", title=f"{title} (5-step mean)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:  # a panel with no curve (only the base ran) has no legend
+            ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "stage1_training.png"), dpi=90)
     plt.close(fig)
