@@ -83,13 +83,17 @@ def wins_ties_losses(a, b) -> tuple[int, int, int]:
 
 
 def compare(a, b) -> dict:
-    """Everything a table cell says about "a beats b" over paired seeds.
+    """Everything a table cell says about "a beats b" over paired seeds; "cell" is the cell itself: W-T-L, the mean
+    difference with its interval, and the verdict in bold where the interval excludes 0.
 
     Example:
         >>> c = compare([0.3, 0.2, 0.5, 0.4, 0.1], [0.1, 0.2, 0.2, 0.1, 0.3])
-        >>> c["wtl"], c["text"], c["verdict"]
-        ((3, 1, 1), '+0.120 [-0.149, +0.389]', 'not separable')
+        >>> c["wtl"], c["text"], c["verdict"], c["cell"]
+        ((3, 1, 1), '+0.120 [-0.149, +0.389]', 'not separable', '3-1-1 +0.120 [-0.149, +0.389]')
+        >>> compare([0.2, 0.21, 0.22], [0.1] * 3)["cell"]
+        '3-0-0 +0.110 [+0.085, +0.135] **held**'
     """
-    iv = interval(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
-    return {"wtl": wins_ties_losses(a, b), "mean": iv.mean, "low": iv.low, "high": iv.high,
-            "text": iv.text(), "verdict": iv.verdict}  # fmt: skip
+    iv, wtl = interval(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)), wins_ties_losses(a, b)
+    mark = "" if iv.verdict == "not separable" else f" **{iv.verdict}**"
+    return {"wtl": wtl, "mean": iv.mean, "low": iv.low, "high": iv.high, "text": iv.text(), "verdict": iv.verdict,
+            "cell": f"{'-'.join(map(str, wtl))} {iv.text()}{mark}"}  # fmt: skip

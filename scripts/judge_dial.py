@@ -161,9 +161,7 @@ def _against(values: list, sparse: list) -> str:
     pairs = [(a, b) for a, b in zip(values, sparse) if a is not None and b is not None]
     if len(pairs) < 2:
         return "-"
-    c = paired.compare(*zip(*pairs))
-    mark = f" **{c['verdict']}**" if c["verdict"] != "not separable" else ""
-    return f"{'-'.join(map(str, c['wtl']))} {c['text']}{mark}"
+    return paired.compare(*zip(*pairs))["cell"]
 
 
 def plot(result: dict, path: str) -> None:
@@ -206,8 +204,7 @@ def main(args: Args) -> dict:
     bad = [m for m in methods if m not in ("outcome", "process")]
     if bad or not all(0 <= p <= 1 for p in rates):
         raise SystemExit(f"--methods must be outcome/process (got {bad}) and --error_rates in [0, 1] (got {rates})")
-    if args.logs_dir and args.mine:
-        raise SystemExit("error: --logs_dir needs --mine false (a restored column was trained on toy_data/)")
+    reproduce.check_logs_dir(args)
     os.makedirs(args.output_dir, exist_ok=True)
     if args.logs_dir and os.path.isdir(os.path.join(args.logs_dir, "dial")):  # finished calibrations are kept
         shutil.copytree(os.path.join(args.logs_dir, "dial"), os.path.join(args.output_dir, "dial"), dirs_exist_ok=True)
@@ -220,7 +217,7 @@ def main(args: Args) -> dict:
         chain(args, data, m, s, name=cell(m, p), stage1_flags=flags[p]) for s in seeds for p in rates for m in methods
     ]
     if args.logs_dir:
-        print(f"restored {restore(args, chains)} finished columns from {args.logs_dir}", flush=True)
+        restore(args, chains)
     run_columns(args, chains)
     result = collect(args, methods, seeds, rates, judges)
     write_json(os.path.join(args.output_dir, "judge_dial.json"), result)

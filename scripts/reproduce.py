@@ -287,6 +287,12 @@ def column_logs(args: Args, steps: list[tuple[str, list[str]]]) -> tuple[str, st
     return root, os.path.join(args.logs_dir, os.path.relpath(root, args.output_dir))
 
 
+def check_logs_dir(args: Args) -> None:
+    """--logs_dir restores columns trained on the committed toy_data/, so it cannot go with --mine (checked first)."""
+    if args.logs_dir and args.mine:
+        raise SystemExit("error: --logs_dir needs --mine false (a restored column was trained on toy_data/)")
+
+
 def restore(args: Args, chains: list) -> int:
     """Copy the columns that logs_dir holds finished (every run's done marker) into output_dir, so they are skipped;
     a column half done there is rerun whole (its Stage-I checkpoint is not in the logs). -> columns restored."""
@@ -297,6 +303,7 @@ def restore(args: Args, chains: list) -> int:
         if all(is_done(d) for d in moved) and not all(is_done(d) for d, _ in steps):
             copy_logs(logged, root)
             restored += 1
+    print(f"restored {restored} finished columns from {args.logs_dir}", flush=True)
     return restored
 
 
@@ -344,8 +351,7 @@ def cli_diff(args: Args) -> list[str]:
 def main(args: Args) -> str:
     start = time.time()
     methods, seeds = _methods(args), _ints(args.seeds)
-    if args.logs_dir and args.mine:
-        raise SystemExit("error: --logs_dir needs --mine false (a restored column was trained on toy_data/)")
+    check_logs_dir(args)
     command = " ".join(["python -m scripts.reproduce"] + cli_diff(args))
     args.stage2_steps = args.stage2_steps or RECIPES[args.stage2_recipe].steps  # config.json holds the steps run
     os.makedirs(args.output_dir, exist_ok=True)
@@ -364,7 +370,7 @@ def main(args: Args) -> str:
     light = lambda c: c[0][1][0] == "evaluate.py" or c[0][1][:2] == ["baselines.py", "sft"]
     chains = [c for s in seeds for c in sorted((chain(args, data, m, s) for m in methods), key=light)]
     if args.logs_dir:
-        print(f"restored {restore(args, chains)} finished columns from {args.logs_dir}", flush=True)
+        restore(args, chains)
     runs = [run_dir for c in chains for run_dir, _ in c]
     already = sum(is_done(run_dir) for run_dir in runs)  # a restarted driver times only what it ran itself
     resumed = f" in this invocation ({already} of {len(runs)} runs were done before it)" if already else ""
@@ -376,7 +382,7 @@ def main(args: Args) -> str:
     )
     text = report(args.output_dir, header)
     if args.logs_dir:
-        for name in ("config.json", "results.md", "passk.png", "stage1_training.png"):
+        for name in ("results.md", "passk.png", "stage1_training.png"):  # config.json went there at the start
             shutil.copyfile(os.path.join(args.output_dir, name), os.path.join(args.logs_dir, name))
     print(text)
     return text

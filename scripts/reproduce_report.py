@@ -243,14 +243,12 @@ def paired_markdown(table: dict, seeds: list[int]) -> str:
             for k in shown_ks(results[better]):
                 a = [r["pass@k"][k] for r in results[better]]
                 b = [r["pass@k"][k] for r in results[worse]]
-                wtl = "-".join(map(str, paired.wins_ties_losses(a, b)))
                 if n < 2:  # one seed: no interval
-                    cells.append(f"{wtl} ({a[0] - b[0]:+.3f})")
+                    cells.append(f"{'-'.join(map(str, paired.wins_ties_losses(a, b)))} ({a[0] - b[0]:+.3f})")
                     continue
                 c = paired.compare(a, b)
-                mark = f" **{c['verdict']}**" if c["verdict"] in verdicts else ""
-                cells.append(f"{wtl} {c['text']}{mark}")
-                if mark:
+                cells.append(c["cell"])
+                if c["verdict"] in verdicts:
                     verdicts[c["verdict"]].append(f"{LABELS[better]} > {LABELS[worse]} ({where}, {split}, pass@{k})")
             lines.append(f"| {LABELS[better]} > {LABELS[worse]} | {where} | {split} | " + " | ".join(cells) + " |")
     if n >= 2:
