@@ -12,8 +12,9 @@ The Stage-I set is the committed toy_data/stage1_train.jsonl: the hard problems 
 samples (`python -m toy.world data`; `--mine true` re-mines into output_dir/data). The held-out set is not mined.
 
 Outputs in --output_dir: data/ (with --mine true), s<seed>/<method>/{stage1,stage2}/ (run directories),
-results.md (mean ± sample std over seeds), passk.png (pass@k curves), stage1_training.png (fully-unsolved fraction and
-entropy over Stage-I steps, and Stage-II answer accuracy).
+results.md (mean ± sample std over seeds; the headline table with 95% t intervals; every ordering seed by seed),
+passk.png (pass@k curves), paired.png (ExpRL against each baseline after Stage II, paired by seed, with intervals),
+stage1_training.png (fully-unsolved fraction and entropy over Stage-I steps, and Stage-II answer accuracy).
 """
 
 import glob
@@ -382,8 +383,9 @@ def main(args: Args) -> str:
     )
     text = report(args.output_dir, header)
     if args.logs_dir:
-        for name in ("results.md", "passk.png", "stage1_training.png"):  # config.json went there at the start
-            shutil.copyfile(os.path.join(args.output_dir, name), os.path.join(args.logs_dir, name))
+        for name in ("results.md", "passk.png", "stage1_training.png", "paired.png"):  # config.json: at the start
+            if os.path.exists(os.path.join(args.output_dir, name)):  # paired.png needs 2 seeds and the test split
+                shutil.copyfile(os.path.join(args.output_dir, name), os.path.join(args.logs_dir, name))
     print(text)
     return text
 

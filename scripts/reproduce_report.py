@@ -49,6 +49,39 @@ def mean_std(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
+def mean_interval(values: list[float]) -> str:
+    """'0.123 [0.101, 0.145]': the mean over seeds with its 95% t interval (analysis.paired.interval)."""
+    iv = paired.interval(values)
+    return f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]"
+
+
+# The headline table's columns: (stage, split, k); k "n" = the split's largest.
+HEADLINE = [("stage1", "test", "1"), ("stage1", "test", "16"), ("stage2", "dev", "1"), ("stage2", "test", "1"),
+            ("stage2", "test", "16"), ("stage2", "test", "n")]  # fmt: skip
+
+
+def headline_markdown(table: dict, seeds: list[int]) -> str:
+    """The table the README shows: per method, the mean over seeds with its 95% t interval, test pass@1 and
+    pass@16 after Stage I, then dev pass@1 and test pass@1, pass@16, pass@n after Stage II (two or more seeds and a
+    test split; otherwise "")."""
+    if len(seeds) < 2 or "test" not in table:
+        return ""
+    stages = {"stage1": "after Stage I", "stage2": "after Stage I + Stage II"}
+    ks = {(stage, split): shown_ks(first_of(table[split][stage])) for stage, split, _ in HEADLINE}
+    cols = [(stage, split, ks[stage, split][-1] if k == "n" else k) for stage, split, k in HEADLINE]
+    cols = list(dict.fromkeys(c for c in cols if c[2] in ks[c[0], c[1]]))  # a k the runs lack (or twice) is left out
+    heads = [  # the stage named once, on its first column
+        (f"{stages[stage]}: " if i == 0 or cols[i - 1][0] != stage else "") + f"{split} pass@{k}"
+        for i, (stage, split, k) in enumerate(cols)
+    ]
+    lines = [f"## Headline (mean over seeds {', '.join(map(str, seeds))} with its 95% t interval)", "",
+             "| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]  # fmt: skip
+    for method in table["dev"]["stage1"]:
+        cells = [mean_interval([r["pass@k"][k] for r in table[split][stage][method]]) for stage, split, k in cols]
+        lines.append(f"| {LABELS[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ["", "![paired differences](paired.png)", ""])
+
+
 def shown_ks(results: list[dict]) -> list[str]:
     """The k reported in the tables: 1, 16 and the largest (n)."""
     ks = list(results[0]["pass@k"])
@@ -149,6 +182,47 @@ def plot(out: str, table: dict, methods: list[str], seeds: list[int]) -> None:
             ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "stage1_training.png"), dpi=90)
+    plt.close(fig)
+
+
+# The figure's contrasts: each ExpRL method against every method it should beat, and the two against each other.
+FIGURE_PAIRS = [(a, b) for a in ("outcome", "process") for b in ("base", "sft", "sparse", "self_distill")]
+FIGURE_PAIRS += [("process", "outcome")]
+
+
+def plot_paired(out: str, table: dict, seeds: list[int]) -> None:
+    """paired.png: after Stage II, on the test split (dev where there is none), the mean paired difference A - B of
+    each contrast in FIGURE_PAIRS with its 95% t interval, at pass@1 and at pass@n; a bar that crosses 0 is not
+    separable at this many seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split = "test" if "test" in table else "dev"
+    results = table[split]["stage2"]
+    pairs = [(a, b) for a, b in FIGURE_PAIRS if a in results and b in results]
+    ks = shown_ks(results[pairs[0][0]])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(pairs) + 1.4), sharey=True)
+    for ax, k in zip(axes, (ks[0], ks[-1])):
+        for row, (a, b) in enumerate(pairs):
+            d = [x["pass@k"][k] - y["pass@k"][k] for x, y in zip(results[a], results[b])]  # [seeds]
+            iv = paired.interval(d)
+            color = "C2" if iv.low > 0 else "C3" if iv.high < 0 else "grey"  # held / reversed / not separable
+            ax.scatter(d, [row] * len(d), color=color, alpha=0.3, s=10)
+            ax.errorbar(iv.mean, row, xerr=[[iv.mean - iv.low], [iv.high - iv.mean]], fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", linewidth=0.8)
+        ax.set(xlabel=f"{split} pass@{k}: A - B")
+        ax.grid(alpha=0.3)
+    axes[0].set_yticks(range(len(pairs)), [f"{LABELS[a]} - {LABELS[b]}" for a, b in pairs])
+    axes[0].invert_yaxis()
+    fig.suptitle(
+        f"After Stage I + Stage II ({split} split): mean paired difference over seeds {', '.join(map(str, seeds))} "
+        "with its 95% t interval, dots = seeds;\ngreen = held (above 0), red = reversed, grey = not separable",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "paired.png"), dpi=90)
     plt.close(fig)
 
 
@@ -257,17 +331,20 @@ def paired_markdown(table: dict, seeds: list[int]) -> str:
 
 
 def report(out: str, header: str = "", seeds: str = "") -> str:
-    """Read out/config.json and the run directories, write out/results.md, passk.png and stage1_training.png; seeds
-    (e.g. "0,1,2") restricts the report to those seeds (a reproduction still running), default: the config's."""
+    """Read out/config.json and the run directories, write out/results.md, passk.png, stage1_training.png and
+    (two or more seeds with a test split) paired.png; seeds (e.g. "0,1,2") restricts the report to those seeds (a
+    reproduction still running), default: the config's."""
     c = json.load(open(os.path.join(out, "config.json")))
     methods = [m for m in c["methods"].split(",") if m.strip()]
     seeds = [int(s) for s in (seeds or c["seeds"]).split(",") if s.strip()]
     c["stage2"] = stage2_text(out, c, f"s{seeds[0]}/{methods[0]}/stage2")
     table = collect(out, methods, seeds)
     header = header or f"Recomputed from the run directories in `{out}` (python -m scripts.reproduce_report)."
+    headline = headline_markdown(table, seeds)
     text = "\n".join(
         [
             results_markdown(c, table, seeds, header),
+            *([headline] if headline else []),
             paired_markdown(table, seeds),
             diagnostics_markdown(out, c["stage2_steps"], methods, seeds),
         ]
@@ -275,6 +352,8 @@ def report(out: str, header: str = "", seeds: str = "") -> str:
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(text)
     plot(out, table, methods, seeds)
+    if headline:
+        plot_paired(out, table, seeds)
     return text
 
 

@@ -171,6 +171,14 @@ def test_report_of_a_hand_made_reproduction(tmp_path):
     assert "0-2-0 +0.000 [+0.000, +0.000] |" in text
     # base's Stage II skipped both updates in seed 1 only: 1 of 2 runs unchanged; mean skipped (2 + 1) / 2 = 1.5
     assert "| Base (no Stage I) |  |  |  |  | 1.5 of 2 | 1 of 2 |" in text
+    # the headline: mean with its 95% t interval, half-width t_{0.975, 1} * std / sqrt(2) = 12.7062 * 0.05 = 0.635
+    # for outcome's pass@1 (std 0.0707 on both splits); pass@n = pass@4 is 0.5 everywhere (zero width); the runs
+    # have no pass@16, so its column after Stage I is left out
+    heads = "| method | after Stage I: test pass@1 | after Stage I + Stage II: dev pass@1 | test pass@1 | test pass@4 |"
+    assert heads in text
+    outcome = "| ExpRL-Outcome | 0.200 [-0.435, 0.835] | 0.250 [-0.385, 0.885] | 0.200 [-0.435, 0.835] | "
+    assert outcome + "0.500 [0.500, 0.500] |" in text
+    assert os.path.getsize(tmp_path / "paired.png") > 1000
 
 
 COMMITTED = ["reproduce-toy-v3", "reproduce-llm-like-v2", "reproduce-llm-like-v1", "reproduce-toy-rubric"]
