@@ -366,4 +366,13 @@ if __name__ == "__main__":
     cli = parser.parse_args()
     if not os.path.exists(os.path.join(cli.output_dir, "config.json")):
         raise SystemExit(f"error: --output_dir {cli.output_dir}: no config.json (not a reproduction's directory)")
+    if cli.seeds and not all(s.strip().isdigit() for s in cli.seeds.split(",")):
+        raise SystemExit(f"error: --seeds {cli.seeds!r}: expected comma-separated integers, e.g. 0,1,2")
+    config = json.load(open(os.path.join(cli.output_dir, "config.json")))
+    for seed in (cli.seeds or config["seeds"]).split(","):  # every column of every seed must have finished
+        for method in config["methods"].split(","):
+            for stage in ("stage1", "stage2"):
+                run = os.path.join(f"s{seed.strip()}", method, stage)
+                if not os.path.exists(os.path.join(cli.output_dir, run, "done")):
+                    raise SystemExit(f"error: --seeds: {run} has not finished in {cli.output_dir} (no done marker)")
     print(report(cli.output_dir, seeds=cli.seeds))

@@ -248,3 +248,23 @@ def test_a_reproduction_resumes_on_a_fresh_checkout_from_its_logs(tmp_path):
     table = lambda text: text[text.index("## After Stage I") :]
     assert table(second) == table(first) == table(report(str(logs)))
     assert "Stage II: `toy-40`, 1 steps x 2 prompts x 2 rollouts, lr 0.0001." in first
+
+
+def test_report_command_names_an_unfinished_seed_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from plumbing.common import REPO
+
+    (tmp_path / "config.json").write_text(json.dumps({"methods": "base,outcome", "seeds": "0,1"}))
+    for method in ("base", "outcome"):
+        for stage in ("stage1", "stage2"):
+            (tmp_path / "s0" / method / stage).mkdir(parents=True)
+            (tmp_path / "s0" / method / stage / "done").write_text("")
+    command = [sys.executable, "-m", "scripts.reproduce_report", "--output_dir", str(tmp_path)]
+    for seeds, message in (
+        ([], f"error: --seeds: s1/base/stage1 has not finished in {tmp_path} (no done marker)"),
+        (["--seeds", "0,x"], "error: --seeds '0,x': expected comma-separated integers, e.g. 0,1,2"),
+    ):
+        done = subprocess.run(command + seeds, cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 1 and done.stderr.strip() == message
