@@ -268,3 +268,21 @@ def test_report_command_names_an_unfinished_seed_in_one_line(tmp_path):
     ):
         done = subprocess.run(command + seeds, cwd=REPO, capture_output=True, text=True)
         assert done.returncode == 1 and done.stderr.strip() == message
+
+
+def test_readme_result_table_is_recomputed_from_the_committed_logs():
+    """The README's table, recomputed from results/reproduce/'s logs by the report's own headline function over the
+    seeds the README names: the two cannot drift apart."""
+    import re
+
+    from plumbing.common import REPO
+    from scripts.reproduce_report import collect, headline_markdown
+
+    readme = open(os.path.join(REPO, "README.md")).read()
+    section = readme[readme.index("## One result") :]
+    seeds = [int(s) for s in re.search(r"mean over seeds ([0-9, ]+) with its 95% t interval", section)[1].split(",")]
+    logs = os.path.join(REPO, "results", "reproduce")
+    methods = json.load(open(os.path.join(logs, "config.json")))["methods"].split(",")
+    expected = [line for line in headline_markdown(collect(logs, methods, seeds), seeds).splitlines() if "|" in line]
+    table = section[section.index("| method | after Stage I: test pass@1") :].split("\n\n")[0]
+    assert len(seeds) >= 5 and table.splitlines() == expected
