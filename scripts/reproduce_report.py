@@ -136,8 +136,10 @@ def first_of(results_by_method: dict) -> list[dict]:
     return next(iter(results_by_method.values()))
 
 
-def plot(out: str, table: dict, methods: list[str], seeds: list[int]) -> None:
-    """passk.png (mean pass@k curve per method, after Stage I and after Stage II) and stage1_training.png."""
+def plot(out: str, table: dict, methods: list[str], seeds: list[int], dest: str = "") -> None:
+    """passk.png (mean pass@k curve per method, after Stage I and after Stage II) and stage1_training.png, into dest
+    (default: out, whose runs' metrics.jsonl the training panels read)."""
+    dest = dest or out
     import matplotlib
 
     matplotlib.use("Agg")
@@ -157,7 +159,7 @@ def plot(out: str, table: dict, methods: list[str], seeds: list[int]) -> None:
     axes[0].set_ylabel("pass@k")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "passk.png"), dpi=90)
+    fig.savefig(os.path.join(dest, "passk.png"), dpi=90)
     plt.close(fig)
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -181,7 +183,7 @@ def plot(out: str, table: dict, methods: list[str], seeds: list[int]) -> None:
         if ax.get_legend_handles_labels()[0]:  # a panel with no curve (only the base ran) has no legend
             ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "stage1_training.png"), dpi=90)
+    fig.savefig(os.path.join(dest, "stage1_training.png"), dpi=90)
     plt.close(fig)
 
 
@@ -330,10 +332,12 @@ def paired_markdown(table: dict, seeds: list[int]) -> str:
     return "\n".join(lines + [""])
 
 
-def report(out: str, header: str = "", seeds: str = "") -> str:
-    """Read out/config.json and the run directories, write out/results.md, passk.png, stage1_training.png and
-    (two or more seeds with a test split) paired.png; seeds (e.g. "0,1,2") restricts the report to those seeds (a
-    reproduction still running), default: the config's."""
+def report(out: str, header: str = "", seeds: str = "", dest: str = "") -> str:
+    """Read out/config.json and the run directories, write results.md, passk.png, stage1_training.png and (two or
+    more seeds with a test split) paired.png into dest (default: out); seeds (e.g. "0,1,2") restricts the report to
+    those seeds (a reproduction still running), default: the config's."""
+    dest = dest or out
+    os.makedirs(dest, exist_ok=True)
     c = json.load(open(os.path.join(out, "config.json")))
     methods = [m for m in c["methods"].split(",") if m.strip()]
     seeds = [int(s) for s in (seeds or c["seeds"]).split(",") if s.strip()]
@@ -349,11 +353,11 @@ def report(out: str, header: str = "", seeds: str = "") -> str:
             diagnostics_markdown(out, c["stage2_steps"], methods, seeds),
         ]
     )
-    with open(os.path.join(out, "results.md"), "w") as f:
+    with open(os.path.join(dest, "results.md"), "w") as f:
         f.write(text)
-    plot(out, table, methods, seeds)
+    plot(out, table, methods, seeds, dest)
     if headline:
-        plot_paired(out, table, seeds)
+        plot_paired(dest, table, seeds)
     return text
 
 
@@ -363,6 +367,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m scripts.reproduce_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="runs/reproduce", help="a reproduction's directory (its config.json)")
     parser.add_argument("--seeds", default="", help="only these seeds, e.g. 0,1,2 (default: the config's)")
+    parser.add_argument("--report_dir", default="", help="where results.md and the figures go (default: output_dir)")
     cli = parser.parse_args()
     if not os.path.exists(os.path.join(cli.output_dir, "config.json")):
         raise SystemExit(f"error: --output_dir {cli.output_dir}: no config.json (not a reproduction's directory)")
@@ -375,4 +380,4 @@ if __name__ == "__main__":
                 run = os.path.join(f"s{seed.strip()}", method, stage)
                 if not os.path.exists(os.path.join(cli.output_dir, run, "done")):
                     raise SystemExit(f"error: --seeds: {run} has not finished in {cli.output_dir} (no done marker)")
-    print(report(cli.output_dir, seeds=cli.seeds))
+    print(report(cli.output_dir, seeds=cli.seeds, dest=cli.report_dir))

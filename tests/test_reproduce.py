@@ -179,6 +179,10 @@ def test_report_of_a_hand_made_reproduction(tmp_path):
     outcome = "| ExpRL-Outcome | 0.200 [-0.435, 0.835] | 0.250 [-0.385, 0.885] | 0.200 [-0.435, 0.835] | "
     assert outcome + "0.500 [0.500, 0.500] |" in text
     assert os.path.getsize(tmp_path / "paired.png") > 1000
+    # --report_dir: the same report elsewhere, the run directory left as it was
+    os.remove(tmp_path / "results.md")
+    assert report(str(tmp_path), dest=str(tmp_path / "partial")) == text and not (tmp_path / "results.md").exists()
+    assert sorted(os.listdir(tmp_path / "partial")) == ["paired.png", "passk.png", "results.md", "stage1_training.png"]
 
 
 COMMITTED = ["reproduce-toy-v3", "reproduce-llm-like-v2", "reproduce-llm-like-v1", "reproduce-toy-rubric"]
