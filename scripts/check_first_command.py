@@ -6,7 +6,7 @@
 The README states, in its "One measured line", the seed-0 printout on the machine that measured it, the range of
 seeds 0-9 there and how many of them rose:
 
-    held-out (dev) pass@1 0.018 -> 0.093 and pass@16 0.103 -> 0.289 (seed 0 ...) ... pass@1 went from 0.016-0.021 to
+    pass@1 0.018 -> 0.093 and pass@16 0.103 -> 0.289 (seed 0 ...) ... pass@1 went from 0.016-0.021 to
     0.008-0.106 ... and pass@16 from 0.084-0.140 to 0.061-0.289 ...: pass@1 rose in 8 of 10 seeds and pass@16 in 7 of 10
 
 Two runs on one machine print the same digits, but digits differ between CPUs (float rounding grows through sampling
