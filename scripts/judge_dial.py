@@ -37,7 +37,7 @@ from plumbing.common import REPO, write_json
 from scripts import reproduce
 from scripts.reproduce import chain, cli_diff, is_done, mine, restore, run, run_columns
 from scripts.reproduce_report import LABELS as METHOD_LABELS
-from scripts.reproduce_report import final_eval
+from scripts.reproduce_report import final_eval, mean_interval
 from toy import TOY_DATA
 
 LABELS = {m: METHOD_LABELS[m] for m in ("outcome", "process")} | {"sparse": METHOD_LABELS["sparse"] + " (no judge)"}
@@ -150,10 +150,7 @@ def _cell(values: list) -> str:
     if not done:
         return "not run"
     per_seed = f"({', '.join(f'{v:.3f}' for v in done)})"
-    if len(done) < 2:
-        return f"{done[0]:.3f} {per_seed}"
-    iv = paired.interval(done)
-    return f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}] {per_seed}"
+    return f"{done[0]:.3f} {per_seed}" if len(done) < 2 else f"{mean_interval(done)} {per_seed}"
 
 
 def _against(values: list, sparse: list) -> str:
