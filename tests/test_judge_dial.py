@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from analysis.paired import t975
 from scripts import judge_dial, reproduce
 from scripts.judge_dial import Args, cell, main
 
@@ -101,12 +102,18 @@ def test_tiny_dial_runs_end_to_end(tmp_path):
     assert result["points"][1]["misplacement"] > result["points"][0]["misplacement"]
 
 
+def _last_pass1(out, seed, name, stage):
+    """pass@1 of a committed run's last evaluation (eval/step_NNNN/pass_at_k.json, the highest step)."""
+    import glob
+
+    evals = sorted(glob.glob(os.path.join(out, f"s{seed}", name, stage, "eval", "*", "pass_at_k.json")))
+    return json.load(open(evals[-1]))["pass@k"]["1"]
+
+
 def test_committed_dial_table_matches_its_logs():
     """results/reproduce-toy-v3/judge_dial.md, recomputed here without the driver's code: each "after Stage II" cell
     is the mean and sample std over seeds of the cell's own final dev pass@1 (pass_at_k.json), p = 0 being the
     reproduction's run directory."""
-    import glob
-
     from plumbing.common import REPO
 
     out = os.path.join(REPO, "results", "reproduce-toy-v3")
@@ -117,24 +124,19 @@ def test_committed_dial_table_matches_its_logs():
     for row in rows:
         label, p = row.split(" | ")[0][2:], row.split(" | ")[1]
         method = next(m for m, name in labels.items() if name == label)
-        values = []
-        for seed in (0, 1, 2):
-            name = method if p == "0" else f"{method}_p{p}"
-            evals = sorted(glob.glob(os.path.join(out, f"s{seed}", name, "stage2", "eval", "*", "pass_at_k.json")))
-            values.append(json.load(open(evals[-1]))["pass@k"]["1"])
+        name = method if p == "0" else f"{method}_p{p}"
+        values = [_last_pass1(out, seed, name, "stage2") for seed in (0, 1, 2)]
         mean = sum(values) / 3
         std = (sum((v - mean) ** 2 for v in values) / 2) ** 0.5
         assert row.split(" | ")[4].startswith(f"{mean:.3f} ± {std:.3f}"), row
 
 
-# 95% two-sided Student t quantiles t_{0.975, df}, from a printed table, so that the test does not reuse the code's own
-T975 = {1: 12.7062, 2: 4.3027, 3: 3.1824, 4: 2.7764, 5: 2.5706, 6: 2.4469, 7: 2.3646, 8: 2.3060, 9: 2.2622}
-
-
 def _mean_t(values):
+    """(mean, low, high): the 95% t interval by hand; t975 is only the table lookup, which test_paired pins to the
+    standard table's values."""
     n = len(values)
     mean = sum(values) / n
-    half = T975[n - 1] * (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
+    half = t975(n - 1) * (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5
     return mean, mean - half, mean + half
 
 
@@ -143,7 +145,6 @@ def test_committed_dial_of_the_ten_seed_reproduction_matches_its_logs():
     interval from dial/calibration_<level>_p<p>/calibration.json, each pass@1 cell the mean over the header's seeds
     of the column's last dev evaluation with its 95% t interval and the seeds' own values, and the last column the
     paired W-T-L and mean difference to sparse GRPO's run of the same seed with its 95% paired-t interval."""
-    import glob
     import re
 
     from plumbing.common import REPO
@@ -153,15 +154,11 @@ def test_committed_dial_of_the_ten_seed_reproduction_matches_its_logs():
     seeds = [int(s) for s in re.search(r"\(seeds ([0-9, ]+);", text)[1].split(",")]
     assert len(seeds) >= 5
 
-    def pass1(seed, name, stage):
-        evals = sorted(glob.glob(os.path.join(out, f"s{seed}", name, stage, "eval", "*", "pass_at_k.json")))
-        return json.load(open(evals[-1]))["pass@k"]["1"]
-
     def cell(values):
         mean, low, high = _mean_t(values)
         return f"{mean:.3f} [{low:.3f}, {high:.3f}] ({', '.join(f'{v:.3f}' for v in values)})"
 
-    sparse = [pass1(s, "sparse", "stage2") for s in seeds]
+    sparse = [_last_pass1(out, s, "sparse", "stage2") for s in seeds]
     rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ExpRL-")]
     assert len(rows) == 10  # 2 methods x p = 0, 0.25, 0.5, 0.75, 1
     for label, p, placed, stage1, stage2, against in rows:
@@ -171,8 +168,8 @@ def test_committed_dial_of_the_ten_seed_reproduction_matches_its_logs():
         reference = calibration["conditions"]["reference"]
         low, high = reference["ci"]["misplacement"]
         assert placed == f"{100 * reference['rates']['misplacement']:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
-        assert stage1 == cell([pass1(s, name, "stage1") for s in seeds])
-        values = [pass1(s, name, "stage2") for s in seeds]
+        assert stage1 == cell([_last_pass1(out, s, name, "stage1") for s in seeds])
+        values = [_last_pass1(out, s, name, "stage2") for s in seeds]
         assert stage2 == cell(values)
         diffs = [a - b for a, b in zip(values, sparse)]
         wtl = (sum(d > 0 for d in diffs), sum(d == 0 for d in diffs), sum(d < 0 for d in diffs))
